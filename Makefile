@@ -1,0 +1,39 @@
+# The two commands a newcomer needs: `make demo` (the main job) and `make test` (what CI runs).
+# Each creates and fills its own virtual environment; only python3 (3.10+) must already be present.
+PYTHON ?= python3
+VENV ?= .venv
+FLOOR_VENV ?= .venv-floor
+AIRFLOW_FLOOR ?= 3.2.0
+
+.PHONY: demo test test-unit test-floor lint bench clean
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(VENV)/bin/pip install --quiet --upgrade pip
+	$(VENV)/bin/pip install --quiet -e '.[dev]'
+	touch $@
+
+demo: $(VENV)/.installed
+	$(VENV)/bin/python scripts/demo.py
+
+test: $(VENV)/.installed
+	scripts/ensure-chromium
+	$(VENV)/bin/python -m pytest -p no:cacheprovider -ra tests
+
+test-unit: $(VENV)/.installed
+	$(VENV)/bin/python -m pytest -p no:cacheprovider -ra tests/unit
+
+# Proves the declared floor: the unit suite against the oldest Airflow pyproject.toml admits.
+test-floor:
+	$(PYTHON) -m venv $(FLOOR_VENV)
+	$(FLOOR_VENV)/bin/pip install --quiet --upgrade pip
+	$(FLOOR_VENV)/bin/pip install --quiet -e '.[test]' 'apache-airflow==$(AIRFLOW_FLOOR)'
+	$(FLOOR_VENV)/bin/python -m pytest -p no:cacheprovider -ra tests/unit
+
+lint: $(VENV)/.installed
+	$(VENV)/bin/ruff check segmind_provider dags tests bench scripts
+	$(VENV)/bin/ruff format --check segmind_provider dags tests bench scripts
+	$(VENV)/bin/mypy
+
+clean:
+	rm -rf $(VENV) $(FLOOR_VENV) output artifacts

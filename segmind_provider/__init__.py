@@ -1,0 +1,63 @@
+"""Apache Airflow provider for Segmind's serverless generation API."""
+
+from __future__ import annotations
+
+from typing import Any
+
+__version__ = "0.1.0"
+
+__all__ = ["__version__", "get_provider_info"]
+
+
+def get_provider_info() -> dict[str, Any]:
+    """Describe the provider to Airflow's providers manager (entry point ``apache_airflow_provider``)."""
+    return {
+        "package-name": "airflow-provider-segmind",
+        "name": "Segmind",
+        "description": "Run Segmind's serverless image models from Airflow: deferrable, retry-safe, offline-testable.",
+        "versions": [__version__],
+        "integrations": [
+            {
+                "integration-name": "Segmind",
+                "external-doc-url": "https://docs.segmind.com/",
+                "tags": ["ai"],
+            }
+        ],
+        "hooks": [{"integration-name": "Segmind", "python-modules": ["segmind_provider.hooks.segmind"]}],
+        "operators": [{"integration-name": "Segmind", "python-modules": ["segmind_provider.operators.segmind"]}],
+        "sensors": [{"integration-name": "Segmind", "python-modules": ["segmind_provider.sensors.segmind"]}],
+        "triggers": [{"integration-name": "Segmind", "python-modules": ["segmind_provider.triggers.segmind"]}],
+        "extra-links": ["segmind_provider.operators.segmind.SegmindOutputLink"],
+        "connection-types": [
+            {
+                "connection-type": "segmind",
+                "hook-class-name": "segmind_provider.hooks.segmind.SegmindHook",
+                "hook-name": "Segmind",
+                "ui-field-behaviour": {
+                    "hidden-fields": ["schema", "login", "port"],
+                    "relabeling": {"password": "API Key", "host": "Base URL"},
+                    "placeholders": {
+                        "host": "https://api.segmind.com (optional; e.g. http://127.0.0.1:8765 for the emulator)",
+                        "password": "your Segmind API key",
+                    },
+                },
+                "conn-fields": {
+                    "timeout": {
+                        "label": "Request timeout (s)",
+                        "description": "Read timeout for each HTTP call to Segmind.",
+                        "schema": {"type": ["number", "null"], "default": 30},
+                    },
+                    "max_retries": {
+                        "label": "Max retries",
+                        "description": "Retries for idempotent calls on 429, 5xx and transport errors.",
+                        "schema": {"type": ["integer", "null"], "default": 5},
+                    },
+                    "requests_per_minute": {
+                        "label": "Requests per minute",
+                        "description": "Client-side budget for this key (Free 5, Pro 50); empty learns from 429s.",
+                        "schema": {"type": ["integer", "null"]},
+                    },
+                },
+            }
+        ],
+    }

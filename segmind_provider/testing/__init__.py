@@ -1,0 +1,1 @@
+"""Test helpers shipped with the provider (the local Segmind emulator)."""
