@@ -1,0 +1,539 @@
+"""Download or decode Segmind outputs and store them: the only module of the provider that writes files.
+
+Every output goes through the same three steps:
+
+1. **stage**: stream the download (or write the decoded bytes) into a temporary file on local disk,
+   never holding more than one chunk in memory; for a local destination the temporary file sits in
+   the destination's directory so that step 3 is a rename on the same filesystem;
+2. **verify**: size cap, length (when the server announced one), magic bytes against the requested
+   format and against the destination's extension;
+3. **publish**: local: ``os.replace`` (atomic); object storage: upload to a temporary key next to
+   the destination, then move it into place.
+
+All outputs of a request are staged and verified before the first one is published, and a
+failure removes every temporary file: the destination holds the whole verified file or is left
+exactly as it was. See docs/schemas-and-outputs.md.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import contextlib
+import mimetypes
+import os
+import re
+import secrets
+import tempfile
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO, Any
+from urllib.parse import unquote_to_bytes, urlsplit, urlunsplit
+
+from segmind_provider.exceptions import SegmindError, SegmindOutputError
+
+__all__ = [
+    "DEFAULT_MAX_BYTES",
+    "DownloadFn",
+    "normalize_format",
+    "sniff_format",
+    "store_bytes",
+    "store_output",
+]
+
+DEFAULT_MAX_BYTES = 256 * 1024 * 1024
+"""Largest output accepted (256 MiB): far above an image, enough for short videos."""
+
+DownloadFn = Callable[[str, IO[bytes]], "str | tuple[str, int | None] | None"]
+"""``download(url, fileobj)``: stream the body of ``url`` into ``fileobj``.
+
+Returns the response's Content-Type, or ``(content_type, expected_length)`` where
+``expected_length`` is the Content-Length the server announced for the bytes written (None when
+it sent none or used a content encoding). When a length is given, a shorter or longer file is
+refused as cut short. The callable must not send the Segmind API key (the media host is not
+Segmind), may retry by ``fileobj.seek(0); fileobj.truncate()`` and raises on HTTP errors.
+"""
+
+_EXTENSIONS: dict[str, str] = {
+    "png": ".png",
+    "jpeg": ".jpg",
+    "webp": ".webp",
+    "gif": ".gif",
+    "mp4": ".mp4",
+    "webm": ".webm",
+    "mp3": ".mp3",
+    "wav": ".wav",
+}
+_KIND_OF_EXTENSION: dict[str, str] = {
+    ".png": "png",
+    ".jpg": "jpeg",
+    ".jpeg": "jpeg",
+    ".jpe": "jpeg",
+    ".webp": "webp",
+    ".gif": "gif",
+    ".mp4": "mp4",
+    ".m4v": "mp4",
+    ".webm": "webm",
+    ".mp3": "mp3",
+    ".wav": "wav",
+}
+_SNIFF_BYTES = 16
+_LOCAL_SCHEMES = ("", "file", "local")
+_FLAT_STORES = frozenset(
+    {"s3", "s3a", "gs", "gcs", "abfs", "abfss", "az", "adl", "wasb", "wasbs", "oci", "oss", "memory"}
+)
+_BASE64_ALPHABET = re.compile(r"[A-Za-z0-9+/=_-]+")
+
+
+# ---------------------------------------------------------------- formats
+
+
+def normalize_format(name: str | None) -> str | None:
+    """Canonical kind for a format or extension name: "jpg", "JPEG", ".jpg" -> "jpeg"."""
+    if not name:
+        return None
+    key = name.strip().lower().lstrip(".")
+    return "jpeg" if key in ("jpg", "jpe", "jpeg") else key
+
+
+def sniff_format(head: bytes) -> str | None:
+    """The kind of file from its first bytes (png, jpeg, webp, gif, mp4, webm, mp3, wav) or None."""
+    if head.startswith(b"\x89PNG\r\n\x1a\n"):
+        return "png"
+    if head.startswith(b"\xff\xd8\xff"):
+        return "jpeg"
+    if head[:4] == b"RIFF" and head[8:12] == b"WEBP":
+        return "webp"
+    if head[:4] == b"RIFF" and head[8:12] == b"WAVE":
+        return "wav"
+    if head.startswith((b"GIF87a", b"GIF89a")):
+        return "gif"
+    if head[4:8] == b"ftyp":
+        return "mp4"
+    if head.startswith(b"\x1a\x45\xdf\xa3"):
+        return "webm"
+    if head.startswith(b"ID3") or (len(head) > 1 and head[0] == 0xFF and head[1] & 0xE0 == 0xE0):
+        return "mp3"
+    return None
+
+
+def _extension_for(kind: str | None, content_type: str) -> str:
+    if kind in _EXTENSIONS:
+        return _EXTENSIONS[kind]
+    guessed = mimetypes.guess_extension(content_type.split(";")[0].strip()) if content_type else None
+    return guessed or ".bin"
+
+
+# ---------------------------------------------------------------- sources
+
+
+@dataclass(frozen=True)
+class _Source:
+    """One output: a URL to download or bytes already decoded."""
+
+    url: str | None = None
+    data: bytes | None = None
+    content_type: str = ""
+    strict_kind: bool = False  # raw base64: refuse bytes that are no known media
+
+
+_OUTPUT_KEYS = ("image", "images", "output", "outputs", "url", "urls", "video", "audio", "data", "b64_json")
+
+
+def _sources(output: Any, max_bytes: int) -> list[_Source]:
+    """Flatten the output as the API gave it into the list of things to store."""
+    if isinstance(output, str):
+        return [_source_from_text(output.strip(), max_bytes)]
+    if isinstance(output, (list, tuple)):
+        return [src for item in output for src in _sources(item, max_bytes)]
+    if isinstance(output, Mapping):
+        for key in _OUTPUT_KEYS:
+            if output.get(key):
+                return _sources(output[key], max_bytes)
+        raise SegmindOutputError(
+            f"cannot find the output in a dict with keys {sorted(map(str, output))}; "
+            f"expected one of {', '.join(_OUTPUT_KEYS)}"
+        )
+    raise SegmindOutputError(f"cannot store an output of type {type(output).__name__}")
+
+
+def _source_from_text(text: str, max_bytes: int) -> _Source:
+    if not text:
+        raise SegmindOutputError("the output is an empty string")
+    scheme = urlsplit(text).scheme.lower() if ":" in text[:12] else ""
+    if scheme in ("http", "https"):
+        return _Source(url=text)
+    if scheme == "data":
+        return _decode_data_uri(text, max_bytes)
+    if scheme:
+        raise SegmindOutputError(
+            f"refusing to fetch an output URL with scheme {scheme!r}: only http and https are downloaded"
+        )
+    return _Source(data=_decode_base64(text, max_bytes), strict_kind=True)
+
+
+def _decode_data_uri(text: str, max_bytes: int) -> _Source:
+    header, sep, body = text[5:].partition(",")
+    if not sep:
+        raise SegmindOutputError("malformed data: URI (no comma)")
+    params = header.split(";")
+    content_type = params[0] or "text/plain"
+    if "base64" in (p.strip().lower() for p in params[1:]):
+        return _Source(data=_decode_base64(body, max_bytes), content_type=content_type)
+    data = unquote_to_bytes(body)
+    _check_size(len(data), max_bytes)
+    return _Source(data=data, content_type=content_type)
+
+
+def _decode_base64(text: str, max_bytes: int) -> bytes:
+    compact = "".join(text.split())
+    if not compact or not _BASE64_ALPHABET.fullmatch(compact):
+        raise SegmindOutputError(
+            f"the output {_short(text)!r} is neither an http(s) URL, a data: URI nor base64"
+        )
+    unpadded = compact.rstrip("=")
+    _check_size(len(unpadded) * 3 // 4, max_bytes)  # the exact decoded size, checked before decoding
+    padded = unpadded + "=" * (-len(unpadded) % 4)
+    try:
+        if "-" in padded or "_" in padded:
+            return base64.urlsafe_b64decode(padded)
+        return base64.b64decode(padded, validate=True)
+    except (binascii.Error, ValueError) as exc:
+        raise SegmindOutputError(f"the output is not valid base64: {exc}") from None
+
+
+def _check_size(size: int, max_bytes: int) -> None:
+    if size > max_bytes:
+        raise SegmindOutputError(f"the output is larger than the cap of {max_bytes} bytes")
+
+
+def _short(text: str, limit: int = 60) -> str:
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def _redact(url: str) -> str:
+    """The URL without query and fragment: signed media URLs carry tokens there."""
+    parts = urlsplit(url)
+    return urlunsplit((parts.scheme, parts.netloc.rpartition("@")[2], parts.path, "", ""))
+
+
+# ---------------------------------------------------------------- destination
+
+
+@dataclass(frozen=True)
+class _Destination:
+    """Where the files go, and how their names are derived from the path the user gave."""
+
+    local_dir: Path | None  # set for local destinations
+    remote_parent: str | None  # "s3://bucket/dir" for object storage (no user info)
+    conn_id: str | None
+    display_prefix: str  # "", or "file://" when the user wrote a file:// URI
+    stem: str
+    suffix: str  # the user's extension when it names a known kind, else ""
+
+    @property
+    def suffix_kind(self) -> str | None:
+        return _KIND_OF_EXTENSION.get(self.suffix.lower())
+
+    def name(self, index: int | None, kind: str | None, content_type: str) -> str:
+        numbered = self.stem if index is None else f"{self.stem}-{index}"
+        return numbered + (self.suffix or _extension_for(kind, content_type))
+
+    def uri(self, name: str) -> str:
+        if self.local_dir is not None:
+            return self.display_prefix + str(self.local_dir / name)
+        return f"{self.remote_parent}/{name}"
+
+
+def _destination(output_path: Any, output_conn_id: str | None) -> _Destination:
+    conn_id = output_conn_id or getattr(output_path, "conn_id", None)
+    text = str(output_path) if not isinstance(output_path, os.PathLike) else os.fspath(output_path)
+    if not text or text.endswith(("/", os.sep)):
+        raise SegmindOutputError(f"output_path {text!r} must name a file, not a directory")
+    parts = urlsplit(text)
+    scheme = parts.scheme.lower()
+    if scheme in _LOCAL_SCHEMES or len(scheme) == 1:  # one letter: a Windows drive
+        local = Path(unquote_to_bytes(parts.path).decode() if scheme in ("file", "local") else text)
+        local = local.expanduser().absolute()
+        if local.is_dir():
+            raise SegmindOutputError(f"output_path {text!r} is a directory; give a file name")
+        stem, suffix = _split_name(local.name)
+        prefix = "file://" if scheme in ("file", "local") else ""
+        return _Destination(local.parent, None, None, prefix, stem, suffix)
+    netloc = parts.netloc.rpartition("@")[2]
+    if "@" in parts.netloc and not conn_id:
+        conn_id = parts.netloc.rpartition("@")[0] or None
+    parent_path, _, name = parts.path.rpartition("/")
+    stem, suffix = _split_name(name)
+    return _Destination(None, f"{scheme}://{netloc}{parent_path}", conn_id, "", stem, suffix)
+
+
+def _split_name(name: str) -> tuple[str, str]:
+    root, ext = os.path.splitext(name)
+    if ext.lower() in _KIND_OF_EXTENSION and root:
+        return root, ext
+    return name, ""
+
+
+# ---------------------------------------------------------------- staging
+
+
+@dataclass
+class _Staged:
+    path: Path
+    kind: str | None
+    content_type: str
+
+
+class _CappedWriter:
+    """File wrapper refusing to grow past ``max_bytes``: memory and disk stay bounded whatever the server sends."""
+
+    def __init__(self, raw: IO[bytes], max_bytes: int) -> None:
+        self._raw = raw
+        self._max = max_bytes
+
+    def write(self, data: bytes) -> int:
+        if self._raw.tell() + len(data) > self._max:
+            raise SegmindOutputError(f"the output is larger than the cap of {self._max} bytes")
+        return self._raw.write(data)
+
+    def seek(self, offset: int, whence: int = 0) -> int:
+        return self._raw.seek(offset, whence)
+
+    def tell(self) -> int:
+        return self._raw.tell()
+
+    def truncate(self, size: int | None = None) -> int:
+        return self._raw.truncate(size)
+
+    def flush(self) -> None:
+        self._raw.flush()
+
+    def writable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        # Downloaders restart a broken transfer only on a seekable file: keep that possible.
+        return self._raw.seekable()
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._raw, name)
+
+
+def _new_temp(directory: Path | None, stem: str) -> tuple[Path, IO[bytes]]:
+    """A new private temporary file; in ``directory`` (same filesystem as the destination) when given."""
+    if directory is None:
+        fd, name = tempfile.mkstemp(prefix="segmind-", suffix=".part")
+        return Path(name), os.fdopen(fd, "w+b")
+    directory.mkdir(parents=True, exist_ok=True)
+    path = directory / f".{stem[:100]}.{secrets.token_hex(6)}.part"  # short: names have a length limit
+    # 0o666 through the umask: the published file gets the permissions a normal write would give.
+    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o666)
+    return path, os.fdopen(fd, "w+b")
+
+
+def _stage(
+    source: _Source,
+    dest: _Destination,
+    download: DownloadFn | None,
+    max_bytes: int,
+    expected: str | None,
+) -> _Staged:
+    path, fileobj = _new_temp(dest.local_dir, dest.stem)
+    try:
+        with fileobj:
+            content_type, length = _fill(source, fileobj, download, max_bytes)
+            size = fileobj.tell()
+            fileobj.flush()
+            os.fsync(fileobj.fileno())
+            fileobj.seek(0)
+            head = fileobj.read(_SNIFF_BYTES)
+        where = _redact(source.url) if source.url else "the inline output"
+        if size == 0:
+            raise SegmindOutputError(f"{where} is empty")
+        if length is not None and size != length:
+            raise SegmindOutputError(
+                f"{where} was cut short: received {size} bytes, the server announced {length}"
+            )
+        kind = sniff_format(head)
+        _verify_kind(kind, expected, dest, where, source.strict_kind)
+        return _Staged(path, kind, content_type)
+    except BaseException:
+        path.unlink(missing_ok=True)
+        raise
+
+
+def _fill(
+    source: _Source, fileobj: IO[bytes], download: DownloadFn | None, max_bytes: int
+) -> tuple[str, int | None]:
+    if source.data is not None:
+        _check_size(len(source.data), max_bytes)
+        fileobj.write(source.data)
+        return source.content_type, None
+    assert source.url is not None
+    if download is None:
+        raise SegmindOutputError("the output is a URL but no download function was given")
+    try:
+        answer = download(source.url, _CappedWriter(fileobj, max_bytes))  # type: ignore[arg-type]
+    except SegmindError:
+        raise
+    except Exception as exc:
+        raise SegmindOutputError(
+            f"downloading {_redact(source.url)} failed: {type(exc).__name__}: {exc}"
+        ) from exc
+    fileobj.seek(0, os.SEEK_END)
+    if isinstance(answer, tuple):
+        return answer[0] or "", answer[1]
+    return answer or "", None
+
+
+def _verify_kind(
+    kind: str | None, expected: str | None, dest: _Destination, where: str, strict: bool
+) -> None:
+    found = f"a {kind} file" if kind else "in no recognised format"
+    if expected in _EXTENSIONS and kind != expected:
+        raise SegmindOutputError(
+            f"{where} is {found}, but {expected} was requested: refusing to store a mismatched file"
+        )
+    wanted = dest.suffix_kind
+    if wanted is not None and kind != wanted:
+        raise SegmindOutputError(
+            f"{where} is {found}, but output_path ends in {dest.suffix!r}: "
+            f"refusing to store a mismatched file"
+        )
+    if strict and kind is None:
+        raise SegmindOutputError(f"{where} decodes as base64 to no known media format")
+
+
+# ---------------------------------------------------------------- publishing
+
+
+def _publish_local(staged: _Staged, target: Path) -> None:
+    os.replace(staged.path, target)
+    with contextlib.suppress(OSError):  # directory fsync is POSIX-only; best effort
+        fd = os.open(target.parent, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+
+def _filesystem(dest: _Destination) -> tuple[Any, Any]:
+    """The fsspec filesystem for the destination, and an ObjectStoragePath factory.
+
+    Airflow resolves the filesystem (and credentials) from ``conn_id``. Schemes Airflow has no
+    provider for but fsspec knows (``memory://``) fall back to fsspec when no connection is given.
+    """
+    from airflow.sdk import ObjectStoragePath
+
+    probe = ObjectStoragePath(f"{dest.remote_parent}/{dest.stem}", conn_id=dest.conn_id)
+    try:
+        return probe.fs, probe
+    except ValueError:
+        if dest.conn_id:
+            raise
+        import fsspec
+
+        return fsspec.filesystem(probe.protocol), probe
+
+
+def _publish_remote(staged_items: list[tuple[_Staged, str]], dest: _Destination) -> None:
+    fs, probe = _filesystem(dest)
+    parent = probe.parent.path
+    if probe.protocol not in _FLAT_STORES:
+        # sftp, hdfs, smb... need the directory; object stores have none, and s3fs would
+        # create a missing *bucket* here, a side effect nobody asked for.
+        fs.makedirs(parent, exist_ok=True)
+    for staged, name in staged_items:
+        final = f"{parent.rstrip('/')}/{name}"
+        temp = f"{parent.rstrip('/')}/.{name[:100]}.{secrets.token_hex(6)}.part"
+        try:
+            fs.put_file(str(staged.path), temp)
+            try:
+                fs.mv(temp, final)
+            except NotImplementedError:
+                # No server-side move: write directly. An object PUT is all-or-nothing anyway.
+                fs.put_file(str(staged.path), final)
+        finally:
+            with contextlib.suppress(Exception):
+                if fs.exists(temp):
+                    fs.rm(temp)
+
+
+# ---------------------------------------------------------------- public API
+
+
+def store_output(
+    output: Any,
+    output_path: Any,
+    *,
+    download: DownloadFn | None,
+    output_conn_id: str | None = None,
+    expected_format: str | None = None,
+    max_bytes: int = DEFAULT_MAX_BYTES,
+) -> list[str]:
+    """Store the output of a request at ``output_path`` and return the stored URIs, in output order.
+
+    ``output`` is what the API returned: an http(s) URL, a ``data:`` URI, raw base64, a list of
+    those, or a dict holding one (``{"image": ...}``). URLs are fetched with ``download`` (see
+    :data:`DownloadFn`); other URL schemes are refused. ``output_path`` is a local path or an
+    ObjectStoragePath URI (``file://``, ``s3://``, ``memory://``...), ``output_conn_id`` its
+    connection. Without a known extension the sniffed one is appended; several outputs are
+    numbered ``-1``, ``-2``... before the extension. ``expected_format`` ("png", "jpg"...) is
+    what was requested: any other content is a SegmindOutputError and nothing is written.
+    """
+    sources = _sources(output, max_bytes)
+    if not sources:
+        raise SegmindOutputError("the result holds no output to store")
+    return _store(sources, output_path, download, output_conn_id, expected_format, max_bytes)
+
+
+def store_bytes(
+    content: bytes,
+    content_type: str,
+    output_path: Any,
+    *,
+    output_conn_id: str | None = None,
+    expected_format: str | None = None,
+    max_bytes: int = DEFAULT_MAX_BYTES,
+) -> list[str]:
+    """Store bytes already received (the sync ``POST /v1/{model}`` answer) with the same rules as :func:`store_output`."""
+    source = _Source(data=bytes(content), content_type=content_type or "")
+    return _store([source], output_path, None, output_conn_id, expected_format, max_bytes)
+
+
+def _store(
+    sources: list[_Source],
+    output_path: Any,
+    download: DownloadFn | None,
+    output_conn_id: str | None,
+    expected_format: str | None,
+    max_bytes: int,
+) -> list[str]:
+    dest = _destination(output_path, output_conn_id)
+    expected = normalize_format(expected_format)
+    staged: list[_Staged] = []
+    try:
+        for source in sources:
+            staged.append(_stage(source, dest, download, max_bytes, expected))
+        several = len(staged) > 1
+        names = [
+            dest.name(i if several else None, s.kind, s.content_type) for i, s in enumerate(staged, start=1)
+        ]
+        if dest.local_dir is not None:
+            for item, name in zip(staged, names, strict=True):
+                target = dest.local_dir / name
+                if target.is_dir():
+                    raise SegmindOutputError(f"{target} is a directory; cannot replace it with a file")
+                _publish_local(item, target)
+        else:
+            _publish_remote(list(zip(staged, names, strict=True)), dest)
+        return [dest.uri(name) for name in names]
+    except SegmindError:
+        raise
+    except Exception as exc:
+        raise SegmindOutputError(f"storing the output failed: {type(exc).__name__}: {exc}") from exc
+    finally:
+        for item in staged:
+            item.path.unlink(missing_ok=True)
