@@ -1,0 +1,154 @@
+"""A small Python client for the admin endpoints (`/_emulator/...`).
+
+Every runtime change goes over HTTP, so the same methods drive an emulator in a
+thread, in a child process, or one started by hand with the CLI.
+"""
+
+from __future__ import annotations
+
+import json
+import urllib.error
+import urllib.request
+from typing import Any
+
+DEFAULT_TEST_KEY = "emulator-test-key"
+
+
+class EmulatorControlError(RuntimeError):
+    """An admin call was refused (bad option, unknown fault id, ...)."""
+
+
+class EmulatorControl:
+    """Drive a running emulator: config, faults, call log, clock, reset."""
+
+    def __init__(self, base_url: str, media_url: str = "", api_key: str = DEFAULT_TEST_KEY) -> None:
+        self.base_url = base_url.rstrip("/")
+        self.media_url = media_url.rstrip("/")
+        # A fake key for clients under test; the emulator accepts any non-empty key by default.
+        self.api_key = api_key
+
+    def _call(self, method: str, path: str, body: dict[str, Any] | None = None) -> Any:
+        data = None if body is None else json.dumps(body).encode()
+        req = urllib.request.Request(self.base_url + "/_emulator" + path, data=data, method=method)
+        if data is not None:
+            req.add_header("Content-Type", "application/json")
+        try:
+            with urllib.request.urlopen(req, timeout=30) as resp:
+                return json.loads(resp.read() or b"null")
+        except urllib.error.HTTPError as exc:
+            try:
+                detail = json.loads(exc.read()).get("error", exc.reason)
+            except ValueError:
+                detail = exc.reason
+            raise EmulatorControlError(f"{method} /_emulator{path}: {exc.code} {detail}") from None
+
+    # -- config ----------------------------------------------------------------------
+    def health(self) -> dict[str, Any]:
+        return self._call("GET", "/health")  # type: ignore[no-any-return]
+
+    def config(self) -> dict[str, Any]:
+        """The current options (API keys appear only as a count)."""
+        return self._call("GET", "/config")  # type: ignore[no-any-return]
+
+    def configure(self, **changes: Any) -> dict[str, Any]:
+        """Change runtime options, e.g. `configure(credits=0, rate_limit=5, blocked_words=["x"])`."""
+        return self._call("PATCH", "/config", changes)  # type: ignore[no-any-return]
+
+    def register_model(
+        self,
+        name: str,
+        latency: float = 5.0,
+        *,
+        output: str = "image",
+        jitter: float = 0.15,
+        cost: float | None = None,
+        cold_start: float = 0.0,
+        cold_after: float = 600.0,
+    ) -> dict[str, Any]:
+        """Serve a model (new, or replace one) with its simulated latency and output kind (image, text, json).
+
+        `cold_start` simulated seconds are added (as QUEUED time) before the first job
+        after `cold_after` idle seconds, like a cold model loading.
+        """
+        body = {
+            "name": name,
+            "latency": latency,
+            "output": output,
+            "jitter": jitter,
+            "cost": cost,
+            "cold_start": cold_start,
+            "cold_after": cold_after,
+        }
+        return self._call("POST", "/models", body)  # type: ignore[no-any-return]
+
+    # -- faults ----------------------------------------------------------------------
+    def add_fault(
+        self,
+        endpoint: str = "*",
+        *,
+        status: int | None = None,
+        kind: str | None = None,
+        probability: float = 1.0,
+        count: int | None = None,
+        delay: float = 0.0,
+        when: str = "before",
+        body: str | None = None,
+    ) -> int:
+        """Inject a fault; returns its id. `kind` defaults to "error" (or "delay" when only `delay` is given)."""
+        if kind is None:
+            kind = "delay" if status is None and delay else "error"
+        rule: dict[str, Any] = {
+            "endpoint": endpoint,
+            "kind": kind,
+            "status": 500 if status is None else status,
+            "probability": probability,
+            "count": count,
+            "delay": delay,
+            "when": when,
+            "body": body,
+        }
+        return int(self._call("POST", "/faults", rule)["id"])
+
+    def faults(self) -> list[dict[str, Any]]:
+        return self._call("GET", "/faults")  # type: ignore[no-any-return]
+
+    def remove_fault(self, fault_id: int) -> None:
+        self._call("DELETE", f"/faults/{fault_id}")
+
+    def clear_faults(self) -> None:
+        self._call("DELETE", "/faults")
+
+    # -- calls, clock, jobs ----------------------------------------------------------
+    def calls(self, endpoint: str | None = None, since: int | None = None) -> list[dict[str, Any]]:
+        """The call log: method, path, endpoint, status, key_present (never the key)."""
+        query = []
+        if endpoint:
+            query.append(f"endpoint={endpoint}")
+        if since is not None:
+            query.append(f"since={since}")
+        return self._call("GET", "/calls" + ("?" + "&".join(query) if query else ""))  # type: ignore[no-any-return]
+
+    def clear_calls(self) -> None:
+        self._call("DELETE", "/calls")
+
+    def reset(self) -> None:
+        """Forget jobs, calls, faults, rate windows; restore the startup options and credits."""
+        self._call("POST", "/reset", {})
+
+    def advance(self, seconds: float) -> None:
+        """Pretend this many wall-clock seconds passed: jobs finish, results expire, rate windows roll."""
+        self._call("POST", "/advance", {"seconds": seconds})
+
+    def expire(self, request_id: str | None = None) -> int:
+        """Drop one request (or all): later status/result/media calls get 404."""
+        return int(self._call("POST", "/expire", {"request_id": request_id})["expired"])
+
+    def stats(self) -> dict[str, Any]:
+        return self._call("GET", "/stats")  # type: ignore[no-any-return]
+
+    # -- helpers for clients under test ----------------------------------------------
+    def connection_json(self, api_key: str | None = None) -> str:
+        """An Airflow connection (JSON form) pointing at this emulator, for `AIRFLOW_CONN_SEGMIND_DEFAULT`."""
+        return json.dumps(
+            {"conn_type": "segmind", "host": self.base_url, "password": api_key or self.api_key}
+        )

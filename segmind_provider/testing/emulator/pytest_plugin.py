@@ -1,0 +1,53 @@
+"""pytest fixtures: load with `pytest_plugins = ["segmind_provider.testing.emulator.pytest_plugin"]`.
+
+One emulator per test session (starting one costs a few milliseconds, but a
+session-wide one keeps ports stable); each test gets it reset to the startup
+options, with a 100x time scale so a flux-1.1-pro image "takes" about 0.14 s.
+Per-test options go in a marker: `@pytest.mark.segmind_emulator(credits=0)`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+
+from .runner import SegmindEmulator
+
+FAST_TIME_SCALE = 0.01
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line(
+        "markers", "segmind_emulator(**options): runtime options for the segmind_emulator fixture"
+    )
+
+
+@pytest.fixture(scope="session")
+def segmind_emulator_session() -> Iterator[SegmindEmulator]:
+    """The session's emulator (thread mode); prefer `segmind_emulator`, which resets it per test."""
+    with SegmindEmulator(time_scale=FAST_TIME_SCALE) as emu:
+        yield emu
+
+
+@pytest.fixture
+def segmind_emulator(
+    segmind_emulator_session: SegmindEmulator, request: pytest.FixtureRequest
+) -> SegmindEmulator:
+    """A freshly reset emulator; options from a `segmind_emulator` marker are applied on top."""
+    emu = segmind_emulator_session
+    emu.reset()
+    marker = request.node.get_closest_marker("segmind_emulator")
+    if marker is not None and marker.kwargs:
+        emu.configure(**marker.kwargs)
+    return emu
+
+
+@pytest.fixture
+def segmind_emulator_connection(
+    segmind_emulator: SegmindEmulator, monkeypatch: pytest.MonkeyPatch
+) -> SegmindEmulator:
+    """Also point Airflow's `segmind_default` connection (and SEGMIND_API_KEY) at the emulator."""
+    monkeypatch.setenv("AIRFLOW_CONN_SEGMIND_DEFAULT", segmind_emulator.connection_json())
+    monkeypatch.setenv("SEGMIND_API_KEY", segmind_emulator.api_key)
+    return segmind_emulator

@@ -1,0 +1,143 @@
+"""Images: determinism, sizes for every aspect ratio, formats, laziness."""
+
+from __future__ import annotations
+
+import io
+from typing import TYPE_CHECKING
+
+import httpx
+import pytest
+from PIL import Image
+
+from segmind_provider.testing.emulator import ASPECT_RATIOS, SegmindEmulator
+from segmind_provider.testing.emulator.render import render_image, render_key, seed_from_request_id
+from segmind_provider.testing.emulator.validation import round16, validate_flux_1_1_pro
+
+if TYPE_CHECKING:
+    from .conftest import Submit
+
+KEY = "emulator-test-key"
+H = {"x-api-key": KEY}
+
+
+def fetch(http: httpx.Client, emu: SegmindEmulator, body: dict[str, str]) -> bytes:
+    emu.advance(60)
+    output = http.get(body["response_url"], headers=H).json()["output"]
+    response = http.get(output)
+    assert response.status_code == 200
+    return response.content
+
+
+def test_same_inputs_same_bytes_other_seed_other_bytes(
+    http: httpx.Client, segmind_emulator: SegmindEmulator, submit: Submit
+) -> None:
+    base = segmind_emulator.base_url
+    params = {"prompt": "a quiet harbour", "seed": 42, "output_format": "png"}
+    first = fetch(http, segmind_emulator, submit(base, **params).json())
+    segmind_emulator.reset()  # also empties the render cache: the second image is drawn again
+    second = fetch(http, segmind_emulator, submit(base, **params).json())
+    assert first == second
+    other_seed = fetch(http, segmind_emulator, submit(base, **{**params, "seed": 43}).json())
+    other_prompt = fetch(
+        http, segmind_emulator, submit(base, **{**params, "prompt": "a loud harbour"}).json()
+    )
+    assert len({first, other_seed, other_prompt}) == 3
+
+
+def test_sync_and_async_give_the_same_image(
+    http: httpx.Client, segmind_emulator: SegmindEmulator, submit: Submit
+) -> None:
+    params = {"prompt": "same", "seed": 5, "output_format": "jpg", "output_quality": 50}
+    via_v2 = fetch(http, segmind_emulator, submit(segmind_emulator.base_url, **params).json())
+    segmind_emulator.configure(time_scale=0.0001)
+    via_v1 = http.post(f"{segmind_emulator.base_url}/v1/flux-1.1-pro", json=params, headers=H).content
+    assert via_v1 == via_v2
+
+
+def test_no_seed_derives_one_from_the_request_id(
+    http: httpx.Client, segmind_emulator: SegmindEmulator, submit: Submit
+) -> None:
+    base = segmind_emulator.base_url
+    a = submit(base, output_format="jpg").json()
+    b = submit(base, output_format="jpg").json()
+    first_a = fetch(http, segmind_emulator, a)
+    assert fetch(http, segmind_emulator, a) == first_a
+    assert fetch(http, segmind_emulator, b) != first_a
+    assert seed_from_request_id(a["request_id"]) == seed_from_request_id(a["request_id"])
+
+
+def test_quality_changes_the_bytes() -> None:
+    low = validate_flux_1_1_pro({"prompt": "q", "output_format": "jpg", "output_quality": 10})
+    high = validate_flux_1_1_pro({"prompt": "q", "output_format": "jpg", "output_quality": 95})
+    small = render_image(render_key("flux-1.1-pro", low, 1))
+    large = render_image(render_key("flux-1.1-pro", high, 1))
+    assert len(small) < len(large)
+
+
+@pytest.mark.parametrize("aspect_ratio", sorted(ASPECT_RATIOS))
+def test_every_aspect_ratio_size(
+    http: httpx.Client, segmind_emulator: SegmindEmulator, aspect_ratio: str
+) -> None:
+    width, height = ASPECT_RATIOS[aspect_ratio]
+    assert width % 16 == 0 and height % 16 == 0
+    assert 0.97 <= width * height / 1024**2 <= 1.01
+    w, h = (int(x) for x in aspect_ratio.split(":"))
+    assert abs(width / height - w / h) < 0.02
+    segmind_emulator.configure(time_scale=0.0001)
+    response = http.post(
+        f"{segmind_emulator.base_url}/v1/flux-1.1-pro",
+        json={"prompt": "size check", "aspect_ratio": aspect_ratio, "output_format": "jpg"},
+        headers=H,
+    )
+    assert Image.open(io.BytesIO(response.content)).size == (width, height)
+
+
+def test_one_to_one_is_exactly_1024() -> None:
+    assert ASPECT_RATIOS["1:1"] == (1024, 1024)
+
+
+@pytest.mark.parametrize(
+    ("width", "height", "expected"),
+    [
+        (1024, 1024, (1024, 1024)),
+        (257, 1440, (256, 1440)),
+        (1000, 600, (1008, 608)),
+        (264, 1432, (272, 1440)),
+    ],
+)
+def test_custom_size_rounds_to_16(
+    http: httpx.Client, segmind_emulator: SegmindEmulator, width: int, height: int, expected: tuple[int, int]
+) -> None:
+    assert (round16(width), round16(height)) == expected
+    segmind_emulator.configure(time_scale=0.0001)
+    response = http.post(
+        f"{segmind_emulator.base_url}/v1/flux-1.1-pro",
+        json={
+            "prompt": "c",
+            "aspect_ratio": "custom",
+            "width": width,
+            "height": height,
+            "output_format": "jpg",
+        },
+        headers=H,
+    )
+    assert Image.open(io.BytesIO(response.content)).size == expected
+
+
+def test_width_is_ignored_without_custom() -> None:
+    params = validate_flux_1_1_pro({"prompt": "x", "aspect_ratio": "16:9", "width": 512, "height": 512})
+    assert (params["width"], params["height"]) == (1360, 768)
+
+
+def test_rendering_is_lazy_and_cached(
+    http: httpx.Client, segmind_emulator: SegmindEmulator, submit: Submit
+) -> None:
+    bodies = [submit(segmind_emulator.base_url, output_format="jpg").json() for _ in range(200)]
+    segmind_emulator.advance(3000)
+    for body in bodies[:20]:
+        assert http.get(body["response_url"], headers=H).json()["status"] == "COMPLETED"
+    assert segmind_emulator.stats()["renders"] == 0
+    fetch(http, segmind_emulator, bodies[0])
+    fetch(http, segmind_emulator, bodies[0])
+    stats = segmind_emulator.stats()
+    assert (stats["renders"], stats["cache_hits"]) == (1, 1)

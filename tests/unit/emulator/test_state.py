@@ -1,0 +1,96 @@
+"""The timing model without HTTP: a simulated worker pool, lazily computed states."""
+
+from __future__ import annotations
+
+import pytest
+
+from segmind_provider.testing.emulator.state import EmulatorConfig, EmulatorState, ModelSpec, job_status
+
+
+def _state(**options: object) -> EmulatorState:
+    return EmulatorState(EmulatorConfig(**options))  # type: ignore[arg-type]
+
+
+def test_worker_pool_keeps_extra_jobs_queued() -> None:
+    state = _state(workers=2, time_scale=1.0)
+    model = ModelSpec("m", latency=10.0, jitter=0.0)
+    jobs = [state.schedule(model, {"prompt": "p"}, None) for _ in range(3)]
+    now = state.now()
+    assert [job_status(j, now) for j in jobs] == ["PROCESSING", "PROCESSING", "QUEUED"]
+    assert jobs[2].start == pytest.approx(jobs[0].end)
+    assert job_status(jobs[2], jobs[0].end + 0.001) == "PROCESSING"
+    assert job_status(jobs[2], jobs[2].end) == "COMPLETED"
+    assert [j.inference_time for j in jobs] == [10.0, 10.0, 10.0]
+
+
+def test_time_scale_shrinks_wall_time_not_reported_time() -> None:
+    state = _state(time_scale=0.01)
+    job = state.schedule(ModelSpec("m", latency=14.0, jitter=0.0), {}, None)
+    assert job.end - job.start == pytest.approx(0.14)
+    assert job.inference_time == 14.0
+
+
+def test_jitter_stays_within_bounds() -> None:
+    state = _state(workers=1000)
+    spec = ModelSpec("flux-1.1-pro", latency=14.05, jitter=0.15)
+    times = {state.schedule(spec, {}, None).inference_time for _ in range(200)}
+    assert min(times) >= 14.05 * 0.85 - 0.01
+    assert max(times) <= 14.05 * 1.15 + 0.01
+    assert len(times) > 50
+
+
+def test_blocked_jobs_fail_quickly() -> None:
+    state = _state(blocked_words=["bad"])
+    params = {"prompt": "Very BAD idea"}
+    reason = state.blocked_reason(params)
+    assert reason is not None
+    job = state.schedule(ModelSpec("m", latency=14.0), params, reason)
+    assert job.inference_time <= 1.0
+    assert job_status(job, job.end) == "FAILED"
+
+
+def test_pool_resize_keeps_busy_workers() -> None:
+    state = _state(workers=4, time_scale=1.0)
+    model = ModelSpec("m", latency=10.0, jitter=0.0)
+    for _ in range(4):
+        state.schedule(model, {}, None)
+    state.update_config({"workers": 2})
+    queued = state.schedule(model, {}, None)
+    assert job_status(queued, state.now()) == "QUEUED"
+    state.update_config({"workers": 8})
+    assert job_status(state.schedule(model, {}, None), state.now()) == "PROCESSING"
+
+
+def test_update_config_is_all_or_nothing() -> None:
+    state = _state()
+    with pytest.raises(ValueError):
+        state.update_config({"credits": 5, "workers": 0})
+    assert state.config.credits is None
+    assert state.config.workers == 32
+
+
+def test_sweep_drops_expired_jobs() -> None:
+    state = _state(time_scale=0.001, retention=10)
+    assert state.retention_real() == 10
+    job = state.schedule(ModelSpec("m", latency=1.0, jitter=0.0), {}, None)
+    state.add_job(job)
+    state.advance(20)
+    state._last_sweep -= 2
+    state.sweep()
+    assert state.jobs == {}
+    assert state.counters["expired"] == 1
+
+
+def test_cold_model_keeps_jobs_queued_while_loading() -> None:
+    state = _state(time_scale=1.0)
+    model = ModelSpec("m", latency=10.0, jitter=0.0, cold_start=60.0, cold_after=600.0)
+    first = state.schedule(model, {}, None)
+    second = state.schedule(model, {}, None)
+    assert job_status(first, state.now()) == "QUEUED"
+    assert first.start == pytest.approx(first.created + 60.0)
+    assert second.start == pytest.approx(first.start)
+    state.advance(200)
+    warm = state.schedule(model, {}, None)
+    assert job_status(warm, state.now()) == "PROCESSING"
+    state.advance(601)
+    assert job_status(state.schedule(model, {}, None), state.now()) == "QUEUED"
