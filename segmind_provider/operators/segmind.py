@@ -1,0 +1,430 @@
+"""SegmindOperator: from a DAG task to a stored image, holding no worker slot while Segmind works.
+
+The journey: validate the payload (no HTTP on a mistake), submit on the worker,
+remember the request id (XCom and the task's ``task_state_store``), wait (in the
+triggerer when deferrable, else in the worker, on the same poll schedule), fetch
+the result, store the outputs. A retry reads the remembered request first, so a
+try that died or timed out never pays for a second generation.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from collections.abc import Sequence
+from datetime import timedelta
+from functools import cached_property
+from typing import TYPE_CHECKING, Any, ClassVar, NoReturn
+
+from airflow.sdk import Asset, BaseOperator, BaseOperatorLink
+
+from segmind_provider.exceptions import (
+    SegmindError,
+    SegmindNotFoundError,
+    SegmindTimeoutError,
+)
+from segmind_provider.outputs import DEFAULT_MAX_BYTES
+from segmind_provider.triggers.polling import DEFAULT_POLL_INTERVAL
+from segmind_provider.triggers.segmind import (
+    EVENT_STATUSES,
+    RequestWatch,
+    SegmindRequestTrigger,
+    failure_error,
+    make_event,
+)
+
+try:
+    from airflow.providers.common.compat.sdk import conf
+except ImportError:  # pragma: no cover - without the common.compat provider
+    from airflow.configuration import conf
+
+if TYPE_CHECKING:
+    from airflow.sdk import Context
+    from airflow.sdk.types import TaskInstanceKey
+
+    from segmind_provider.hooks.segmind import SegmindHook
+
+__all__ = ["STATE_STORE_KEY", "SegmindOperator", "SegmindOutputLink"]
+
+#: The ``task_state_store`` key holding the live request across tries. Renaming it breaks in-flight retries.
+STATE_STORE_KEY = "segmind_request"
+#: Extra time given to a deferral beyond the trigger's own deadline, so the trigger's timeout event
+#: (which names the request id) arrives before Airflow's blunt TaskDeferralTimeout.
+DEFER_GRACE_SECONDS = 60.0
+_ACTIVE = ("QUEUED", "PROCESSING")
+
+
+def _is_http(value: Any) -> bool:
+    return isinstance(value, str) and value.lower().startswith(("http://", "https://"))
+
+
+class SegmindOutputLink(BaseOperatorLink):
+    """Opens the generated image: the stored URI when it is http(s), else the output URL Segmind returned."""
+
+    name = "Segmind output"
+
+    def get_link(self, operator: BaseOperator, *, ti_key: TaskInstanceKey) -> str:
+        # Airflow 3 computes links in the worker right after the try, on the operator that ran it:
+        # read the result from there, which also avoids an XCom lookup after a deferral (no result yet).
+        if hasattr(ti_key, "task"):
+            return self.link_from_result(getattr(operator, "segmind_result", None))
+        try:
+            from airflow.providers.common.compat.sdk import XCom
+        except ImportError:  # pragma: no cover
+            from airflow.sdk.execution_time.xcom import XCom  # type: ignore[no-redef]
+
+        return self.link_from_result(XCom.get_value(ti_key=ti_key, key="return_value"))
+
+    @staticmethod
+    def link_from_result(value: Any) -> str:
+        """The link for one operator return value ("" when there is nothing to open)."""
+        if not isinstance(value, dict):
+            return ""
+        for uri in value.get("output_uris") or []:
+            if _is_http(uri):
+                return str(uri)
+        output = value.get("output")
+        candidates = output if isinstance(output, list) else [output]
+        for candidate in candidates:
+            if isinstance(candidate, dict):
+                candidate = next((v for v in candidate.values() if _is_http(v)), None)
+            if _is_http(candidate):
+                return str(candidate)
+        return ""
+
+
+class SegmindOperator(BaseOperator):
+    """Run one Segmind model request and store its output.
+
+    :param model: the Segmind model slug, e.g. ``flux-1.1-pro``.
+    :param payload: the model's JSON parameters (templated; Jinja inside values works).
+    :param segmind_conn_id: the Segmind connection (API key, optional base URL).
+    :param output_path: where to store the output (templated): a local path or an ObjectStoragePath
+        URI (``file://``, ``s3://``, ``memory://``...). Without an extension the content's one is
+        appended; several outputs get ``-1``, ``-2``... None: nothing is downloaded.
+    :param output_conn_id: the connection for ``output_path``'s storage.
+    :param deferrable: wait in the triggerer instead of holding a worker slot.
+    :param poll_interval: the longest gap between two status polls (see docs/operator.md).
+    :param timeout: the whole wait for the job, seconds or a timedelta.
+    :param validate: check the payload against the model's schema before any HTTP call.
+    :param mode: ``"async"`` (the v2 queue) or ``"sync"`` (``POST /v1/{model}`` in the worker, quick models).
+    :param durable: remember the request id across tries so a retry re-attaches instead of paying again
+        (needs Airflow 3.3's ``task_state_store``).
+    :param max_output_bytes: size cap for each stored output.
+    :param expected_duration: typical submit-to-completion seconds, overriding the model's default for
+        the poll schedule (a model without a default, or a time-scaled emulator).
+    """
+
+    template_fields: Sequence[str] = ("payload", "output_path")
+    template_fields_renderers: ClassVar[dict[str, str]] = {"payload": "json"}
+    operator_extra_links = (SegmindOutputLink(),)
+    ui_color = "#f5e6ff"
+
+    def __init__(
+        self,
+        *,
+        model: str,
+        payload: dict[str, Any],
+        segmind_conn_id: str = "segmind_default",
+        output_path: Any = None,
+        output_conn_id: str | None = None,
+        deferrable: bool = conf.getboolean("operators", "default_deferrable", fallback=False),
+        poll_interval: float = DEFAULT_POLL_INTERVAL,
+        timeout: float | timedelta = 600,
+        validate: bool = True,
+        mode: str = "async",
+        durable: bool = True,
+        max_output_bytes: int = DEFAULT_MAX_BYTES,
+        expected_duration: float | None = None,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        if mode not in ("async", "sync"):
+            raise ValueError(f"mode must be 'async' or 'sync', got {mode!r}")
+        seconds = timeout.total_seconds() if isinstance(timeout, timedelta) else float(timeout)
+        if seconds <= 0:
+            raise ValueError(f"timeout must be positive, got {timeout!r}")
+        if poll_interval <= 0:
+            raise ValueError(f"poll_interval must be positive, got {poll_interval!r}")
+        self.model = model
+        self.payload = payload
+        self.segmind_conn_id = segmind_conn_id
+        self.output_path = output_path
+        self.output_conn_id = output_conn_id
+        self.deferrable = deferrable
+        self.poll_interval = float(poll_interval)
+        self.timeout = seconds
+        self.validate = validate
+        self.mode = mode
+        self.durable = durable
+        self.max_output_bytes = max_output_bytes
+        self.expected_duration = expected_duration
+        #: The last return value, for the extra link (links are computed on this object after the try).
+        self.segmind_result: dict[str, Any] | None = None
+
+    @cached_property
+    def hook(self) -> SegmindHook:
+        from segmind_provider.hooks.segmind import SegmindHook
+
+        return SegmindHook(segmind_conn_id=self.segmind_conn_id)
+
+    # ------------------------------------------------------------------ execute
+
+    def execute(self, context: Context) -> dict[str, Any]:
+        payload = self._checked_payload()
+        if self.mode == "sync":
+            return self._run_sync(context, payload)
+        request_id, submitted_at, answer = self._attach_or_submit(context, payload)
+        context["ti"].xcom_push(key="request_id", value=request_id)
+        event = self._terminal_event(request_id, answer)
+        if event is not None:
+            return self.execute_complete(context, event)
+        end_time = time.time() + self.timeout
+        if self.deferrable:
+            self.defer(
+                trigger=SegmindRequestTrigger(
+                    request_id=request_id,
+                    segmind_conn_id=self.segmind_conn_id,
+                    poll_interval=self.poll_interval,
+                    end_time=end_time,
+                    model=self.model,
+                    submitted_at=submitted_at,
+                    expected_duration=self.expected_duration,
+                ),
+                method_name="execute_complete",
+                timeout=timedelta(seconds=self.timeout + max(DEFER_GRACE_SECONDS, 2 * self.poll_interval)),
+            )
+        event = self._wait_in_worker(request_id, submitted_at, end_time)
+        return self.execute_complete(context, event)
+
+    def execute_complete(self, context: Context, event: dict[str, Any]) -> dict[str, Any]:
+        """Finish from a trigger event (or an already-terminal answer): fetch, store, return the result."""
+        if (
+            not isinstance(event, dict)
+            or event.get("status") not in EVENT_STATUSES
+            or not isinstance(event.get("request_id"), str)
+        ):
+            raise SegmindError(f"unexpected trigger event: {event!r}")
+        request_id = event["request_id"]
+        status = event["status"]
+        message = str(event.get("message") or "")
+        if status == "timeout":
+            raise SegmindTimeoutError(message or "the deadline passed", request_id=request_id)
+        if status == "error":
+            raise SegmindError(message or "waiting for the request failed", request_id=request_id)
+        if status == "failed":
+            self._raise_failed(request_id, message)
+        result = self.hook.get_result(request_id)
+        output = result.get("output")
+        metrics = result.get("metrics") or {}
+        if not isinstance(metrics, dict):
+            metrics = {"raw": metrics}
+        if metrics.get("inference_time") is None and event.get("inference_time") is not None:
+            metrics["inference_time"] = event["inference_time"]
+        uris = self._store(output)
+        self._record_outlets(context, request_id, uris)
+        self._forget_request(context)
+        self.log.info(
+            "Segmind request %s completed (inference %ss); stored %d output(s)",
+            request_id,
+            metrics.get("inference_time"),
+            len(uris),
+        )
+        self.segmind_result = {
+            "request_id": request_id,
+            "model": self.model,
+            "status": "COMPLETED",
+            "output": output,
+            "output_uris": uris,
+            "metrics": metrics,
+        }
+        return self.segmind_result
+
+    # ------------------------------------------------------------------ steps
+
+    def _checked_payload(self) -> dict[str, Any]:
+        """Validate before spending: a bad payload raises before any HTTP call."""
+        if not self.validate:
+            return dict(self.payload)
+        from segmind_provider.schemas import validate_payload
+
+        return validate_payload(self.model, self.payload)
+
+    def _fingerprint(self, payload: dict[str, Any]) -> str:
+        """Identify what was asked, so a retry only re-attaches to a request for the same payload."""
+        text = json.dumps({"model": self.model, "payload": payload}, sort_keys=True, default=str)
+        return hashlib.sha256(text.encode()).hexdigest()
+
+    def _state_store(self, context: Context) -> Any:
+        if not self.durable:
+            return None
+        store = context.get("task_state_store")  # Airflow 3.3+
+        if store is None:
+            self.log.debug("No task_state_store (Airflow < 3.3): a retry cannot re-attach")
+        return store
+
+    def _attach_or_submit(
+        self, context: Context, payload: dict[str, Any]
+    ) -> tuple[str, float, dict[str, Any]]:
+        """Re-attach to the request a previous try left running or finished, else submit a new one."""
+        store = self._state_store(context)
+        fingerprint = self._fingerprint(payload)
+        saved = store.get(STATE_STORE_KEY) if store is not None else None
+        if isinstance(saved, dict) and saved.get("request_id"):
+            reused = self._reuse(saved, fingerprint)
+            if reused is not None:
+                return reused
+        submitted_at = time.time()
+        answer = self.hook.submit(self.model, payload)
+        request_id = str(answer["request_id"])
+        self.log.info("Submitted Segmind request %s (model %s)", request_id, self.model)
+        if store is not None:
+            store.set(
+                STATE_STORE_KEY,
+                {
+                    "request_id": request_id,
+                    "model": self.model,
+                    "submitted_at": submitted_at,
+                    "fingerprint": fingerprint,
+                },
+            )
+        return request_id, submitted_at, answer
+
+    def _reuse(self, saved: dict[str, Any], fingerprint: str) -> tuple[str, float, dict[str, Any]] | None:
+        request_id = str(saved["request_id"])
+        if saved.get("fingerprint") != fingerprint:
+            self.log.info("Stored request %s was for another payload; submitting fresh", request_id)
+            return None
+        try:
+            answer = self.hook.get_status(request_id)
+        except SegmindNotFoundError:
+            self.log.info("Stored request %s is gone (expired or unknown); submitting fresh", request_id)
+            return None
+        status = str(answer.get("status") or "").upper()
+        submitted_at = float(saved.get("submitted_at") or time.time())
+        if status in _ACTIVE:
+            self.log.info("Re-attaching to Segmind request %s (%s); not submitting again", request_id, status)
+            return request_id, submitted_at, answer
+        if status == "COMPLETED":
+            self.log.info("Segmind request %s already completed; fetching it without submitting", request_id)
+            return request_id, submitted_at, answer
+        self.log.info("Stored request %s ended %s; submitting fresh", request_id, status or "unknown")
+        return None
+
+    @staticmethod
+    def _terminal_event(request_id: str, answer: dict[str, Any]) -> dict[str, Any] | None:
+        """An event for an answer that is already final, so it finishes through ``execute_complete``."""
+        status = str(answer.get("status") or "").upper()
+        if status == "COMPLETED":
+            return make_event("success", request_id, f"Segmind request {request_id} completed")
+        if status == "FAILED":
+            reason = answer.get("error") or answer.get("detail") or "the request ended FAILED"
+            return make_event("failed", request_id, str(reason))
+        return None
+
+    def _wait_in_worker(self, request_id: str, submitted_at: float, end_time: float) -> dict[str, Any]:
+        """The non-deferrable wait: the trigger's decisions, with blocking calls (we own this thread)."""
+        watch = RequestWatch(
+            request_id=request_id,
+            model=self.model,
+            poll_interval=self.poll_interval,
+            end_time=end_time,
+            submitted_at=submitted_at,
+            expected_duration=self.expected_duration,
+        )
+        outcome: dict[str, Any] | float = watch.start(time.time())
+        while not isinstance(outcome, dict):
+            if outcome > 0:
+                time.sleep(outcome)
+            try:
+                answer = self.hook.get_status(request_id)
+            except SegmindError as exc:
+                outcome = watch.on_error(exc, time.time())
+            else:
+                outcome = watch.on_status(answer, time.time())
+        return outcome
+
+    @staticmethod
+    def _raise_failed(request_id: str, message: str) -> NoReturn:
+        """A content block fails for good (AirflowFailException); other failures may be retried."""
+        raise failure_error(request_id, message)
+
+    def _run_sync(self, context: Context, payload: dict[str, Any]) -> dict[str, Any]:
+        """``mode="sync"``: ``POST /v1/{model}`` in the worker, the answer stored like an async output."""
+        from segmind_provider.outputs import store_bytes
+
+        result = self.hook.run(self.model, payload)
+        uris: list[str] = []
+        output: Any = result.json
+        if self.output_path:
+            if result.content is not None:
+                uris = store_bytes(
+                    result.content,
+                    result.content_type,
+                    self.output_path,
+                    output_conn_id=self.output_conn_id,
+                    expected_format=self._expected_format(),
+                    max_bytes=self.max_output_bytes,
+                )
+            elif output is not None:
+                uris = self._store(output.get("output", output) if isinstance(output, dict) else output)
+        elif result.content is not None:
+            self.log.warning(
+                "mode='sync' without output_path: the %s answer is not kept", result.content_type
+            )
+        metrics: dict[str, Any] = {}
+        if isinstance(output, dict) and isinstance(output.get("metrics"), dict):
+            metrics = dict(output["metrics"])
+        self._record_outlets(context, None, uris)
+        self.segmind_result = {
+            "request_id": None,
+            "model": self.model,
+            "status": "COMPLETED",
+            "output": output.get("output", output) if isinstance(output, dict) else output,
+            "output_uris": uris,
+            "metrics": metrics,
+        }
+        return self.segmind_result
+
+    def _expected_format(self) -> str | None:
+        from segmind_provider.schemas import expected_output_format
+
+        return expected_output_format(self.model, self.payload)
+
+    def _store(self, output: Any) -> list[str]:
+        if not self.output_path:
+            return []
+        from segmind_provider.outputs import store_output
+
+        hook = self.hook
+        max_bytes = self.max_output_bytes
+        return store_output(
+            output,
+            self.output_path,
+            download=lambda url, fileobj: hook.download(url, fileobj, max_bytes=max_bytes),
+            output_conn_id=self.output_conn_id,
+            expected_format=self._expected_format(),
+            max_bytes=max_bytes,
+        )
+
+    def _record_outlets(self, context: Context, request_id: str | None, uris: list[str]) -> None:
+        """Attach the stored URIs to each outlet asset's event, so consumers find the files."""
+        outlets = [o for o in (self.outlets or []) if isinstance(o, Asset)]
+        if not outlets:
+            return
+        events = context.get("outlet_events")
+        if events is None:
+            return
+        for asset in outlets:
+            extra = events[asset].extra
+            extra["model"] = self.model
+            extra["output_uris"] = list(uris)
+            if request_id is not None:
+                extra["request_id"] = request_id
+
+    def _forget_request(self, context: Context) -> None:
+        """A finished request is spent: a later clear of this task generates anew rather than re-fetching."""
+        store = self._state_store(context)
+        if store is not None:
+            store.delete(STATE_STORE_KEY)

@@ -1,0 +1,122 @@
+"""SegmindRequestSensor: wait on a Segmind request submitted elsewhere (another task, another system)."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from datetime import timedelta
+from functools import cached_property
+from typing import TYPE_CHECKING, Any, NoReturn
+
+from airflow.sdk import BaseSensorOperator, PokeReturnValue
+
+from segmind_provider.exceptions import (
+    SegmindError,
+    SegmindTimeoutError,
+)
+from segmind_provider.triggers.polling import DEFAULT_POLL_INTERVAL
+from segmind_provider.triggers.segmind import EVENT_STATUSES, SegmindRequestTrigger, failure_error
+
+try:
+    from airflow.providers.common.compat.sdk import conf
+except ImportError:  # pragma: no cover - without the common.compat provider
+    from airflow.configuration import conf
+
+if TYPE_CHECKING:
+    from airflow.sdk import Context
+
+    from segmind_provider.hooks.segmind import SegmindHook
+
+__all__ = ["SegmindRequestSensor"]
+
+
+class SegmindRequestSensor(BaseSensorOperator):
+    """Wait until a Segmind request is done; return its result (``output`` as the API gave it).
+
+    The request was submitted elsewhere at an unknown time, so the deferred wait polls
+    every ``poll_interval`` (no model-duration guess: the job may be about to finish).
+
+    :param request_id: the v2 request id (templated), e.g. ``{{ ti.xcom_pull('gen', key='request_id') }}``.
+    :param segmind_conn_id: the Segmind connection.
+    :param deferrable: wait in the triggerer (same trigger as the operator) instead of poking.
+    :param poll_interval: seconds between status checks (the sensor's ``poke_interval``).
+    :param timeout: the whole wait, seconds or a timedelta.
+    """
+
+    template_fields: Sequence[str] = ("request_id",)
+
+    def __init__(
+        self,
+        *,
+        request_id: str,
+        segmind_conn_id: str = "segmind_default",
+        deferrable: bool = conf.getboolean("operators", "default_deferrable", fallback=False),
+        poll_interval: float = DEFAULT_POLL_INTERVAL,
+        timeout: float | timedelta = 600,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(poke_interval=poll_interval, timeout=timeout, **kwargs)
+        self.request_id = request_id
+        self.segmind_conn_id = segmind_conn_id
+        self.deferrable = deferrable
+        self.poll_interval = float(poll_interval)
+
+    @cached_property
+    def hook(self) -> SegmindHook:
+        from segmind_provider.hooks.segmind import SegmindHook
+
+        return SegmindHook(segmind_conn_id=self.segmind_conn_id)
+
+    def execute(self, context: Context) -> Any:
+        if not self.deferrable:
+            return super().execute(context)
+        done = self.poke(context)
+        if done:
+            return done.xcom_value if isinstance(done, PokeReturnValue) else None
+        wait = float(self.timeout) if self.timeout is not None else 600.0
+        self.defer(
+            trigger=SegmindRequestTrigger(
+                request_id=self.request_id,
+                segmind_conn_id=self.segmind_conn_id,
+                poll_interval=self.poll_interval,
+                end_time=time.time() + wait,
+            ),
+            method_name="execute_complete",
+            timeout=timedelta(seconds=wait + max(60.0, 2 * self.poll_interval)),
+        )
+
+    def poke(self, context: Context) -> PokeReturnValue | bool:
+        answer = self.hook.get_status(self.request_id)
+        status = str(answer.get("status") or "").upper()
+        self.log.info("Segmind request %s is %s", self.request_id, status or "unknown")
+        if status == "COMPLETED":
+            return PokeReturnValue(is_done=True, xcom_value=self._result())
+        if status == "FAILED":
+            self._raise_failed(str(answer.get("error") or ""))
+        return False
+
+    def execute_complete(self, context: Context, event: dict[str, Any]) -> dict[str, Any]:
+        """Resume from the trigger's event: the same outcomes as a poke."""
+        if not isinstance(event, dict) or event.get("status") not in EVENT_STATUSES:
+            raise SegmindError(f"unexpected trigger event: {event!r}", request_id=self.request_id)
+        message = str(event.get("message") or "")
+        if event["status"] == "timeout":
+            raise SegmindTimeoutError(message or "the deadline passed", request_id=self.request_id)
+        if event["status"] == "error":
+            raise SegmindError(message or "waiting for the request failed", request_id=self.request_id)
+        if event["status"] == "failed":
+            self._raise_failed(message)
+        return self._result()
+
+    def _result(self) -> dict[str, Any]:
+        result = self.hook.get_result(self.request_id)
+        return {
+            "request_id": self.request_id,
+            "status": "COMPLETED",
+            "output": result.get("output"),
+            "output_uris": [],
+            "metrics": result.get("metrics") or {},
+        }
+
+    def _raise_failed(self, message: str) -> NoReturn:
+        raise failure_error(self.request_id, message)

@@ -1,0 +1,257 @@
+"""The adaptive poll schedule: where to put each status poll of a Segmind request.
+
+Every status poll spends a request from a rate-limited key (Free 5, Pro 50 per
+minute), so a fixed 1 s cadence costs ~16 requests for a ~14 s image. This
+module places the first poll near the job's likely end, using the model's
+typical duration (a per-model default, refined by the durations observed in
+this process), then polls close behind it, and backs off to ``poll_interval``
+when the model is cold (``QUEUED`` for minutes) or the job overruns.
+
+Pure: no I/O and no clock. Callers pass the time in, which keeps it testable and
+lets the trigger (async), the worker loop (sync) and the benches share it.
+See ``docs/operator.md`` for the schedule with a timeline.
+"""
+
+from __future__ import annotations
+
+import random
+import statistics
+import threading
+from collections import deque
+from dataclasses import dataclass
+
+__all__ = [
+    "DEFAULT_POLL_INTERVAL",
+    "MODEL_TYPICAL_SECONDS",
+    "OBSERVED_DURATIONS",
+    "DurationEstimate",
+    "DurationObserver",
+    "PollSchedule",
+    "error_delay",
+    "estimate_duration",
+    "follow_gap",
+    "observed_duration",
+]
+
+#: Longest gap between two polls: the cadence for cold models, overruns and models with no estimate.
+DEFAULT_POLL_INTERVAL = 5.0
+#: The shortest gap the schedule ever uses; below this a poll costs more than it can gain.
+MIN_GAP = 0.05
+#: Gap behind the likely end; bounds detection latency for jobs that end on time.
+MAX_FOLLOW_GAP = 1.5
+#: Follow-up gaps as a fraction of the typical duration (14 s -> 1.4 s).
+FOLLOW_FRACTION = 0.1
+#: Gaps grow by this factor while QUEUED (cold model) or after an overrun, up to ``poll_interval``.
+GROW = 1.5
+#: Gaps are shortened by up to this fraction at random, so thousands of waits never poll in lockstep.
+JITTER = 0.1
+#: The low quantile of observed durations is the 1/LOW_QUANTILE_CUTS one (the 5th percentile).
+LOW_QUANTILE_CUTS = 20
+
+#: Typical submit-to-completion seconds from the model pages. Unknown models poll at ``poll_interval``.
+MODEL_TYPICAL_SECONDS: dict[str, float] = {
+    "flux-1.1-pro": 14.0,
+}
+
+
+@dataclass(frozen=True)
+class DurationEstimate:
+    """Seconds from submit to completion: a low quantile, the typical value and a high quantile."""
+
+    low: float
+    typical: float
+    high: float
+    source: str  # "observed", "default" or "override"
+
+    @classmethod
+    def around(cls, typical: float, source: str) -> DurationEstimate:
+        """Spread a single typical figure into a range, for when nothing has been observed yet."""
+        typical = max(float(typical), 0.0)
+        return cls(low=0.85 * typical, typical=typical, high=1.25 * typical, source=source)
+
+
+class DurationObserver:
+    """A small per-model memory of recent job durations in this process (thread-safe, bounded)."""
+
+    def __init__(self, maxlen: int = 64) -> None:
+        self._maxlen = maxlen
+        self._samples: dict[str, deque[float]] = {}
+        self._lock = threading.Lock()
+
+    def observe(self, model: str, seconds: float) -> None:
+        """Record one completed job's submit-to-completion duration."""
+        if seconds < 0 or seconds != seconds:  # negative or NaN: a clock went backwards
+            return
+        with self._lock:
+            self._samples.setdefault(model, deque(maxlen=self._maxlen)).append(float(seconds))
+
+    def estimate(self, model: str) -> DurationEstimate | None:
+        """Quantiles of what was observed for ``model``, or None before the first observation."""
+        with self._lock:
+            samples = sorted(self._samples.get(model, ()))
+        if not samples:
+            return None
+        if len(samples) < 3:
+            median = statistics.median(samples)
+            return DurationEstimate(low=samples[0], typical=median, high=samples[-1], source="observed")
+        cuts = statistics.quantiles(samples, n=LOW_QUANTILE_CUTS, method="inclusive")
+        return DurationEstimate(
+            low=cuts[0], typical=statistics.median(samples), high=cuts[-1], source="observed"
+        )
+
+    def clear(self) -> None:
+        """Forget everything (tests)."""
+        with self._lock:
+            self._samples.clear()
+
+
+#: The process-wide memory shared by every trigger in a triggerer (and every task in a worker).
+OBSERVED_DURATIONS = DurationObserver()
+
+
+def estimate_duration(
+    model: str | None,
+    *,
+    expected_duration: float | None = None,
+    observer: DurationObserver = OBSERVED_DURATIONS,
+) -> DurationEstimate | None:
+    """What we believe about this model's duration: an explicit override, then observations, then defaults."""
+    if expected_duration is not None:
+        return DurationEstimate.around(expected_duration, "override")
+    if not model:
+        return None
+    observed = observer.estimate(model)
+    if observed is not None:
+        return observed
+    if model in MODEL_TYPICAL_SECONDS:
+        return DurationEstimate.around(MODEL_TYPICAL_SECONDS[model], "default")
+    return None
+
+
+def follow_gap(typical: float, poll_interval: float) -> float:
+    """The gap between polls once the job is due: a tenth of its duration, within [MIN_GAP, 1.5 s]."""
+    return max(MIN_GAP, min(FOLLOW_FRACTION * typical, MAX_FOLLOW_GAP, poll_interval))
+
+
+def error_delay(
+    consecutive_errors: int,
+    poll_interval: float,
+    retry_after: float | None = None,
+    rng: random.Random | None = None,
+) -> float:
+    """Back-off after a transient error: exponential from 0.5 s up to ``poll_interval``, Retry-After honoured."""
+    draw = rng.random() if rng is not None else random.random()
+    base = min(max(poll_interval, MIN_GAP), 0.5 * (2 ** max(consecutive_errors - 1, 0)))
+    delay = base * (1.0 - JITTER * draw)
+    if retry_after is not None and retry_after > 0:
+        delay = max(delay, float(retry_after))
+    return delay
+
+
+class PollSchedule:
+    """Decides when the next status poll of one request happens.
+
+    Call :meth:`next_poll_at` with the current time and the status the last poll
+    returned (``None`` before the first poll); it returns an absolute time. The
+    phases:
+
+    * before the likely end: sleep until ``anchor + low + gap`` (``low`` is a low
+      quantile of the duration, ``gap`` the follow-up gap), so jobs that finish
+      early are still noticed within one gap;
+    * ``PROCESSING`` inside the usual range: polls ``gap`` apart (constant: a
+      shrinking gap was measured to spend more requests for no latency gain, since
+      ``gap`` already bounds the latency);
+    * ``PROCESSING`` past the high quantile (an overrun): gaps grow back to
+      ``poll_interval``;
+    * ``QUEUED`` (the job has not started: a cold model): gaps grow to
+      ``poll_interval``; once it is seen ``PROCESSING`` the schedule re-anchors at
+      the earliest moment the job could have started;
+    * no estimate (an unknown model): every ``poll_interval``.
+
+    Every gap is shortened by a random fraction (at most ``JITTER``) so many
+    waits spread out; jitter never lengthens a gap, so the bounds above hold.
+    """
+
+    def __init__(
+        self,
+        *,
+        submitted_at: float,
+        poll_interval: float,
+        estimate: DurationEstimate | None,
+        rng: random.Random | None = None,
+    ) -> None:
+        self.poll_interval = max(float(poll_interval), MIN_GAP)
+        self.estimate = estimate
+        self.anchor = float(submitted_at)
+        self._rng = rng or random.Random()
+        self._last_poll: float | None = None
+        self._queued_polls = 0
+        self._overrun_polls = 0
+        self._was_queued = False
+        self.reanchored = False
+
+    @property
+    def gap(self) -> float:
+        """The follow-up gap for this request (``poll_interval`` when there is no estimate)."""
+        if self.estimate is None:
+            return self.poll_interval
+        return follow_gap(self.estimate.typical, self.poll_interval)
+
+    def _jittered(self, gap: float) -> float:
+        return gap * (1.0 - JITTER * self._rng.random())
+
+    def first_poll_at(self) -> float:
+        """When the first poll is due, absolute (an anchor in the past makes it due at once)."""
+        if self.estimate is None:
+            return self.anchor + self._jittered(self.poll_interval)
+        return self.anchor + self.estimate.low + self._jittered(self.gap)
+
+    def next_poll_at(self, now: float, last_status: str | None) -> float:
+        """The absolute time of the next poll, given the status the poll at ``now`` returned."""
+        previous, self._last_poll = self._last_poll, now
+        if last_status is None:
+            self._last_poll = previous
+            return max(now, self.first_poll_at())
+        status = last_status.upper()
+        if self.estimate is None:
+            return now + self._jittered(self.poll_interval)
+        if status == "QUEUED":
+            self._was_queued = True
+            self._queued_polls += 1
+            return now + self._jittered(min(self.poll_interval, self.gap * GROW**self._queued_polls))
+        if self._was_queued:
+            # The job started somewhere between the previous poll and now: re-anchor on the earliest start.
+            self._was_queued = False
+            self._queued_polls = 0
+            self._overrun_polls = 0
+            self.anchor = previous if previous is not None else now
+            self.reanchored = True
+            return max(now + MIN_GAP, self.first_poll_at())
+        if now <= self.anchor + self.estimate.high + self.gap:
+            return now + self._jittered(self.gap)
+        self._overrun_polls += 1
+        return now + self._jittered(min(self.poll_interval, self.gap * GROW**self._overrun_polls))
+
+
+def observed_duration(
+    *,
+    anchor: float,
+    detected_at: float,
+    previous_poll_at: float | None,
+    inference_time: float | None,
+) -> float:
+    """Best guess of a job's duration from its anchor (submit, or its start after a QUEUED spell).
+
+    The job ended between the previous poll and the poll that saw it done. The
+    reported inference time is a lower bound on that (it leaves out queueing and
+    transfer), and usually a close one: take the larger of the two lower bounds,
+    so the estimate errs short (an extra poll) rather than long (a late one) and
+    never creeps upward poll after poll. Without a usable inference time, take
+    the middle of the window. An inference time longer than the wall-clock window
+    is on another clock (a time-scaled emulator) and is ignored.
+    """
+    upper = max(detected_at - anchor, 0.0)
+    lower = 0.0 if previous_poll_at is None else min(max(previous_poll_at - anchor, 0.0), upper)
+    if inference_time is not None and 0 < inference_time <= upper:
+        return max(lower, float(inference_time))
+    return (lower + upper) / 2.0

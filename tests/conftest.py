@@ -1,0 +1,88 @@
+"""Shared fixtures: the emulator on loopback (the fixtures users get) and a clean process memory per test."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+
+from segmind_provider.testing.emulator.pytest_plugin import pytest_configure as pytest_configure
+from segmind_provider.testing.emulator.pytest_plugin import (
+    segmind_emulator,
+    segmind_emulator_connection,
+    segmind_emulator_session,
+)
+from segmind_provider.testing.emulator.runner import SegmindEmulator
+from segmind_provider.triggers.polling import OBSERVED_DURATIONS
+
+__all__ = [
+    "FakeTaskInstance",
+    "FakeTaskStateStore",
+    "segmind_emulator",
+    "segmind_emulator_connection",
+    "segmind_emulator_session",
+]
+
+#: flux-1.1-pro "takes" ~14 s; at the plugin's 100x time scale that is ~0.14 s of wall time.
+SCALED_FLUX_SECONDS = 0.14
+
+
+@pytest.fixture(autouse=True)
+def _fresh_process_memory() -> Iterator[None]:
+    """Observed durations and per-key budgets live per process: start every test without them."""
+    from segmind_provider.hooks import _budget
+
+    OBSERVED_DURATIONS.clear()
+    _budget.reset_budgets()
+    yield
+    OBSERVED_DURATIONS.clear()
+
+
+@pytest.fixture
+def emulator(segmind_emulator_connection: SegmindEmulator) -> SegmindEmulator:
+    """A reset, 100x time-scaled emulator with ``segmind_default`` (and SEGMIND_API_KEY) pointing at it."""
+    return segmind_emulator_connection
+
+
+class FakeTaskInstance:
+    """Records XCom pushes the way a RuntimeTaskInstance would receive them."""
+
+    def __init__(self) -> None:
+        self.xcoms: dict[str, Any] = {}
+
+    def xcom_push(self, key: str, value: Any) -> None:
+        self.xcoms[key] = value
+
+
+class FakeTaskStateStore(dict):  # type: ignore[type-arg]
+    """The dict-like slice of Airflow 3.3's TaskStateStoreAccessor the operator uses, kept across tries."""
+
+    def set(self, key: str, value: Any, *, retention: Any = None) -> None:
+        if value is None:
+            raise ValueError("Cannot set value as None")
+        json.dumps(value)  # the real store keeps JSON only
+        self[key] = value
+
+    def delete(self, key: str) -> None:
+        self.pop(key, None)
+
+
+@pytest.fixture
+def make_context() -> Callable[..., dict[str, Any]]:
+    """Build a task context: a fresh TI per try; pass the same ``store`` to simulate a retry."""
+
+    def build(store: FakeTaskStateStore | None = None, **extra: Any) -> dict[str, Any]:
+        context: dict[str, Any] = {"ti": FakeTaskInstance(), **extra}
+        if store is not None:
+            context["task_state_store"] = store
+        return context
+
+    return build
+
+
+@pytest.fixture
+def state_store() -> FakeTaskStateStore:
+    """One task instance's ``task_state_store``, shared by the tries of a test."""
+    return FakeTaskStateStore()

@@ -1,0 +1,39 @@
+"""E2E: one deferred flux-1.1-pro image stored on local disk (the emulator stands in for Segmind)."""
+
+from __future__ import annotations
+
+import os
+
+import pendulum
+from airflow.sdk import DAG
+
+from segmind_provider.operators.segmind import SegmindOperator
+
+OUT = os.environ.get("SEGMIND_E2E_OUTPUT", "/tmp/segmind-e2e")
+#: The emulator runs time-scaled in the tests; tell the poll schedule how long a job takes there.
+EXPECTED = float(os.environ.get("SEGMIND_E2E_EXPECTED_DURATION", "14"))
+
+with DAG(
+    dag_id="segmind_e2e_single",
+    start_date=pendulum.datetime(2026, 1, 1, tz="UTC"),
+    schedule=None,
+    catchup=False,
+    tags=["segmind", "e2e"],
+):
+    SegmindOperator(
+        task_id="generate",
+        model="flux-1.1-pro",
+        payload={
+            "prompt": "a lighthouse at dawn, {{ dag.dag_id }}",
+            "aspect_ratio": "custom",
+            "width": 640,
+            "height": 384,
+            "output_format": "png",
+            "seed": 7,
+        },
+        output_path=OUT + "/single/hero",
+        deferrable=True,
+        poll_interval=1.0,
+        timeout=120,
+        expected_duration=EXPECTED,
+    )

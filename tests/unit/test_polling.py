@@ -1,0 +1,210 @@
+"""The adaptive poll schedule: pure, so every phase is checked with a fake clock."""
+
+from __future__ import annotations
+
+import random
+import statistics
+
+import pytest
+
+from segmind_provider.triggers import polling
+from segmind_provider.triggers.polling import (
+    DurationEstimate,
+    DurationObserver,
+    PollSchedule,
+    error_delay,
+    estimate_duration,
+    follow_gap,
+    observed_duration,
+)
+from segmind_provider.triggers.segmind import RequestWatch
+
+FLUX = "flux-1.1-pro"
+
+
+def schedule(
+    model: str | None = FLUX, poll_interval: float = 5.0, seed: int = 0, **kw: float
+) -> PollSchedule:
+    est = estimate_duration(model, observer=DurationObserver(), **kw)
+    return PollSchedule(submitted_at=0.0, poll_interval=poll_interval, estimate=est, rng=random.Random(seed))
+
+
+# ---------------------------------------------------------------- estimates
+
+
+def test_estimate_prefers_override_then_observations_then_default() -> None:
+    observer = DurationObserver()
+    assert estimate_duration("some-unknown-model", observer=observer) is None
+    assert estimate_duration(None, observer=observer) is None
+    default = estimate_duration(FLUX, observer=observer)
+    assert default is not None and default.source == "default" and default.typical == 14.0
+    for seconds in (10.0, 11.0, 12.0, 13.0):
+        observer.observe(FLUX, seconds)
+    observed = estimate_duration(FLUX, observer=observer)
+    assert observed is not None and observed.source == "observed"
+    assert observed.low < observed.typical < observed.high
+    assert observed.typical == pytest.approx(11.5)
+    override = estimate_duration(FLUX, expected_duration=2.0, observer=observer)
+    assert override is not None and override.source == "override" and override.typical == 2.0
+
+
+def test_observer_is_bounded_and_ignores_nonsense() -> None:
+    observer = DurationObserver(maxlen=5)
+    for seconds in range(100):
+        observer.observe("m", float(seconds))
+    observer.observe("m", -1.0)
+    observer.observe("m", float("nan"))
+    est = observer.estimate("m")
+    assert est is not None and est.low >= 95 and est.high <= 99
+    observer.clear()
+    assert observer.estimate("m") is None
+
+
+def test_one_or_two_observations_give_a_range() -> None:
+    observer = DurationObserver()
+    observer.observe("m", 4.0)
+    assert observer.estimate("m") == DurationEstimate(low=4.0, typical=4.0, high=4.0, source="observed")
+    observer.observe("m", 6.0)
+    assert observer.estimate("m") == DurationEstimate(low=4.0, typical=5.0, high=6.0, source="observed")
+
+
+def test_follow_gap_bounds() -> None:
+    assert follow_gap(14.0, 5.0) == pytest.approx(1.4)
+    assert follow_gap(600.0, 5.0) == polling.MAX_FOLLOW_GAP
+    assert follow_gap(600.0, 0.5) == 0.5  # never longer than poll_interval
+    assert follow_gap(0.01, 5.0) == polling.MIN_GAP
+
+
+# ---------------------------------------------------------------- phases
+
+
+def test_first_poll_lands_just_after_the_likely_earliest_end() -> None:
+    s = schedule()
+    first = s.next_poll_at(0.0, None)
+    gap = follow_gap(14.0, 5.0)
+    assert 0.85 * 14.0 + gap * (1 - polling.JITTER) <= first <= 0.85 * 14.0 + gap
+
+
+def test_rebuilt_schedule_past_its_first_poll_polls_at_once() -> None:
+    s = schedule()
+    assert s.next_poll_at(100.0, None) == 100.0
+
+
+def test_processing_polls_stay_within_one_gap_then_back_off_to_poll_interval() -> None:
+    s = schedule(poll_interval=4.0)
+    now = s.next_poll_at(0.0, None)
+    gaps = []
+    for _ in range(30):
+        nxt = s.next_poll_at(now, "PROCESSING")
+        gaps.append(nxt - now)
+        now = nxt
+    gap = follow_gap(14.0, 4.0)
+    in_range = [g for g in gaps if g <= gap]
+    assert len(in_range) >= 3  # close behind the likely end
+    assert max(gaps) <= 4.0  # never beyond poll_interval
+    assert gaps[-1] > 0.85 * 4.0  # an overrun backs off to poll_interval
+
+
+def test_cold_model_backs_off_while_queued_and_reanchors_when_it_starts() -> None:
+    s = schedule(poll_interval=5.0)
+    now = s.next_poll_at(0.0, None)
+    gaps = []
+    for _ in range(20):  # QUEUED for a while: a cold model loading
+        nxt = s.next_poll_at(now, "QUEUED")
+        gaps.append(nxt - now)
+        last_queued, now = now, nxt
+    assert max(gaps) <= 5.0 and gaps[-1] > 4.0
+    assert gaps[0] < gaps[2] < 5.0  # grows toward poll_interval
+    nxt = s.next_poll_at(now, "PROCESSING")  # started somewhere in (last_queued, now]
+    assert s.anchor == last_queued and s.reanchored
+    assert nxt >= last_queued + 0.85 * 14.0  # expects the full run time from the start, not from submit
+
+
+def test_unknown_model_polls_every_poll_interval() -> None:
+    s = schedule(model="no-such-model", poll_interval=3.0)
+    now = s.next_poll_at(0.0, None)
+    assert 2.7 <= now <= 3.0
+    for status in ("QUEUED", "PROCESSING", "PROCESSING"):
+        nxt = s.next_poll_at(now, status)
+        assert 2.7 <= nxt - now <= 3.0
+        now = nxt
+
+
+def test_jitter_spreads_waits_but_never_lengthens_a_gap() -> None:
+    firsts = {round(schedule(seed=seed).next_poll_at(0.0, None), 6) for seed in range(50)}
+    assert len(firsts) > 40
+    gap = follow_gap(14.0, 5.0)
+    assert max(firsts) <= 0.85 * 14.0 + gap
+
+
+def test_error_delay_backs_off_and_honours_retry_after() -> None:
+    rng = random.Random(1)
+    delays = [error_delay(n, 5.0, None, rng) for n in range(1, 8)]
+    assert delays[0] <= 0.5 and max(delays) <= 5.0 and delays[-1] > 4.0
+    assert error_delay(1, 5.0, 30.0, rng) == 30.0
+    assert error_delay(1, 5.0, 0.0, rng) <= 0.5
+
+
+def test_observed_duration_uses_the_window_and_ignores_a_foreign_clock() -> None:
+    # inference time is a lower bound inside the window: taken as is
+    assert observed_duration(anchor=0.0, detected_at=14.0, previous_poll_at=None, inference_time=13.0) == 13.0
+    # the previous poll saw it running at 13.5: the job took at least that long
+    assert observed_duration(anchor=0.0, detected_at=14.5, previous_poll_at=13.5, inference_time=13.0) == 13.5
+    # no inference time: the middle of the window
+    assert observed_duration(anchor=0.0, detected_at=15.0, previous_poll_at=14.0, inference_time=None) == 14.5
+    # a time-scaled emulator reports 14 s for a 0.14 s job: ignored
+    assert observed_duration(
+        anchor=0.0, detected_at=0.2, previous_poll_at=0.1, inference_time=14.0
+    ) == pytest.approx(0.15)
+
+
+# ---------------------------------------------------------------- the targets, simulated
+
+
+def simulate(
+    jobs: int, *, learn: bool, spread: float = 0.15, queue: float = 0.0, seed: int = 7
+) -> tuple[float, list[float]]:
+    """Run RequestWatch against simulated ~14 s jobs; returns (requests per job, detection latencies)."""
+    rng = random.Random(seed)
+    shared = DurationObserver()
+    requests, latencies = [], []
+    for i in range(jobs):
+        run = 14.05 * (1 + rng.uniform(-spread, spread))
+        done_at = queue + run
+        watch = RequestWatch(
+            request_id=f"r{i}",
+            model=FLUX,
+            poll_interval=5.0,
+            end_time=1e9,
+            submitted_at=0.0,
+            rng=random.Random(i),
+            observer=shared if learn else DurationObserver(),
+        )
+        now = watch.start(0.0)
+        while True:
+            if now >= done_at:
+                answer = {"status": "COMPLETED", "metrics": {"inference_time": run}}
+            else:
+                answer = {"status": "QUEUED" if now < queue else "PROCESSING"}
+            outcome = watch.on_status(answer, now)
+            if isinstance(outcome, dict):
+                requests.append(outcome["polls"] + 2)  # + submit + result
+                latencies.append(now - done_at)
+                break
+            now += outcome
+    return statistics.mean(requests), sorted(latencies)
+
+
+@pytest.mark.parametrize("learn", [False, True])
+def test_a_14s_job_costs_about_four_requests_and_is_noticed_within_two_seconds(learn: bool) -> None:
+    per_job, latencies = simulate(400, learn=learn)
+    assert per_job <= 4.2
+    assert latencies[int(len(latencies) * 0.99)] <= 2.0
+    naive_per_job = 2 + 14.05  # a fixed 1 s cadence, for scale
+    assert per_job < naive_per_job / 3
+
+
+def test_a_cold_model_is_still_noticed_promptly_after_minutes_queued() -> None:
+    per_job, latencies = simulate(50, learn=True, queue=120.0)
+    assert latencies[-1] <= 2.5
+    assert per_job < 40  # about one poll per poll_interval while queued

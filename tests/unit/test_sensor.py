@@ -1,0 +1,109 @@
+"""SegmindRequestSensor: waits on a request submitted elsewhere, poking or deferred."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import pytest
+from airflow.sdk import PokeReturnValue
+from airflow.sdk.exceptions import TaskDeferred
+
+from segmind_provider.exceptions import (
+    SegmindContentBlockedError,
+    SegmindError,
+    SegmindNotFoundError,
+    SegmindTimeoutError,
+)
+from segmind_provider.hooks.segmind import SegmindHook
+from segmind_provider.sensors.segmind import SegmindRequestSensor
+from segmind_provider.testing.emulator.runner import SegmindEmulator
+from segmind_provider.triggers.segmind import SegmindRequestTrigger, make_event
+
+FLUX = "flux-1.1-pro"
+
+
+def submit(prompt: str = "a lighthouse at dawn") -> str:
+    return str(SegmindHook().submit(FLUX, {"prompt": prompt})["request_id"])
+
+
+def sensor(request_id: str, **kw: Any) -> SegmindRequestSensor:
+    return SegmindRequestSensor(task_id="wait", request_id=request_id, poll_interval=0.05, **kw)
+
+
+def test_poke_is_false_while_running_then_returns_the_result(
+    emulator: SegmindEmulator, make_context: Any
+) -> None:
+    emulator.configure(time_scale=1.0)
+    request_id = submit()
+    s = sensor(request_id)
+    assert s.poke(make_context()) is False
+    emulator.advance(20)  # simulated seconds: the job is done
+    done = s.poke(make_context())
+    assert isinstance(done, PokeReturnValue) and done.is_done
+    result = done.xcom_value
+    assert isinstance(result, dict)
+    assert result["request_id"] == request_id and str(result["output"]).startswith("http")
+    assert emulator.calls(endpoint="submit") and len(emulator.calls(endpoint="status")) == 2
+
+
+@pytest.mark.segmind_emulator(blocked_words=["forbidden"])
+def test_poke_raises_the_classified_failure(emulator: SegmindEmulator, make_context: Any) -> None:
+    request_id = submit("a forbidden castle")
+    time.sleep(0.1)
+    with pytest.raises(SegmindContentBlockedError):
+        for _ in range(100):
+            sensor(request_id).poke(make_context())
+            time.sleep(0.02)
+
+
+def test_poke_on_an_unknown_request_raises(emulator: SegmindEmulator, make_context: Any) -> None:
+    with pytest.raises(SegmindNotFoundError):
+        sensor("00000000-0000-0000-0000-000000000000").poke(make_context())
+
+
+async def test_deferrable_sensor_defers_to_the_same_trigger(
+    emulator: SegmindEmulator, make_context: Any
+) -> None:
+    emulator.configure(time_scale=0.05)
+    request_id = submit()
+    s = sensor(request_id, deferrable=True, timeout=120)
+    before = time.time()
+    with pytest.raises(TaskDeferred) as info:
+        s.execute(make_context())
+    trigger = info.value.trigger
+    assert isinstance(trigger, SegmindRequestTrigger) and trigger.request_id == request_id
+    assert trigger.end_time >= before + 120
+    (event,) = [e async for e in trigger.run()]
+    result = s.execute_complete(make_context(), event.payload)
+    assert result["request_id"] == request_id and result["status"] == "COMPLETED"
+
+
+def test_deferrable_sensor_on_a_finished_request_returns_at_once(
+    emulator: SegmindEmulator, make_context: Any
+) -> None:
+    request_id = submit()
+    emulator.advance(30)
+    result = sensor(request_id, deferrable=True).execute(make_context())
+    assert result["request_id"] == request_id
+
+
+def test_execute_complete_event_kinds(make_context: Any) -> None:
+    s = sensor("req-1")
+    with pytest.raises(SegmindTimeoutError) as info:
+        s.execute_complete(make_context(), make_event("timeout", "req-1", "still QUEUED"))
+    assert "req-1" in str(info.value)
+    with pytest.raises(SegmindError):
+        s.execute_complete(make_context(), make_event("error", "req-1", "HTTP 401"))
+    with pytest.raises(SegmindContentBlockedError):
+        s.execute_complete(make_context(), make_event("failed", "req-1", "NSFW content detected"))
+    with pytest.raises(SegmindError):
+        s.execute_complete(make_context(), {"status": "weird"})
+
+
+def test_request_id_is_templated() -> None:
+    s = sensor("{{ ti_id }}")
+    assert "request_id" in s.template_fields
+    context: Any = {"ti_id": "abc"}
+    s.render_template_fields(context)
+    assert s.request_id == "abc"

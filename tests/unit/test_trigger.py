@@ -1,0 +1,290 @@
+"""SegmindRequestTrigger against the real emulator on loopback (100x time scale), plus its pure decisions."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import random
+import time
+from typing import Any
+
+import pytest
+from airflow.sdk.module_loading import import_string
+from airflow.triggers.base import TriggerEvent
+
+from segmind_provider.exceptions import (
+    SegmindAuthError,
+    SegmindContentBlockedError,
+    SegmindRateLimitError,
+    SegmindRequestFailedError,
+    SegmindServerError,
+)
+from segmind_provider.hooks.segmind import SegmindHook
+from segmind_provider.testing.emulator.runner import SegmindEmulator
+from segmind_provider.triggers.polling import OBSERVED_DURATIONS, DurationObserver
+from segmind_provider.triggers.segmind import RequestWatch, SegmindRequestTrigger, failure_error, make_event
+
+FLUX = "flux-1.1-pro"
+PAYLOAD = {"prompt": "a lighthouse at dawn", "output_format": "png"}
+EVENT_KEYS = {"status", "request_id", "message", "inference_time", "polls"}
+
+
+def submit(payload: dict[str, Any] | None = None) -> tuple[str, float]:
+    submitted_at = time.time()
+    answer = SegmindHook().submit(FLUX, payload or PAYLOAD)
+    return answer["request_id"], submitted_at
+
+
+def trigger_for(request_id: str, submitted_at: float, **kw: Any) -> SegmindRequestTrigger:
+    args: dict[str, Any] = {
+        "poll_interval": 0.2,
+        "end_time": time.time() + 30,
+        "model": FLUX,
+        "submitted_at": submitted_at,
+        "expected_duration": 0.14,
+    }
+    args.update(kw)
+    return SegmindRequestTrigger(request_id, "segmind_default", **args)
+
+
+async def events_of(trigger: SegmindRequestTrigger) -> list[dict[str, Any]]:
+    events = [e async for e in trigger.run()]
+    assert all(isinstance(e, TriggerEvent) for e in events)
+    return [e.payload for e in events]
+
+
+# ---------------------------------------------------------------- serialization
+
+
+def test_serialize_round_trips_with_ids_and_numbers_only(monkeypatch: pytest.MonkeyPatch) -> None:
+    secret = "sk-very-secret-key-123456"
+    monkeypatch.setenv(
+        "AIRFLOW_CONN_SEGMIND_DEFAULT", json.dumps({"conn_type": "segmind", "password": secret})
+    )
+    trigger = SegmindRequestTrigger(
+        "req-1", "segmind_default", 2.5, 1_900_000_000.0, model=FLUX, submitted_at=1_899_999_990.0
+    )
+    path, kwargs = trigger.serialize()
+    assert path == "segmind_provider.triggers.segmind.SegmindRequestTrigger"
+    rebuilt = import_string(path)(**kwargs)
+    assert rebuilt.serialize() == (path, kwargs)
+    text = json.dumps(kwargs)  # plain JSON, as the metadata database stores it
+    assert secret not in text and secret not in repr(trigger)
+    assert all(isinstance(v, (str, int, float, type(None))) for v in kwargs.values())
+    assert kwargs["end_time"] == 1_900_000_000.0 and kwargs["submitted_at"] == 1_899_999_990.0
+
+
+def test_defaults_give_an_absolute_deadline() -> None:
+    before = time.time()
+    trigger = SegmindRequestTrigger("req-1", "segmind_default")
+    assert trigger.end_time >= before + 600 and trigger.submitted_at >= before
+
+
+# ---------------------------------------------------------------- each event kind, real HTTP
+
+
+async def test_success_event_reads_status_only(emulator: SegmindEmulator) -> None:
+    request_id, submitted_at = submit()
+    emulator.clear_calls()
+    (event,) = await events_of(trigger_for(request_id, submitted_at))
+    assert set(event) == EVENT_KEYS
+    assert event["status"] == "success" and event["request_id"] == request_id
+    assert event["inference_time"] and event["polls"] >= 1
+    calls = emulator.calls()
+    assert {c["endpoint"] for c in calls} == {"status"}  # read-only: no submit, no result
+    assert len(calls) == event["polls"]
+    assert OBSERVED_DURATIONS.estimate(FLUX) is not None  # learned for the next wait
+
+
+@pytest.mark.segmind_emulator(blocked_words=["forbidden"])
+async def test_failed_event_carries_the_api_reason(emulator: SegmindEmulator) -> None:
+    request_id, submitted_at = submit({"prompt": "a forbidden castle"})
+    (event,) = await events_of(trigger_for(request_id, submitted_at))
+    assert event["status"] == "failed" and event["request_id"] == request_id
+    assert "forbidden" in event["message"]
+    assert isinstance(failure_error(request_id, event["message"]), SegmindContentBlockedError)
+
+
+@pytest.mark.segmind_emulator(time_scale=1.0)
+async def test_timeout_event_names_the_request(emulator: SegmindEmulator) -> None:
+    request_id, submitted_at = submit()  # a real-time 14 s job
+    end_time = time.time() + 0.3
+    (event,) = await events_of(trigger_for(request_id, submitted_at, end_time=end_time))
+    assert time.time() >= end_time
+    assert event["status"] == "timeout" and request_id in event["message"]
+
+
+async def test_unknown_request_is_an_error_event(emulator: SegmindEmulator) -> None:
+    trigger = trigger_for("00000000-0000-0000-0000-000000000000", time.time() - 1)
+    (event,) = await events_of(trigger)
+    assert event["status"] == "error" and "00000000" in event["message"]
+
+
+async def test_missing_key_is_an_error_event(
+    emulator: SegmindEmulator, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    request_id, submitted_at = submit()
+    monkeypatch.setenv(
+        "AIRFLOW_CONN_SEGMIND_NOKEY", json.dumps({"conn_type": "segmind", "host": emulator.base_url})
+    )
+    trigger = SegmindRequestTrigger(
+        request_id, "segmind_nokey", 0.2, time.time() + 30, submitted_at=submitted_at
+    )
+    (event,) = await events_of(trigger)  # refused before any request, not retried
+    assert event["status"] == "error" and "API key" in event["message"]
+
+
+async def test_a_short_run_of_server_errors_is_waited_out(
+    emulator: SegmindEmulator, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("AIRFLOW_CONN_SEGMIND_NORETRY", _no_retry_conn(emulator))
+    request_id, submitted_at = submit()
+    emulator.add_fault("status", status=503, count=2)
+    trigger = SegmindRequestTrigger(
+        request_id,
+        "segmind_noretry",
+        0.2,
+        time.time() + 30,
+        model=FLUX,
+        submitted_at=submitted_at,
+        expected_duration=0.14,
+    )
+    (event,) = await events_of(trigger)
+    assert event["status"] == "success" and event["polls"] >= 3
+
+
+async def test_a_long_run_of_server_errors_ends_in_an_error_event(
+    emulator: SegmindEmulator, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("AIRFLOW_CONN_SEGMIND_NORETRY", _no_retry_conn(emulator))
+    request_id, submitted_at = submit()
+    emulator.add_fault("status", status=500)
+    trigger = SegmindRequestTrigger(
+        request_id,
+        "segmind_noretry",
+        0.1,
+        time.time() + 30,
+        model=FLUX,
+        submitted_at=submitted_at,
+        expected_duration=0.01,
+        max_consecutive_errors=2,
+    )
+    (event,) = await events_of(trigger)
+    assert event["status"] == "error" and event["polls"] == 3 and "3 times" in event["message"]
+
+
+def _no_retry_conn(emulator: SegmindEmulator) -> str:
+    conn = json.loads(emulator.connection_json())
+    conn["extra"] = {"max_retries": 0}
+    return json.dumps(conn)
+
+
+# ---------------------------------------------------------------- restarts
+
+
+@pytest.mark.segmind_emulator(time_scale=1.0)
+async def test_rebuilt_trigger_keeps_the_original_deadline(emulator: SegmindEmulator) -> None:
+    request_id, submitted_at = submit()
+    original = trigger_for(request_id, submitted_at, end_time=time.time() + 0.5, expected_duration=None)
+    task = asyncio.create_task(events_of(original))
+    await asyncio.sleep(0.1)
+    task.cancel()  # the triggerer went away mid-wait
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    path, kwargs = original.serialize()
+    await asyncio.sleep(0.1)
+    rebuilt = import_string(path)(**kwargs)
+    assert rebuilt.end_time == original.end_time and rebuilt.submitted_at == submitted_at
+    (event,) = await events_of(rebuilt)
+    # flux's first poll would be ~13 s after submit: the rebuilt trigger stopped at the original
+    # deadline (0.5 s after submit), not at a fresh one
+    assert event["status"] == "timeout" and time.time() >= original.end_time
+
+
+async def test_rebuilt_trigger_resumes_and_finishes(emulator: SegmindEmulator) -> None:
+    request_id, submitted_at = submit()
+    original = trigger_for(request_id, submitted_at, expected_duration=30.0)  # first poll far away
+    task = asyncio.create_task(events_of(original))
+    await asyncio.sleep(0.05)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    _, kwargs = original.serialize()
+    kwargs["expected_duration"] = 0.14
+    (event,) = await events_of(SegmindRequestTrigger(**kwargs))
+    assert event["status"] == "success" and event["request_id"] == request_id
+
+
+async def test_many_triggers_share_one_loop(emulator: SegmindEmulator) -> None:
+    jobs = [submit() for _ in range(20)]
+    results = await asyncio.gather(*(events_of(trigger_for(rid, at)) for rid, at in jobs))
+    assert sorted(r[0]["request_id"] for r in results) == sorted(rid for rid, _ in jobs)
+    assert all(r[0]["status"] == "success" for r in results)
+
+
+async def test_on_kill_says_segmind_cannot_cancel_and_cleanup_is_harmless(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    trigger = SegmindRequestTrigger("req-9", "segmind_default")
+    said: list[str] = []
+
+    class Recorder:
+        def warning(self, msg: str, *args: Any) -> None:
+            said.append(msg % args)
+
+    monkeypatch.setattr(SegmindRequestTrigger, "log", property(lambda self: Recorder()))
+    await trigger.on_kill()
+    await trigger.cleanup()
+    assert said and "no cancel" in said[0] and "req-9" in said[0]
+
+
+# ---------------------------------------------------------------- pure decisions
+
+
+def watch(**kw: Any) -> RequestWatch:
+    args: dict[str, Any] = {
+        "request_id": "r",
+        "model": FLUX,
+        "poll_interval": 5.0,
+        "end_time": 100.0,
+        "submitted_at": 0.0,
+        "rng": random.Random(0),
+        "observer": DurationObserver(),
+    }
+    args.update(kw)
+    return RequestWatch(**args)
+
+
+def test_watch_honours_retry_after() -> None:
+    w = watch()
+    delay = w.on_error(SegmindRateLimitError("slow down", retry_after=7.0), 20.0)
+    assert delay == 7.0
+    again = w.on_error(SegmindServerError("oops", status_code=502), 21.0)
+    assert isinstance(again, float) and again < 5.0
+
+
+def test_watch_clamps_sleeps_to_the_deadline_then_times_out() -> None:
+    w = watch(end_time=20.0)
+    assert w.on_error(SegmindRateLimitError("slow down", retry_after=60.0), 19.0) == 1.0
+    event = w.on_status({"status": "PROCESSING"}, 20.0)
+    assert isinstance(event, dict) and event["status"] == "timeout" and "PROCESSING" in event["message"]
+
+
+def test_watch_first_poll_never_beyond_the_deadline() -> None:
+    assert watch(end_time=3.0).start(0.0) == 3.0
+
+
+def test_watch_non_transient_error_ends_at_once() -> None:
+    event = watch().on_error(SegmindAuthError("HTTP 401: bad key"), 1.0)
+    assert isinstance(event, dict) and event["status"] == "error" and "SegmindAuthError" in event["message"]
+
+
+def test_failure_error_classifies() -> None:
+    assert type(failure_error("r", "GPU fell over")) is SegmindRequestFailedError
+    assert isinstance(failure_error("r", "NSFW content detected"), SegmindContentBlockedError)
+
+
+def test_make_event_refuses_unknown_kinds() -> None:
+    assert set(make_event("success", "r", "ok")) == EVENT_KEYS
+    with pytest.raises(ValueError):
+        make_event("done", "r", "?")
