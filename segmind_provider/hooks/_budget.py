@@ -1,0 +1,250 @@
+"""A client-side request budget per API key, shared by every hook and trigger in a process.
+
+Segmind limits requests per minute per key (Free 5, Pro 50). Every poll spends
+the same budget as a submit, so the hook paces all of them through one token
+bucket per key. With a configured ``requests_per_minute`` = R the bucket holds
+C = max(1, R // 10) tokens and refills at (R - C) / 60 per second, so no sliding
+60 s window ever sees more than R requests from this process. Without a
+configured limit the budget costs nothing until the first 429: then everyone
+on the key pauses until ``Retry-After`` and a conservative rate is learned
+(80 % of what this process sent in the last minute, lowered by 30 % on every
+further 429 episode, never below 5 per minute, forgotten after 10 quiet minutes).
+
+Priorities: when tokens are short, polls yield to submits and result fetches
+(a waiting submit/result goes first, and polls leave one token in reserve when
+the bucket holds three or more).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import random
+import threading
+import time
+from collections import deque
+from collections.abc import Awaitable, Callable
+from enum import IntEnum
+
+
+class Priority(IntEnum):
+    """Lower value is served first when tokens are short."""
+
+    SUBMIT = 0
+    RESULT = 1
+    POLL = 2
+
+
+DEFAULT_PAUSE = 2.0
+"""Pause after a 429 that carried no Retry-After."""
+MAX_PAUSE = 120.0
+LEARNED_FORGET_AFTER = 600.0
+MIN_LEARNED_RPM = 5.0
+"""Learning never goes below Segmind's smallest plan (Free, 5/min); Retry-After pauses cover the rest."""
+_RECENT_WINDOW = 60.0
+
+
+def key_id(api_key: str) -> str:
+    """A stable, non-reversible name for a key: budgets are keyed by this, never by the key."""
+    return hashlib.sha256(api_key.encode("utf-8")).hexdigest()[:16]
+
+
+class RequestBudget:
+    """Token bucket with priorities and 429 learning; thread-safe, with a sync and an async acquire."""
+
+    def __init__(
+        self,
+        key_id: str,
+        requests_per_minute: float | None = None,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], None] = time.sleep,
+        asleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+    ) -> None:
+        self.key_id = key_id
+        self._clock = clock
+        self._sleep = sleep
+        self._asleep = asleep
+        self._lock = threading.Lock()
+        self._configured_rpm: float | None = None
+        self._learned_rpm: float | None = None
+        self._last_429 = 0.0
+        self._learn_cooldown_until = 0.0
+        self._rate: float | None = None
+        self._capacity = 0.0
+        self._tokens = 0.0
+        self._updated = 0.0
+        self._paused_until = 0.0
+        self._poll_reserve = 0.0
+        self._waiting = [0, 0, 0]
+        self._recent: deque[float] = deque(maxlen=20_000)
+        # False while there is no limit and no 429 seen: acquire is then one append.
+        self._limited = False
+        self.granted = 0
+        self.rate_limited = 0
+        if requests_per_minute:
+            self.configure(requests_per_minute)
+
+    def __repr__(self) -> str:
+        return f"RequestBudget(key_id={self.key_id!r}, requests_per_minute={self.requests_per_minute!r})"
+
+    @property
+    def requests_per_minute(self) -> float | None:
+        """The limit in force: the configured one, else the learned one, else None (unlimited)."""
+        return self._configured_rpm if self._configured_rpm is not None else self._learned_rpm
+
+    def configure(self, requests_per_minute: float | None) -> None:
+        """Adopt a known limit; with several configurations for one key the lowest wins."""
+        if not requests_per_minute or requests_per_minute <= 0:
+            return
+        with self._lock:
+            rpm = float(requests_per_minute)
+            if self._configured_rpm is not None:
+                if rpm >= self._configured_rpm:
+                    return
+                rpm = min(rpm, self._configured_rpm)
+            self._configured_rpm = rpm
+            self._set_rate_locked(rpm)
+
+    def _set_rate_locked(self, rpm: float) -> None:
+        capacity = float(max(1, int(rpm // 10)))
+        per_minute = rpm - capacity if rpm > capacity else rpm
+        now = self._clock()
+        if self._rate is None:
+            self._tokens = capacity
+        else:
+            refilled = self._tokens + (now - self._updated) * self._rate
+            self._tokens = min(refilled, capacity)
+        self._updated = now
+        self._rate = per_minute / 60.0
+        self._capacity = capacity
+        self._poll_reserve = 1.0 if capacity >= 3 else 0.0
+        self._limited = True
+
+    def _try_take(self, priority: Priority) -> float:
+        """Take a token (return 0.0) or say how long to wait before asking again."""
+        with self._lock:
+            now = self._clock()
+            if now < self._paused_until:
+                return self._paused_until - now
+            if (
+                self._configured_rpm is None
+                and self._learned_rpm is not None
+                and now - self._last_429 > LEARNED_FORGET_AFTER
+            ):
+                self._learned_rpm = None
+                self._rate = None
+            rate = self._rate
+            if rate is None:
+                if now >= self._paused_until:
+                    self._limited = False
+                self._grant_locked(now)
+                return 0.0
+            self._tokens = min(self._capacity, self._tokens + (now - self._updated) * rate)
+            self._updated = now
+            if any(self._waiting[q] for q in range(priority)):
+                # Someone more urgent is waiting: let it have the next token first.
+                return max((2.0 - self._tokens) / rate, 0.01)
+            need = 1.0 + (self._poll_reserve if priority == Priority.POLL else 0.0)
+            if self._tokens >= need:
+                self._tokens -= 1.0
+                self._grant_locked(now)
+                return 0.0
+            return max((need - self._tokens) / rate, 0.001)
+
+    def _grant_locked(self, now: float) -> None:
+        self.granted += 1
+        self._recent.append(now)
+
+    def acquire(self, priority: Priority = Priority.POLL) -> None:
+        """Block the calling thread until the budget allows one request."""
+        if not self._limited:
+            self.granted += 1
+            self._recent.append(self._clock())
+            return
+        delay = self._try_take(priority)
+        if delay == 0.0:
+            return
+        with self._lock:
+            self._waiting[priority] += 1
+        try:
+            while delay > 0.0:
+                self._sleep(delay + random.uniform(0.0, min(0.05, delay * 0.1)))
+                delay = self._try_take(priority)
+        finally:
+            with self._lock:
+                self._waiting[priority] -= 1
+
+    async def aacquire(self, priority: Priority = Priority.POLL) -> None:
+        """Async twin of :meth:`acquire`: waits with the event loop free."""
+        if not self._limited:
+            self.granted += 1
+            self._recent.append(self._clock())
+            return
+        delay = self._try_take(priority)
+        if delay == 0.0:
+            return
+        with self._lock:
+            self._waiting[priority] += 1
+        try:
+            while delay > 0.0:
+                await self._asleep(delay + random.uniform(0.0, min(0.05, delay * 0.1)))
+                delay = self._try_take(priority)
+        finally:
+            with self._lock:
+                self._waiting[priority] -= 1
+
+    def note_rate_limited(self, retry_after: float | None) -> None:
+        """A 429 arrived: pause everyone on this key and, if no limit is configured, learn one."""
+        with self._lock:
+            now = self._clock()
+            self.rate_limited += 1
+            pause = min(MAX_PAUSE, retry_after if retry_after is not None else DEFAULT_PAUSE)
+            self._paused_until = max(self._paused_until, now + pause)
+            self._last_429 = now
+            self._limited = True
+            if self._configured_rpm is None and now >= self._learn_cooldown_until:
+                seen = sum(1 for t in self._recent if now - t <= _RECENT_WINDOW)
+                if self._learned_rpm is None:
+                    learned = max(MIN_LEARNED_RPM, seen * 0.8)
+                else:
+                    learned = max(MIN_LEARNED_RPM, self._learned_rpm * 0.7)
+                self._learned_rpm = learned
+                self._set_rate_locked(learned)
+                # Empty bucket: the server just said we were over.
+                self._tokens = 0.0
+                # One episode of 429s (a burst answered together) lowers the rate once.
+                self._learn_cooldown_until = now + pause + 1.0
+
+
+CLOCK: Callable[[], float] = time.monotonic
+SLEEP: Callable[[float], None] = time.sleep
+ASLEEP: Callable[[float], Awaitable[None]] = asyncio.sleep
+"""Time sources for budgets created by :func:`budget_for_key`; tests swap them for a virtual clock."""
+
+_REGISTRY: dict[str, RequestBudget] = {}
+_REGISTRY_LOCK = threading.Lock()
+
+
+def budget_for_key(api_key: str, requests_per_minute: float | None = None) -> RequestBudget:
+    """The process-wide budget of an API key (created on first use), configured if a limit is given."""
+    kid = key_id(api_key)
+    budget = _REGISTRY.get(kid)
+    if budget is None:
+        with _REGISTRY_LOCK:
+            budget = _REGISTRY.get(kid)
+            if budget is None:
+                budget = RequestBudget(kid, clock=CLOCK, sleep=SLEEP, asleep=ASLEEP)
+                _REGISTRY[kid] = budget
+    if requests_per_minute:
+        budget.configure(requests_per_minute)
+    return budget
+
+
+def reset_budgets() -> None:
+    """Forget every budget (tests, and benches that run several scenarios in one process)."""
+    with _REGISTRY_LOCK:
+        _REGISTRY.clear()
+
+
+__all__ = ["Priority", "RequestBudget", "budget_for_key", "key_id", "reset_budgets"]
