@@ -24,9 +24,13 @@ def get_provider_info() -> dict[str, Any]:
             }
         ],
         "hooks": [{"integration-name": "Segmind", "python-modules": ["segmind_provider.hooks.segmind"]}],
-        "operators": [{"integration-name": "Segmind", "python-modules": ["segmind_provider.operators.segmind"]}],
+        "operators": [
+            {"integration-name": "Segmind", "python-modules": ["segmind_provider.operators.segmind"]}
+        ],
         "sensors": [{"integration-name": "Segmind", "python-modules": ["segmind_provider.sensors.segmind"]}],
-        "triggers": [{"integration-name": "Segmind", "python-modules": ["segmind_provider.triggers.segmind"]}],
+        "triggers": [
+            {"integration-name": "Segmind", "python-modules": ["segmind_provider.triggers.segmind"]}
+        ],
         "extra-links": ["segmind_provider.operators.segmind.SegmindOutputLink"],
         "connection-types": [
             {
