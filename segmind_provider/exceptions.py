@@ -33,6 +33,9 @@ __all__ = [
 class SegmindError(AirflowException):
     """Base of every Segmind error; carries what a caller needs to decide what to do next."""
 
+    #: What the user should do about it, appended to the message (the detail stays the API's words).
+    hint: str = ""
+
     def __init__(
         self,
         detail: str,
@@ -49,6 +52,8 @@ class SegmindError(AirflowException):
         text = self.detail
         if self.status_code is not None:
             text = f"HTTP {self.status_code} from Segmind: {text}"
+        if self.hint:
+            text += f"; {self.hint}"
         if self.request_id:
             text += f" (request_id={self.request_id})"
         return text
@@ -81,6 +86,8 @@ class SegmindValidationError(SegmindError, AirflowFailException):
 class SegmindBadRequestError(SegmindError, AirflowFailException):
     """400: the API rejected the parameters."""
 
+    hint = "fix the payload: the same request fails again, so Airflow does not retry it"
+
 
 class SegmindAuthError(SegmindError, AirflowFailException):
     """401 / 403, or no API key configured at all."""
@@ -92,6 +99,11 @@ class SegmindNotFoundError(SegmindError):
 
 class SegmindInsufficientCreditsError(SegmindError, AirflowFailException):
     """406: the account has no credits left."""
+
+    hint = (
+        "add credits to the Segmind account (SegmindHook.get_credits() shows the balance); "
+        "Airflow does not retry this"
+    )
 
 
 class SegmindRateLimitError(SegmindError):
@@ -130,6 +142,8 @@ class SegmindRequestFailedError(SegmindError):
 
 class SegmindContentBlockedError(SegmindRequestFailedError, AirflowFailException):
     """The job FAILED because a content / safety (RAI) filter blocked it: same input, same block."""
+
+    hint = "change the prompt or input image: the same input is blocked again, so Airflow does not retry it"
 
 
 class SegmindTimeoutError(SegmindError):

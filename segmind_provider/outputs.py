@@ -31,11 +31,12 @@ from pathlib import Path
 from typing import IO, Any
 from urllib.parse import unquote_to_bytes, urlsplit, urlunsplit
 
-from segmind_provider.exceptions import SegmindError, SegmindOutputError
+from segmind_provider.exceptions import SegmindError, SegmindOutputError, SegmindValidationError
 
 __all__ = [
     "DEFAULT_MAX_BYTES",
     "DownloadFn",
+    "check_path_format",
     "normalize_format",
     "sniff_format",
     "store_bytes",
@@ -95,6 +96,21 @@ def normalize_format(name: str | None) -> str | None:
         return None
     key = name.strip().lower().lstrip(".")
     return "jpeg" if key in ("jpg", "jpe", "jpeg") else key
+
+
+def check_path_format(output_path: Any, expected: str | None) -> None:
+    """Refuse, before anything is paid for, an ``output_path`` whose extension contradicts ``expected``.
+
+    The verifier would refuse the file anyway, but only after the generation was billed.
+    """
+    kind = normalize_format(expected)
+    suffix = os.path.splitext(urlsplit(str(output_path or "")).path)[1].lower()
+    wanted = _KIND_OF_EXTENSION.get(suffix)
+    if kind and wanted and kind != wanted:
+        raise SegmindValidationError(
+            f"output_path ends in {suffix!r} but the payload asks for {expected}: "
+            f"make the extension match the output format, or drop it to have the right one appended"
+        )
 
 
 def sniff_format(head: bytes) -> str | None:
@@ -399,8 +415,8 @@ def _verify_kind(
     wanted = dest.suffix_kind
     if wanted is not None and kind != wanted:
         raise SegmindOutputError(
-            f"{where} is {found}, but output_path ends in {dest.suffix!r}: "
-            f"refusing to store a mismatched file"
+            f"{where} is {found}, but output_path ends in {dest.suffix!r}: refusing to store a "
+            f"mismatched file (drop the extension to have the matching one appended)"
         )
     if strict and kind is None:
         raise SegmindOutputError(f"{where} decodes as base64 to no known media format")

@@ -18,12 +18,13 @@ the bucket holds three or more).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import random
 import threading
 import time
 from collections import deque
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from enum import IntEnum
 
 
@@ -156,43 +157,46 @@ class RequestBudget:
         self.granted += 1
         self._recent.append(now)
 
-    def acquire(self, priority: Priority = Priority.POLL) -> None:
-        """Block the calling thread until the budget allows one request."""
+    def _first_try(self, priority: Priority) -> float:
+        """0.0 when a request may go now (always, without a limit), else seconds before trying again."""
         if not self._limited:
             self.granted += 1
             self._recent.append(self._clock())
-            return
-        delay = self._try_take(priority)
-        if delay == 0.0:
-            return
+            return 0.0
+        return self._try_take(priority)
+
+    @contextlib.contextmanager
+    def _queued(self, priority: Priority) -> Iterator[None]:
+        """Count a waiter, so requests of lower priority step aside for it."""
         with self._lock:
             self._waiting[priority] += 1
         try:
-            while delay > 0.0:
-                self._sleep(delay + random.uniform(0.0, min(0.05, delay * 0.1)))
-                delay = self._try_take(priority)
+            yield
         finally:
             with self._lock:
                 self._waiting[priority] -= 1
 
+    @staticmethod
+    def _jittered(delay: float) -> float:
+        return delay + random.uniform(0.0, min(0.05, delay * 0.1))
+
+    def acquire(self, priority: Priority = Priority.POLL) -> None:
+        """Block the calling thread until the budget allows one request."""
+        delay = self._first_try(priority)
+        if delay > 0.0:
+            with self._queued(priority):
+                while delay > 0.0:
+                    self._sleep(self._jittered(delay))
+                    delay = self._try_take(priority)
+
     async def aacquire(self, priority: Priority = Priority.POLL) -> None:
         """Async twin of :meth:`acquire`: waits with the event loop free."""
-        if not self._limited:
-            self.granted += 1
-            self._recent.append(self._clock())
-            return
-        delay = self._try_take(priority)
-        if delay == 0.0:
-            return
-        with self._lock:
-            self._waiting[priority] += 1
-        try:
-            while delay > 0.0:
-                await self._asleep(delay + random.uniform(0.0, min(0.05, delay * 0.1)))
-                delay = self._try_take(priority)
-        finally:
-            with self._lock:
-                self._waiting[priority] -= 1
+        delay = self._first_try(priority)
+        if delay > 0.0:
+            with self._queued(priority):
+                while delay > 0.0:
+                    await self._asleep(self._jittered(delay))
+                    delay = self._try_take(priority)
 
     def note_rate_limited(self, retry_after: float | None) -> None:
         """A 429 arrived: pause everyone on this key and, if no limit is configured, learn one."""

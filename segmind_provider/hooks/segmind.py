@@ -100,6 +100,8 @@ class _Settings:
     max_retries: int
     requests_per_minute: float | None
     run_timeout: float
+    key_source: str = ""
+    """Where the key came from, for an auth error that says what to fix."""
 
 
 def _mask_sync(secret: str) -> None:
@@ -171,6 +173,7 @@ def _settings_from(conn: Any | None, conn_id: str, environ: Mapping[str, str]) -
             )
         base_url = _normalise_base_url(environ.get(ENV_BASE_URL), None)
         extras: Mapping[str, Any] = {}
+        source = f"{ENV_API_KEY} (there is no connection {conn_id!r})"
     else:
         key = (conn.password or "").strip()
         if not key:
@@ -179,6 +182,7 @@ def _settings_from(conn: Any | None, conn_id: str, environ: Mapping[str, str]) -
             )
         base_url = _normalise_base_url(conn.host, conn.port)
         extras = conn.extra_dejson or {}
+        source = f"connection {conn_id!r}"
     timeout = _number(extras, "timeout", DEFAULT_TIMEOUT) or DEFAULT_TIMEOUT
     rpm = _number(extras, "requests_per_minute", None) or None
     return _Settings(
@@ -188,6 +192,7 @@ def _settings_from(conn: Any | None, conn_id: str, environ: Mapping[str, str]) -
         max_retries=_number(extras, "max_retries", _retry.DEFAULT_MAX_RETRIES, integer=True),
         requests_per_minute=rpm,
         run_timeout=_number(extras, "run_timeout", max(DEFAULT_RUN_TIMEOUT, timeout)) or DEFAULT_RUN_TIMEOUT,
+        key_source=source,
     )
 
 
@@ -226,7 +231,7 @@ def _error_for(
     *,
     secret: str | None,
     request_id: str | None,
-    conn_id: str,
+    key_source: str = "",
 ) -> SegmindError:
     """Map an HTTP answer to the exception family (the contract's table)."""
     detail, data = _detail_from_body(body, secret)
@@ -242,7 +247,8 @@ def _error_for(
     if status == 400:
         return SegmindBadRequestError(detail, **kwargs)
     if status in (401, 403):
-        return SegmindAuthError(f"{detail} (check the API key of connection {conn_id!r})", **kwargs)
+        hint = f" (check the API key of {key_source})" if key_source else ""
+        return SegmindAuthError(detail + hint, **kwargs)
     if status == 404:
         return SegmindNotFoundError(detail, **kwargs)
     if status == 406:
@@ -261,7 +267,7 @@ def _error_for(
 
 _UNCERTAIN_NOTE = (
     "a job may exist on Segmind (and be billed), so the submit was NOT retried; "
-    "check the request list before submitting again"
+    "check the usage history in the Segmind console before running it again (a task retry submits anew)"
 )
 
 
@@ -517,22 +523,31 @@ class SegmindHook(BaseHook):
         status = response.status_code
         if 200 <= status < 300 or (accept_failed and status == 422):
             return response
-        error = _error_for(
-            status,
-            response.headers,
-            response.content,
-            secret=settings.api_key,
-            request_id=request_id,
-            conn_id=self.segmind_conn_id,
-        )
-        self._after_error(error)
+        error = self._api_error(settings, status, response.headers, response.content, request_id)
         if submit and status in (502, 504):
             raise _uncertain(what, error)
         raise error
 
-    def _after_error(self, error: SegmindError) -> None:
+    def _api_error(
+        self,
+        settings: _Settings,
+        status: int,
+        headers: Mapping[str, str],
+        body: bytes,
+        request_id: str | None,
+    ) -> SegmindError:
+        """Map an API error answer; a 429 also pauses every hook sharing this key's budget."""
+        error = _error_for(
+            status,
+            headers,
+            body,
+            secret=settings.api_key,
+            request_id=request_id,
+            key_source=settings.key_source,
+        )
         if isinstance(error, SegmindRateLimitError) and self._budget is not None:
             self._budget.note_rate_limited(error.retry_after)
+        return error
 
     def _json(self, body: bytes, what: str, *, submit: bool, request_id: str | None = None) -> Any:
         try:
@@ -628,7 +643,8 @@ class SegmindHook(BaseHook):
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 raise SegmindTimeoutError(
-                    f"still {status or 'unknown'} after {timeout:g} s; the job may still finish on Segmind",
+                    f"still {status or 'unknown'} after {timeout:g} s; the job may still finish on Segmind: "
+                    f"wait() again or get_result() this request id (results are kept 1 hour)",
                     request_id=request_id,
                 )
             _retry.sleep(min(interval, remaining))
@@ -703,12 +719,7 @@ class SegmindHook(BaseHook):
                     if response.status_code >= 400:
                         body = response.raw.read(4096, decode_content=True) or b""
                         raise _error_for(
-                            response.status_code,
-                            response.headers,
-                            body,
-                            secret=None,
-                            request_id=None,
-                            conn_id="",
+                            response.status_code, response.headers, body, secret=None, request_id=None
                         )
                     length = response.headers.get("Content-Length")
                     if length and length.isdigit() and int(length) > max_bytes:
@@ -750,19 +761,18 @@ class SegmindHook(BaseHook):
             answer["status"] = "FAILED"
             answer.setdefault("error", detail)
             return answer
-        answer = self._json(body, f"GET status of {request_id}", submit=False, request_id=request_id)
+        return self._object(body, "status", request_id)
+
+    def _object(self, body: bytes, what: str, request_id: str) -> dict[str, Any]:
+        answer = self._json(body, f"GET {what} of {request_id}", submit=False, request_id=request_id)
         if not isinstance(answer, dict):
             raise SegmindServerError(
-                f"status answer is not an object: {str(answer)[:200]}", request_id=request_id
+                f"{what} answer is not an object: {str(answer)[:200]}", request_id=request_id
             )
         return answer
 
     def _result_answer(self, body: bytes, request_id: str) -> dict[str, Any]:
-        answer = self._json(body, f"GET result of {request_id}", submit=False, request_id=request_id)
-        if not isinstance(answer, dict):
-            raise SegmindServerError(
-                f"result answer is not an object: {str(answer)[:200]}", request_id=request_id
-            )
+        answer = self._object(body, "result", request_id)
         if str(answer.get("status", "")).upper() == "FAILED":
             reason = _scrub(
                 str(answer.get("error") or answer.get("detail") or "job FAILED"),
@@ -807,16 +817,7 @@ class SegmindHook(BaseHook):
             raise _transport_error(what, exc, never_sent=_aiohttp_never_sent(exc)) from exc
         if 200 <= status < 300 or (accept_failed and status == 422):
             return status, body
-        error = _error_for(
-            status,
-            headers,
-            body,
-            secret=settings.api_key,
-            request_id=request_id,
-            conn_id=self.segmind_conn_id,
-        )
-        self._after_error(error)
-        raise error
+        raise self._api_error(settings, status, headers, body, request_id)
 
     async def aget_status(self, request_id: str) -> dict[str, Any]:
         """Async :meth:`get_status`: FAILED (422) is returned, not raised."""

@@ -15,23 +15,19 @@ import time
 from collections.abc import Sequence
 from datetime import timedelta
 from functools import cached_property
-from typing import TYPE_CHECKING, Any, ClassVar, NoReturn
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from airflow.sdk import Asset, BaseOperator, BaseOperatorLink
 
-from segmind_provider.exceptions import (
-    SegmindError,
-    SegmindNotFoundError,
-    SegmindTimeoutError,
-)
+from segmind_provider.exceptions import SegmindError, SegmindNotFoundError
 from segmind_provider.outputs import DEFAULT_MAX_BYTES
 from segmind_provider.triggers.polling import DEFAULT_POLL_INTERVAL
 from segmind_provider.triggers.segmind import (
-    EVENT_STATUSES,
     RequestWatch,
     SegmindRequestTrigger,
-    failure_error,
+    failure_reason,
     make_event,
+    raise_for_event,
 )
 
 try:
@@ -173,6 +169,10 @@ class SegmindOperator(BaseOperator):
 
     def execute(self, context: Context) -> dict[str, Any]:
         payload = self._checked_payload()
+        if self.output_path:
+            from segmind_provider.outputs import check_path_format
+
+            check_path_format(self.output_path, self._expected_format())
         if self.mode == "sync":
             return self._run_sync(context, payload)
         request_id, submitted_at, answer = self._attach_or_submit(context, payload)
@@ -200,21 +200,7 @@ class SegmindOperator(BaseOperator):
 
     def execute_complete(self, context: Context, event: dict[str, Any]) -> dict[str, Any]:
         """Finish from a trigger event (or an already-terminal answer): fetch, store, return the result."""
-        if (
-            not isinstance(event, dict)
-            or event.get("status") not in EVENT_STATUSES
-            or not isinstance(event.get("request_id"), str)
-        ):
-            raise SegmindError(f"unexpected trigger event: {event!r}")
-        request_id = event["request_id"]
-        status = event["status"]
-        message = str(event.get("message") or "")
-        if status == "timeout":
-            raise SegmindTimeoutError(message or "the deadline passed", request_id=request_id)
-        if status == "error":
-            raise SegmindError(message or "waiting for the request failed", request_id=request_id)
-        if status == "failed":
-            self._raise_failed(request_id, message)
+        request_id = raise_for_event(event)
         result = self.hook.get_result(request_id)
         output = result.get("output")
         metrics = result.get("metrics") or {}
@@ -223,7 +209,6 @@ class SegmindOperator(BaseOperator):
         if metrics.get("inference_time") is None and event.get("inference_time") is not None:
             metrics["inference_time"] = event["inference_time"]
         uris = self._store(output)
-        self._record_outlets(context, request_id, uris)
         self._forget_request(context)
         self.log.info(
             "Segmind request %s completed (inference %ss); stored %d output(s)",
@@ -231,15 +216,7 @@ class SegmindOperator(BaseOperator):
             metrics.get("inference_time"),
             len(uris),
         )
-        self.segmind_result = {
-            "request_id": request_id,
-            "model": self.model,
-            "status": "COMPLETED",
-            "output": output,
-            "output_uris": uris,
-            "metrics": metrics,
-        }
-        return self.segmind_result
+        return self._finish(context, request_id, output, uris, metrics)
 
     # ------------------------------------------------------------------ steps
 
@@ -280,15 +257,22 @@ class SegmindOperator(BaseOperator):
         request_id = str(answer["request_id"])
         self.log.info("Submitted Segmind request %s (model %s)", request_id, self.model)
         if store is not None:
-            store.set(
-                STATE_STORE_KEY,
-                {
-                    "request_id": request_id,
-                    "model": self.model,
-                    "submitted_at": submitted_at,
-                    "fingerprint": fingerprint,
-                },
-            )
+            record = {
+                "request_id": request_id,
+                "model": self.model,
+                "submitted_at": submitted_at,
+                "fingerprint": fingerprint,
+            }
+            try:
+                store.set(STATE_STORE_KEY, record)
+            except Exception:
+                # The job is paid for: failing this try over the bookkeeping would make the retry pay again.
+                self.log.warning(
+                    "Could not remember Segmind request %s in task_state_store; waiting for it anyway, "
+                    "but a retry of this task would submit again",
+                    request_id,
+                    exc_info=True,
+                )
         return request_id, submitted_at, answer
 
     def _reuse(self, saved: dict[str, Any], fingerprint: str) -> tuple[str, float, dict[str, Any]] | None:
@@ -319,8 +303,7 @@ class SegmindOperator(BaseOperator):
         if status == "COMPLETED":
             return make_event("success", request_id, f"Segmind request {request_id} completed")
         if status == "FAILED":
-            reason = answer.get("error") or answer.get("detail") or "the request ended FAILED"
-            return make_event("failed", request_id, str(reason))
+            return make_event("failed", request_id, failure_reason(answer))
         return None
 
     def _wait_in_worker(self, request_id: str, submitted_at: float, end_time: float) -> dict[str, Any]:
@@ -345,18 +328,14 @@ class SegmindOperator(BaseOperator):
                 outcome = watch.on_status(answer, time.time())
         return outcome
 
-    @staticmethod
-    def _raise_failed(request_id: str, message: str) -> NoReturn:
-        """A content block fails for good (AirflowFailException); other failures may be retried."""
-        raise failure_error(request_id, message)
-
     def _run_sync(self, context: Context, payload: dict[str, Any]) -> dict[str, Any]:
         """``mode="sync"``: ``POST /v1/{model}`` in the worker, the answer stored like an async output."""
         from segmind_provider.outputs import store_bytes
 
         result = self.hook.run(self.model, payload)
         uris: list[str] = []
-        output: Any = result.json
+        answer: Any = result.json
+        output = answer.get("output", answer) if isinstance(answer, dict) else answer
         if self.output_path:
             if result.content is not None:
                 uris = store_bytes(
@@ -368,20 +347,31 @@ class SegmindOperator(BaseOperator):
                     max_bytes=self.max_output_bytes,
                 )
             elif output is not None:
-                uris = self._store(output.get("output", output) if isinstance(output, dict) else output)
+                uris = self._store(output)
         elif result.content is not None:
             self.log.warning(
                 "mode='sync' without output_path: the %s answer is not kept", result.content_type
             )
         metrics: dict[str, Any] = {}
-        if isinstance(output, dict) and isinstance(output.get("metrics"), dict):
-            metrics = dict(output["metrics"])
-        self._record_outlets(context, None, uris)
+        if isinstance(answer, dict) and isinstance(answer.get("metrics"), dict):
+            metrics = dict(answer["metrics"])
+        return self._finish(context, None, output, uris, metrics)
+
+    def _finish(
+        self,
+        context: Context,
+        request_id: str | None,
+        output: Any,
+        uris: list[str],
+        metrics: dict[str, Any],
+    ) -> dict[str, Any]:
+        """Announce the stored files to the outlets and build the return value (docs/architecture.md)."""
+        self._record_outlets(context, request_id, uris)
         self.segmind_result = {
-            "request_id": None,
+            "request_id": request_id,
             "model": self.model,
             "status": "COMPLETED",
-            "output": output.get("output", output) if isinstance(output, dict) else output,
+            "output": output,
             "output_uris": uris,
             "metrics": metrics,
         }

@@ -111,7 +111,10 @@ def _describe(schema: type[BaseModel], err: Mapping[str, Any], payload: Mapping[
     if kind == "missing":
         return f"- {field}: required but missing; allowed: {allowed_text}"
     given = _preview(payload.get(name, err.get("input")))
-    reason = str(err.get("msg", "invalid value")).removeprefix("Value error, ")
+    if kind in ("literal_error", "enum"):
+        reason = "not one of the allowed values"  # pydantic's text repeats the list "allowed" gives
+    else:
+        reason = str(err.get("msg", "invalid value")).removeprefix("Value error, ")
     return f"- {field}: {reason}; given {given}; allowed: {allowed_text}"
 
 

@@ -6,16 +6,17 @@ import time
 from collections.abc import Sequence
 from datetime import timedelta
 from functools import cached_property
-from typing import TYPE_CHECKING, Any, NoReturn
+from typing import TYPE_CHECKING, Any
 
 from airflow.sdk import BaseSensorOperator, PokeReturnValue
 
-from segmind_provider.exceptions import (
-    SegmindError,
-    SegmindTimeoutError,
-)
 from segmind_provider.triggers.polling import DEFAULT_POLL_INTERVAL
-from segmind_provider.triggers.segmind import EVENT_STATUSES, SegmindRequestTrigger, failure_error
+from segmind_provider.triggers.segmind import (
+    SegmindRequestTrigger,
+    failure_error,
+    failure_reason,
+    raise_for_event,
+)
 
 try:
     from airflow.providers.common.compat.sdk import conf
@@ -92,20 +93,12 @@ class SegmindRequestSensor(BaseSensorOperator):
         if status == "COMPLETED":
             return PokeReturnValue(is_done=True, xcom_value=self._result())
         if status == "FAILED":
-            self._raise_failed(str(answer.get("error") or ""))
+            raise failure_error(self.request_id, failure_reason(answer))
         return False
 
     def execute_complete(self, context: Context, event: dict[str, Any]) -> dict[str, Any]:
         """Resume from the trigger's event: the same outcomes as a poke."""
-        if not isinstance(event, dict) or event.get("status") not in EVENT_STATUSES:
-            raise SegmindError(f"unexpected trigger event: {event!r}", request_id=self.request_id)
-        message = str(event.get("message") or "")
-        if event["status"] == "timeout":
-            raise SegmindTimeoutError(message or "the deadline passed", request_id=self.request_id)
-        if event["status"] == "error":
-            raise SegmindError(message or "waiting for the request failed", request_id=self.request_id)
-        if event["status"] == "failed":
-            self._raise_failed(message)
+        raise_for_event(event, request_id=self.request_id)
         return self._result()
 
     def _result(self) -> dict[str, Any]:
@@ -117,6 +110,3 @@ class SegmindRequestSensor(BaseSensorOperator):
             "output_uris": [],
             "metrics": result.get("metrics") or {},
         }
-
-    def _raise_failed(self, message: str) -> NoReturn:
-        raise failure_error(self.request_id, message)

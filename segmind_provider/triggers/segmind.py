@@ -19,9 +19,11 @@ from airflow.triggers.base import BaseTrigger, TriggerEvent
 
 from segmind_provider.exceptions import (
     SegmindContentBlockedError,
+    SegmindError,
     SegmindRateLimitError,
     SegmindRequestFailedError,
     SegmindServerError,
+    SegmindTimeoutError,
     SegmindTransportError,
 )
 from segmind_provider.triggers.polling import (
@@ -44,7 +46,9 @@ __all__ = [
     "RequestWatch",
     "SegmindRequestTrigger",
     "failure_error",
+    "failure_reason",
     "make_event",
+    "raise_for_event",
     "shared_hook",
 ]
 
@@ -97,12 +101,37 @@ def _inference_time(answer: dict[str, Any]) -> float | None:
         return None
 
 
-def _failure_reason(answer: dict[str, Any]) -> str:
+def failure_reason(answer: dict[str, Any]) -> str:
+    """The API's reason for a FAILED answer (``error``, ``detail`` or ``message``)."""
     for key in ("error", "detail", "message"):
         value = answer.get(key)
         if value:
             return str(value)
     return "the request ended FAILED without a reason"
+
+
+def raise_for_event(event: Any, request_id: str | None = None) -> str:
+    """Refuse a malformed event and raise the error a timeout/error/failed event stands for.
+
+    Returns the request id of a success event. ``request_id`` (the sensor's own) is used in
+    the errors when given, else the event's.
+    """
+    if (
+        not isinstance(event, dict)
+        or event.get("status") not in EVENT_STATUSES
+        or not isinstance(event.get("request_id"), str)
+    ):
+        raise SegmindError(f"unexpected trigger event: {event!r}", request_id=request_id)
+    request_id = request_id or event["request_id"]
+    message = str(event.get("message") or "")
+    status = event["status"]
+    if status == "timeout":
+        raise SegmindTimeoutError(message or "the deadline passed", request_id=request_id)
+    if status == "error":
+        raise SegmindError(message or "waiting for the request failed", request_id=request_id)
+    if status == "failed":
+        raise failure_error(request_id, message)
+    return request_id
 
 
 #: How long triggers of one event loop share a hook (one connection lookup) before reading it afresh.
@@ -188,7 +217,8 @@ class RequestWatch:
             "timeout",
             self.request_id,
             f"Segmind request {self.request_id} was still {state} when the deadline passed "
-            f"({now - self.submitted_at:.0f}s after submit); a retry re-attaches to it",
+            f"({now - self.submitted_at:.0f}s after submit); a retry re-attaches to it without paying "
+            f"again, and a longer timeout suits a slower model",
             polls=self.polls,
         )
 
@@ -224,7 +254,7 @@ class RequestWatch:
             return make_event(
                 "failed",
                 self.request_id,
-                _failure_reason(answer),
+                failure_reason(answer),
                 inference_time=_inference_time(answer),
                 polls=self.polls,
             )
@@ -335,9 +365,7 @@ class SegmindRequestTrigger(BaseTrigger):
                 await asyncio.sleep(delay)
             try:
                 answer = await self._hook().aget_status(self.request_id)
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:
+            except Exception as exc:  # CancelledError is a BaseException: it still propagates
                 outcome = watch.on_error(exc, time.time())
             else:
                 outcome = watch.on_status(answer, time.time())

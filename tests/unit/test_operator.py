@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import base64
 import io
+import json
 import time
 from datetime import timedelta
 from pathlib import Path
@@ -316,6 +317,17 @@ def test_durable_false_and_no_state_store_always_submit(
     assert calls(emulator, "submit") == 3
 
 
+def test_a_state_store_that_fails_does_not_fail_a_paid_job(
+    emulator: SegmindEmulator, make_context: Any
+) -> None:
+    class BrokenStore(dict):  # type: ignore[type-arg]
+        def set(self, key: str, value: Any) -> None:
+            raise ConnectionError("API server unreachable")
+
+    trigger = defer(operator(), make_context(BrokenStore()))
+    assert trigger.request_id and calls(emulator, "submit") == 1
+
+
 # ---------------------------------------------------------------- each event kind
 
 
@@ -354,13 +366,22 @@ def test_malformed_events_are_refused(make_context: Any, event: Any) -> None:
 # ---------------------------------------------------------------- outputs
 
 
-async def test_magic_bytes_that_disagree_with_the_path_are_an_error(
+def test_a_path_extension_that_contradicts_the_payload_fails_before_any_http_call(
     emulator: SegmindEmulator, make_context: Any, tmp_path: Path
 ) -> None:
     op = operator(output_path=str(tmp_path / "img.jpg"))  # asks png, names it .jpg
-    trigger = defer(op, make_context())
-    with pytest.raises(SegmindOutputError):
-        await finish(op, make_context(), trigger)
+    with pytest.raises(SegmindValidationError, match=r"'\.jpg'.*png.*drop it"):
+        op.execute(make_context())
+    assert emulator.calls() == []
+
+
+def test_magic_bytes_that_disagree_with_the_path_are_an_error(make_context: Any, tmp_path: Path) -> None:
+    op = operator(
+        model="vendor/no-schema", output_path=str(tmp_path / "img.jpg")
+    )  # no format to check up front
+    op.hook = FakeHook({"request_id": "r", "status": "COMPLETED"})  # type: ignore[assignment]
+    with pytest.raises(SegmindOutputError, match=r"output_path ends in '\.jpg'"):
+        op.execute(make_context())
     assert list(tmp_path.iterdir()) == []  # nothing half-written
 
 
@@ -414,3 +435,29 @@ def test_extra_link_prefers_a_stored_http_uri_then_the_output_url() -> None:
     )
     assert link.link_from_result({"output": "data:image/png;base64,AAAA"}) == ""
     assert link.link_from_result(None) == ""
+
+
+# ---------------------------------------------------------------- the key stays secret
+
+
+async def test_the_key_is_in_no_xcom_state_kwargs_log_or_media_call(
+    emulator: SegmindEmulator,
+    make_context: Any,
+    state_store: dict[str, Any],
+    tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    caplog.set_level("DEBUG")
+    op = operator(output_path=str(tmp_path / "secret"))
+    context = make_context(state_store)
+    trigger = defer(op, context)
+    _, kwargs = trigger.serialize()
+    result = await finish(op, make_context(state_store), trigger)
+    worker = operator(deferrable=False, output_path=str(tmp_path / "worker")).execute(make_context())
+    seen = json.dumps([context["ti"].xcoms, dict(state_store), kwargs, result, worker], default=str)
+    seen += repr(op) + repr(op.hook) + repr(trigger) + caplog.text + "".join(capsys.readouterr())
+    assert emulator.api_key and emulator.api_key not in seen
+    media = emulator.calls(endpoint="media")
+    assert len(media) == 2 and not any(call["key_present"] for call in media)
+    assert all(call["key_present"] for call in emulator.calls(endpoint="status"))

@@ -21,8 +21,14 @@ from fsspec.implementations.memory import MemoryFileSystem
 from PIL import Image
 from pytest_httpserver import HTTPServer
 
-from segmind_provider.exceptions import SegmindOutputError
-from segmind_provider.outputs import normalize_format, sniff_format, store_bytes, store_output
+from segmind_provider.exceptions import SegmindOutputError, SegmindValidationError
+from segmind_provider.outputs import (
+    check_path_format,
+    normalize_format,
+    sniff_format,
+    store_bytes,
+    store_output,
+)
 
 
 def image_bytes(fmt: str, size: tuple[int, int] = (16, 8)) -> bytes:
@@ -462,3 +468,25 @@ def test_store_without_move_writes_directly() -> None:
     assert ObjectStoragePath(uris[0]).read_bytes() == GIF
     fs = fsspec.filesystem("memory")
     assert not [p for p in fs.find(root.removeprefix("memory:/")) if p.endswith(".part")]
+
+
+@pytest.mark.parametrize(
+    ("path", "expected", "refused"),
+    [
+        ("/tmp/out/img.jpg", "png", True),
+        ("s3://bucket/dir/img.PNG", "webp", True),
+        ("/tmp/out/img.jpeg", "jpg", False),
+        ("memory://b/img.png", "png", False),
+        ("/tmp/out/img", "png", False),  # no extension: the right one is appended
+        ("/tmp/out/img.v2", "png", False),  # not a media extension
+        ("/tmp/out/img.jpg", None, False),  # the model does not say
+    ],
+)
+def test_check_path_format_refuses_a_contradicting_extension_up_front(
+    path: str, expected: str | None, refused: bool
+) -> None:
+    if refused:
+        with pytest.raises(SegmindValidationError, match="drop it"):
+            check_path_format(path, expected)
+    else:
+        check_path_format(path, expected)

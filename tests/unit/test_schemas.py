@@ -327,3 +327,8 @@ def test_expected_output_format(payload: dict[str, Any], expected: str | None) -
 
 def test_expected_output_format_unknown_model() -> None:
     assert expected_output_format("other", {"output_format": "png"}) is None
+
+
+def test_an_enum_lists_its_values_once() -> None:
+    message = problems({"prompt": "a cat", "aspect_ratio": "2:1"})
+    assert "not one of the allowed values" in message and message.count("'16:9'") == 1

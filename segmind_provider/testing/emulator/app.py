@@ -254,7 +254,8 @@ class EmulatorServer:
             return _error(400, str(exc))
         return model, params
 
-    async def submit(self, request: web.Request) -> web.StreamResponse:
+    async def _accept(self, request: web.Request) -> tuple[ModelSpec, Job] | web.Response:
+        """Parse, charge and schedule a job: what v1 and v2 share before they answer differently."""
         parsed = await self._parse(request)
         if isinstance(parsed, web.Response):
             return parsed
@@ -266,87 +267,63 @@ class EmulatorServer:
         error = state.blocked_reason(params)
         if error is None:
             state.pay(cost)
-        job = state.schedule(model, params, error)
-        state.add_job(job)
+        return model, state.schedule(model, params, error)
+
+    async def submit(self, request: web.Request) -> web.StreamResponse:
+        accepted = await self._accept(request)
+        if isinstance(accepted, web.Response):
+            return accepted
+        _, job = accepted
+        self.state.add_job(job)
         urls = self._urls(request, job.request_id)
         return _json(
-            {
-                "request_id": job.request_id,
-                "status": "QUEUED",
-                "status_url": urls["status_url"],
-                "response_url": urls["response_url"],
-                "poll_url": urls["status_url"],
-            }
+            {"request_id": job.request_id, "status": "QUEUED", **urls, "poll_url": urls["status_url"]}
         )
 
     async def sync_run(self, request: web.Request) -> web.StreamResponse:
-        parsed = await self._parse(request)
-        if isinstance(parsed, web.Response):
-            return parsed
-        model, params = parsed
+        accepted = await self._accept(request)
+        if isinstance(accepted, web.Response):
+            return accepted
+        model, job = accepted
         state = self.state
-        cost = state.cost_of(model)
-        if not state.can_pay(cost):
-            return _error(406, "Insufficient credits")
-        error = state.blocked_reason(params)
-        if error is None:
-            state.pay(cost)
-        job = state.schedule(model, params, error)
         state.counters["sync"] += 1
         wait = job.end - state.now()
         if wait > 0:
             await asyncio.sleep(wait)
-        if error:
-            return _json({"status": "FAILED", "error": error}, 422)
+        if job.error:
+            return _json({"status": "FAILED", "error": job.error}, 422)
         headers = {} if state.credits is None else {"X-remaining-credits": str(state.balance()["credits"])}
         if model.output != "image":
             return _json({"status": "COMPLETED", "output": self._output(request, job)}, headers=headers)
-        data = await self.cache.get(render_key(job.model, params, job.seed))
-        headers["Content-Type"] = content_type(params["output_format"])
+        data = await self.cache.get(render_key(job.model, job.params, job.seed))
+        headers["Content-Type"] = content_type(job.params["output_format"])
         return web.Response(body=data, headers=headers)
 
     async def status(self, request: web.Request) -> web.StreamResponse:
-        request_id = request.match_info["request_id"]
-        job = self.state.get_job(request_id)
-        if job is None:
-            return _error(404, f"Request not found: {request_id}")
-        state_name = job_status(job, self.state.now())
-        base = self._api_base(request)
-        body: dict[str, Any] = {
-            "request_id": request_id,
-            "status": state_name,
-            "status_url": f"{base}/v2/requests/{request_id}/status",
-            "response_url": f"{base}/v2/requests/{request_id}",
-            "metrics": {},
-        }
-        if state_name == "COMPLETED":
-            body["metrics"] = {"inference_time": job.inference_time}
-        elif state_name == "FAILED":
-            body["metrics"] = {"inference_time": job.inference_time}
-            body["error"] = job.error
-            return _json(body, 422)
-        return _json(body)
+        return self._job_answer(request, result=False)
 
     async def result(self, request: web.Request) -> web.StreamResponse:
+        return self._job_answer(request, result=True)
+
+    def _job_answer(self, request: web.Request, *, result: bool) -> web.Response:
+        """The status and result bodies share their shape; FAILED is served as 422 on both."""
         request_id = request.match_info["request_id"]
         job = self.state.get_job(request_id)
         if job is None:
             return _error(404, f"Request not found: {request_id}")
         state_name = job_status(job, self.state.now())
-        body: dict[str, Any] = {
-            "request_id": request_id,
-            "status": state_name,
-            "output": None,
-            "metrics": {},
-            "error": None,
-        }
-        if state_name == "COMPLETED":
-            body["output"] = self._output(request, job)
+        body: dict[str, Any] = {"request_id": request_id, "status": state_name}
+        if result:
+            body.update(output=None, metrics={}, error=None)
+        else:
+            body.update(self._urls(request, request_id), metrics={})
+        if state_name in ("COMPLETED", "FAILED"):
             body["metrics"] = {"inference_time": job.inference_time}
-        elif state_name == "FAILED":
-            body["metrics"] = {"inference_time": job.inference_time}
+        if state_name == "FAILED":
             body["error"] = job.error
             return _json(body, 422)
+        if result and state_name == "COMPLETED":
+            body["output"] = self._output(request, job)
         return _json(body)
 
     async def credits(self, request: web.Request) -> web.StreamResponse:

@@ -109,16 +109,12 @@ def parse_models(
         name, _, rest = item.partition("=")
         seconds, _, kind = rest.partition(":")
         models[name] = ModelSpec(name, latency=float(seconds or 5.0), output=kind or "image")
-    for item in latency:
-        name, _, seconds = item.partition("=")
-        if name not in models:
-            raise ValueError(f"--latency: unknown model {name!r}")
-        models[name].latency = float(seconds)
-    for item in cold_start:
-        name, _, seconds = item.partition("=")
-        if name not in models:
-            raise ValueError(f"--cold-start: unknown model {name!r}")
-        models[name].cold_start = float(seconds)
+    for attr, items in (("latency", latency), ("cold_start", cold_start)):
+        for item in items:
+            name, _, seconds = item.partition("=")
+            if name not in models:
+                raise ValueError(f"--{attr.replace('_', '-')}: unknown model {name!r}")
+            setattr(models[name], attr, float(seconds))
     return models
 
 
@@ -161,12 +157,9 @@ def options_to_argv(options: dict[str, Any]) -> list[str]:
         elif name == "retention_scaled":
             if value:
                 argv.append("--retention-scaled")
-        elif name == "latency":
+        elif name in ("latency", "cold_start"):
             for model, seconds in value.items():
-                argv += ["--latency", f"{model}={seconds}"]
-        elif name == "cold_start":
-            for model, seconds in value.items():
-                argv += ["--cold-start", f"{model}={seconds}"]
+                argv += ["--" + name.replace("_", "-"), f"{model}={seconds}"]
         elif name == "models":
             for model, spec in value.items():
                 if isinstance(spec, ModelSpec):

@@ -69,8 +69,7 @@ def validate_flux_1_1_pro(params: dict[str, Any]) -> dict[str, Any]:
     prompt = params.get("prompt")
     if not isinstance(prompt, str) or not prompt.strip():
         raise ParamError("prompt: required, must be a non-empty string")
-    aspect = _choice(params, "aspect_ratio", "1:1", ("custom", *ASPECT_RATIOS))
-    width, height = _size(params, aspect, MIN_SIDE, MAX_SIDE)
+    fields = _render_fields(params, prompt, MIN_SIDE, MAX_SIDE)
     image_prompt = params.get("image_prompt")
     if image_prompt is not None and (
         not isinstance(image_prompt, str) or not image_prompt.startswith(("http://", "https://", "data:"))
@@ -80,15 +79,9 @@ def validate_flux_1_1_pro(params: dict[str, Any]) -> dict[str, Any]:
     if not isinstance(upsampling, bool):
         raise ParamError("prompt_upsampling: must be a boolean")
     return {
-        "prompt": prompt,
-        "aspect_ratio": aspect,
-        "width": width,
-        "height": height,
-        "output_format": _choice(params, "output_format", "webp", OUTPUT_FORMATS),
-        "output_quality": _int(params, "output_quality", 80, 0, 100),
+        **fields,
         "safety_tolerance": _int(params, "safety_tolerance", 2, 1, 5),
         "prompt_upsampling": upsampling,
-        "seed": _int(params, "seed", None, 0, 2**63 - 1),
         "image_prompt": image_prompt,
     }
 
@@ -98,8 +91,13 @@ def validate_generic(params: dict[str, Any]) -> dict[str, Any]:
     prompt = params.get("prompt", "")
     if not isinstance(prompt, str):
         raise ParamError("prompt: must be a string")
+    return _render_fields(params, prompt, 64, 2048)
+
+
+def _render_fields(params: dict[str, Any], prompt: str, min_side: int, max_side: int) -> dict[str, Any]:
+    """The fields every model's renderer uses, checked with the model's size limits."""
     aspect = _choice(params, "aspect_ratio", "1:1", ("custom", *ASPECT_RATIOS))
-    width, height = _size(params, aspect, 64, 2048)
+    width, height = _size(params, aspect, min_side, max_side)
     return {
         "prompt": prompt,
         "aspect_ratio": aspect,

@@ -240,3 +240,29 @@ def test_env_proxy_resolved_once(monkeypatch: pytest.MonkeyPatch) -> None:
     assert hook_module._env_proxy("https://api.segmind.com")[0] == proxy  # cached per process
     monkeypatch.setattr(hook_module, "_PROXIES", {})
     assert hook_module._env_proxy("https://api.segmind.com") == (None, None)
+
+
+async def test_akey_masked_and_scrubbed_from_errors(
+    httpserver: HTTPServer, conn_id: str, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    import airflow.sdk.log
+
+    masked: list[object] = []
+
+    async def amask(secret: object, name: object = None) -> None:
+        masked.append(secret)
+
+    monkeypatch.setattr(airflow.sdk.log, "amask_secret", amask)
+    caplog.set_level("DEBUG")
+    httpserver.expect_request(STATUS).respond_with_json({"error": f"bad key {KEY}"}, status=401)
+    httpserver.expect_request(RESULT).respond_with_json({"status": "FAILED", "error": f"{KEY} nsfw"})
+    hook = SegmindHook(conn_id)
+    errors = []
+    for call in (hook.aget_status, hook.aget_result):
+        with pytest.raises(SegmindError) as info:
+            await call("req-1")
+        errors.append(info.value)
+    assert masked == [KEY]
+    for text in [caplog.text, repr(hook), *(str(e) for e in errors), *(repr(e) for e in errors)]:
+        assert KEY not in text
+    await aclose_async_sessions()

@@ -141,6 +141,20 @@ def test_status_code_mapping(
     assert len(httpserver.log) == 1
 
 
+@pytest.mark.parametrize(
+    ("exc", "advice"),
+    [
+        (SegmindBadRequestError("bad width", status_code=400), "fix the payload"),
+        (SegmindInsufficientCreditsError("Insufficient credits", status_code=406), "add credits"),
+        (SegmindContentBlockedError("NSFW content", request_id="r-1"), "change the prompt"),
+    ],
+)
+def test_errors_retries_cannot_fix_say_what_to_do(exc: SegmindError, advice: str) -> None:
+    text = str(exc)
+    assert advice in text and "does not retry" in text
+    assert exc.detail in text and exc.hint not in exc.detail  # the detail stays the API's words
+
+
 @pytest.mark.parametrize("field", ["error", "detail", "message"])
 def test_detail_fields(httpserver: HTTPServer, conn_id: str, field: str) -> None:
     httpserver.expect_request(RESULT).respond_with_json({field: "bad aspect_ratio"}, status=400)
@@ -320,6 +334,20 @@ def test_env_fallback_with_base_url(
     monkeypatch.setenv("SEGMIND_BASE_URL", base_url + "/v1")
     httpserver.expect_request(STATUS, headers={"x-api-key": KEY}).respond_with_json({"status": "QUEUED"})
     assert SegmindHook("segmind_test").get_status("req-1")["status"] == "QUEUED"
+
+
+def test_a_rejected_key_names_where_it_came_from(
+    httpserver: HTTPServer, make_conn: Callable[..., str], base_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    httpserver.expect_request(STATUS).respond_with_json({"error": "Unauthorized"}, status=401)
+    with pytest.raises(SegmindAuthError, match="check the API key of connection 'segmind_test'"):
+        SegmindHook(make_conn(base_url)).get_status("req-1")
+    monkeypatch.setenv("SEGMIND_API_KEY", KEY)
+    monkeypatch.setenv("SEGMIND_BASE_URL", base_url)
+    with pytest.raises(
+        SegmindAuthError, match=r"of SEGMIND_API_KEY \(there is no connection 'segmind_none'\)"
+    ):
+        SegmindHook("segmind_none").get_status("req-1")
 
 
 def test_missing_key_fails_before_any_request(httpserver: HTTPServer) -> None:
