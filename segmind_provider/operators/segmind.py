@@ -209,7 +209,6 @@ class SegmindOperator(BaseOperator):
         if metrics.get("inference_time") is None and event.get("inference_time") is not None:
             metrics["inference_time"] = event["inference_time"]
         uris = self._store(output)
-        self._forget_request(context)
         self.log.info(
             "Segmind request %s completed (inference %ss); stored %d output(s)",
             request_id,
@@ -412,9 +411,3 @@ class SegmindOperator(BaseOperator):
             extra["output_uris"] = list(uris)
             if request_id is not None:
                 extra["request_id"] = request_id
-
-    def _forget_request(self, context: Context) -> None:
-        """A finished request is spent: a later clear of this task generates anew rather than re-fetching."""
-        store = self._state_store(context)
-        if store is not None:
-            store.delete(STATE_STORE_KEY)

@@ -70,17 +70,35 @@ def make_event(
     *,
     inference_time: float | None = None,
     polls: int = 0,
+    error_class: str | None = None,
 ) -> dict[str, Any]:
-    """Build an event payload in the shape ``execute_complete`` expects (docs/architecture.md)."""
+    """Build an event payload in the shape ``execute_complete`` expects (docs/architecture.md).
+
+    ``error_class`` (error events only) names the SegmindError subclass that ended the wait, so the
+    worker raises the same kind: a bad key found while polling stops Airflow's retries too.
+    """
     if status not in EVENT_STATUSES:
         raise ValueError(f"unknown event status {status!r}")
-    return {
+    event: dict[str, Any] = {
         "status": status,
         "request_id": request_id,
         "message": message,
         "inference_time": inference_time,
         "polls": polls,
     }
+    if error_class is not None:
+        event["error_class"] = error_class
+    return event
+
+
+def _error_for_event(event: dict[str, Any], message: str, request_id: str) -> SegmindError:
+    """Rebuild the error an ``error`` event names; anything unknown becomes a plain SegmindError."""
+    from segmind_provider import exceptions
+
+    cls = getattr(exceptions, str(event.get("error_class") or ""), None)
+    if not (isinstance(cls, type) and issubclass(cls, SegmindError)):
+        cls = SegmindError
+    return cls(message or "waiting for the request failed", request_id=request_id)
 
 
 def failure_error(request_id: str, reason: str | None) -> SegmindRequestFailedError:
@@ -128,7 +146,7 @@ def raise_for_event(event: Any, request_id: str | None = None) -> str:
     if status == "timeout":
         raise SegmindTimeoutError(message or "the deadline passed", request_id=request_id)
     if status == "error":
-        raise SegmindError(message or "waiting for the request failed", request_id=request_id)
+        raise _error_for_event(event, message, request_id)
     if status == "failed":
         raise failure_error(request_id, message)
     return request_id
@@ -272,6 +290,7 @@ class RequestWatch:
                 self.request_id,
                 f"polling Segmind request {self.request_id} failed: {type(exc).__name__}: {text}",
                 polls=self.polls,
+                error_class=type(exc).__name__ if isinstance(exc, SegmindError) else None,
             )
         self.consecutive_errors += 1
         if self.consecutive_errors > self.max_consecutive_errors:

@@ -9,12 +9,14 @@ import time
 from typing import Any
 
 import pytest
+from airflow.sdk.exceptions import AirflowFailException
 from airflow.sdk.module_loading import import_string
 from airflow.triggers.base import TriggerEvent
 
 from segmind_provider.exceptions import (
     SegmindAuthError,
     SegmindContentBlockedError,
+    SegmindError,
     SegmindRateLimitError,
     SegmindRequestFailedError,
     SegmindServerError,
@@ -22,7 +24,13 @@ from segmind_provider.exceptions import (
 from segmind_provider.hooks.segmind import SegmindHook
 from segmind_provider.testing.emulator.runner import SegmindEmulator
 from segmind_provider.triggers.polling import OBSERVED_DURATIONS, DurationObserver
-from segmind_provider.triggers.segmind import RequestWatch, SegmindRequestTrigger, failure_error, make_event
+from segmind_provider.triggers.segmind import (
+    RequestWatch,
+    SegmindRequestTrigger,
+    failure_error,
+    make_event,
+    raise_for_event,
+)
 
 FLUX = "flux-1.1-pro"
 PAYLOAD = {"prompt": "a lighthouse at dawn", "output_format": "png"}
@@ -277,6 +285,21 @@ def test_watch_first_poll_never_beyond_the_deadline() -> None:
 def test_watch_non_transient_error_ends_at_once() -> None:
     event = watch().on_error(SegmindAuthError("HTTP 401: bad key"), 1.0)
     assert isinstance(event, dict) and event["status"] == "error" and "SegmindAuthError" in event["message"]
+    assert event["error_class"] == "SegmindAuthError"
+
+
+def test_error_event_raises_the_same_kind_so_a_bad_key_stops_retries() -> None:
+    event = watch().on_error(SegmindAuthError("HTTP 401: bad key"), 1.0)
+    with pytest.raises(SegmindAuthError) as raised:
+        raise_for_event(event)
+    assert isinstance(raised.value, AirflowFailException) and raised.value.request_id == event["request_id"]
+
+
+def test_error_event_naming_no_segmind_error_raises_the_base() -> None:
+    event = make_event("error", "r", "boom", error_class="SystemExit")
+    with pytest.raises(SegmindError) as raised:
+        raise_for_event(event)
+    assert type(raised.value) is SegmindError
 
 
 def test_failure_error_classifies() -> None:
