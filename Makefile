@@ -36,4 +36,4 @@ lint: $(VENV)/.installed
 	$(VENV)/bin/mypy
 
 clean:
-	rm -rf $(VENV) $(FLOOR_VENV) output artifacts
+	rm -rf $(VENV) $(FLOOR_VENV) output artifacts .airflow-home
