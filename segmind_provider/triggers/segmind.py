@@ -29,6 +29,7 @@ from segmind_provider.exceptions import (
 from segmind_provider.triggers.polling import (
     DEFAULT_POLL_INTERVAL,
     OBSERVED_DURATIONS,
+    SHARED_RNG,
     DurationObserver,
     PollSchedule,
     error_delay,
@@ -209,7 +210,7 @@ class RequestWatch:
         self.end_time = float(end_time)
         self.submitted_at = float(submitted_at)
         self.max_consecutive_errors = max_consecutive_errors
-        self._rng = rng or random.Random()
+        self._rng = rng or SHARED_RNG
         self._observer = observer
         self.schedule = PollSchedule(
             submitted_at=self.submitted_at,

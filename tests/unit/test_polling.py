@@ -69,7 +69,7 @@ def test_one_or_two_observations_give_a_range() -> None:
 
 
 def test_follow_gap_bounds() -> None:
-    assert follow_gap(14.0, 5.0) == pytest.approx(1.4)
+    assert follow_gap(14.0, 5.0) == pytest.approx(1.68)
     assert follow_gap(600.0, 5.0) == polling.MAX_FOLLOW_GAP
     assert follow_gap(600.0, 0.5) == 0.5  # never longer than poll_interval
     assert follow_gap(0.01, 5.0) == polling.MIN_GAP
