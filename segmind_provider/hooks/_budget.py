@@ -3,16 +3,19 @@
 Segmind limits requests per minute per key (Free 5, Pro 50). Every poll spends
 the same budget as a submit, so the hook paces all of them through one token
 bucket per key. With a configured ``requests_per_minute`` = R the bucket holds
-C = max(1, R // 10) tokens and refills at (R - C) / 60 per second, so no sliding
-60 s window ever sees more than R requests from this process. Without a
+C = max(1, R // 50) tokens and refills at (R - C) / 60 per second, so no sliding
+60 s window ever sees more than R requests from this process (a Pro key: 49 a minute). Without a
 configured limit the budget costs nothing until the first 429: then everyone
 on the key pauses until ``Retry-After`` and a conservative rate is learned
 (80 % of what this process sent in the last minute, lowered by 30 % on every
 further 429 episode, never below 5 per minute, forgotten after 10 quiet minutes).
 
-Priorities: when tokens are short, polls yield to submits and result fetches
-(a waiting submit/result goes first, and polls leave one token in reserve when
-the bucket holds three or more).
+Priorities: when tokens are short, work already paid for goes first: result
+fetches, then status polls, then submits (a waiting fetch or poll goes first, and
+submits leave one token in reserve when the bucket holds three or more). Submits
+absorb the waiting, so the key stays fully used while a finished image is still
+noticed within a poll gap; serving submits first was measured to starve polls
+(detection p99 22 s at 50/min, docs/benchmarks.md) without making more images.
 """
 
 from __future__ import annotations
@@ -31,9 +34,9 @@ from enum import IntEnum
 class Priority(IntEnum):
     """Lower value is served first when tokens are short."""
 
-    SUBMIT = 0
-    RESULT = 1
-    POLL = 2
+    RESULT = 0
+    POLL = 1
+    SUBMIT = 2
 
 
 DEFAULT_PAUSE = 2.0
@@ -76,7 +79,7 @@ class RequestBudget:
         self._tokens = 0.0
         self._updated = 0.0
         self._paused_until = 0.0
-        self._poll_reserve = 0.0
+        self._submit_reserve = 0.0
         self._waiting = [0, 0, 0]
         self._recent: deque[float] = deque(maxlen=20_000)
         # False while there is no limit and no 429 seen: acquire is then one append.
@@ -108,7 +111,7 @@ class RequestBudget:
             self._set_rate_locked(rpm)
 
     def _set_rate_locked(self, rpm: float) -> None:
-        capacity = float(max(1, int(rpm // 10)))
+        capacity = float(max(1, int(rpm // 50)))
         per_minute = rpm - capacity if rpm > capacity else rpm
         now = self._clock()
         if self._rate is None:
@@ -119,7 +122,7 @@ class RequestBudget:
         self._updated = now
         self._rate = per_minute / 60.0
         self._capacity = capacity
-        self._poll_reserve = 1.0 if capacity >= 3 else 0.0
+        self._submit_reserve = 1.0 if capacity >= 3 else 0.0
         self._limited = True
 
     def _try_take(self, priority: Priority) -> float:
@@ -146,7 +149,7 @@ class RequestBudget:
             if any(self._waiting[q] for q in range(priority)):
                 # Someone more urgent is waiting: let it have the next token first.
                 return max((2.0 - self._tokens) / rate, 0.01)
-            need = 1.0 + (self._poll_reserve if priority == Priority.POLL else 0.0)
+            need = 1.0 + (self._submit_reserve if priority == Priority.SUBMIT else 0.0)
             if self._tokens >= need:
                 self._tokens -= 1.0
                 self._grant_locked(now)
