@@ -251,8 +251,10 @@ class SegmindOperator(BaseOperator):
             reused = self._reuse(saved, fingerprint)
             if reused is not None:
                 return reused
-        submitted_at = time.time()
         answer = self.hook.submit(self.model, payload)
+        # Stamped on the answer, not before the call: the submit may wait for the key's budget first,
+        # and the poll schedule must be anchored on when Segmind got the job.
+        submitted_at = time.time()
         request_id = str(answer["request_id"])
         self.log.info("Submitted Segmind request %s (model %s)", request_id, self.model)
         if store is not None:
