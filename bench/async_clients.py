@@ -17,13 +17,14 @@ import asyncio
 import json
 import os
 import random
-import socket
 import subprocess
 import sys
 import time
 from collections import Counter
 from collections.abc import Awaitable, Callable
 from typing import Any
+
+from _common import LoopWatchdog, free_port, wait_listening
 
 POOL = 50
 KEY = "sk-bench-0123456789abcdef"
@@ -42,39 +43,13 @@ def serve(port: int) -> None:
     web.run_app(app, host="127.0.0.1", port=port, print=None, access_log=None, backlog=4096)
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def _wait_listening(port: int) -> None:
-    deadline = time.monotonic() + 15
-    while time.monotonic() < deadline:
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
-            return
-        except OSError:
-            time.sleep(0.05)
-    raise RuntimeError("bench server did not start")
-
-
-async def _watchdog(stalls: list[float], stop: asyncio.Event) -> None:
-    tick = 0.01
-    while not stop.is_set():
-        start = time.perf_counter()
-        await asyncio.sleep(tick)
-        stalls.append(time.perf_counter() - start - tick)
-
-
 async def _run(
     name: str,
     make_get: Callable[[], Awaitable[tuple[Callable[[str], Awaitable[Any]], Callable[[], Awaitable[None]]]]],
     args: argparse.Namespace,
 ) -> dict[str, Any]:
-    stalls: list[float] = []
-    stop = asyncio.Event()
-    dog = asyncio.create_task(_watchdog(stalls, stop))
+    dog = LoopWatchdog()
+    dog.start()
     get, close = await make_get()
     errors: Counter[str] = Counter()
     done = 0
@@ -100,8 +75,7 @@ async def _run(
         task.cancel()
     wall = time.perf_counter() - start
     cpu = time.process_time() - cpu
-    stop.set()
-    await dog
+    worst_stall = await dog.stop()
     await close()
     return {
         "client": name,
@@ -112,7 +86,7 @@ async def _run(
         "wall_s": round(wall, 2),
         "cpu_s": round(cpu, 2),
         "requests": requests_made,
-        "worst_stall_ms": round(max(stalls, default=0.0) * 1000, 1),
+        "worst_stall_ms": round(worst_stall * 1000, 1),
     }
 
 
@@ -187,10 +161,10 @@ def main() -> None:
         serve(args.serve)
         return
 
-    port = _free_port()
+    port = free_port()
     server = subprocess.Popen([sys.executable, __file__, "--serve", str(port)])
     try:
-        _wait_listening(port)
+        wait_listening(port)
         base = f"http://127.0.0.1:{port}"
         os.environ["AIRFLOW_CONN_SEGMIND_BENCH"] = json.dumps(
             {"conn_type": "segmind", "password": KEY, "host": base}

@@ -13,12 +13,13 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import socket
 import statistics
 import subprocess
 import sys
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+from _common import free_port, wait_listening
 
 BODY = json.dumps({"request_id": "req-1", "status": "PROCESSING", "status_url": "x", "metrics": {}}).encode()
 RESPONSE = b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n%s" % (
@@ -44,23 +45,6 @@ def serve(port: int) -> None:
     ThreadingHTTPServer(("127.0.0.1", port), _Handler).serve_forever()
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def _wait_listening(port: int) -> None:
-    deadline = time.monotonic() + 10
-    while time.monotonic() < deadline:
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
-            return
-        except OSError:
-            time.sleep(0.05)
-    raise RuntimeError("bench server did not start")
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=40)
@@ -71,10 +55,10 @@ def main() -> None:
         serve(args.serve)
         return
 
-    port = _free_port()
+    port = free_port()
     server = subprocess.Popen([sys.executable, __file__, "--serve", str(port)])
     try:
-        _wait_listening(port)
+        wait_listening(port)
         base = f"http://127.0.0.1:{port}"
         os.environ["AIRFLOW_CONN_SEGMIND_BENCH"] = json.dumps(
             {"conn_type": "segmind", "password": KEY, "host": base}

@@ -23,6 +23,7 @@ import sys
 import time
 from typing import Any
 
+from _common import GcPauses, LoopWatchdog
 from airflow.sdk import BaseHook
 
 from segmind_provider.hooks.segmind import SegmindHook
@@ -34,37 +35,11 @@ FLUX_SECONDS = 14.05
 TICK = 0.01
 
 
-class GcPauses:
-    """Times every garbage-collection pass: a full pass over an Airflow-sized heap is itself a stall."""
-
-    def __init__(self) -> None:
-        self.longest = 0.0
-        self.full_passes = 0
-        self._start = 0.0
-
-    def __call__(self, phase: str, info: dict[str, Any]) -> None:
-        if phase == "start":
-            self._start = time.perf_counter()
-            return
-        self.longest = max(self.longest, time.perf_counter() - self._start)
-        self.full_passes += info.get("generation") == 2
-
-
-async def watchdog(stop: asyncio.Event, stalls: list[float]) -> None:
-    """Sleep one tick at a time; any extra delay is time the loop spent not running us."""
-    loop = asyncio.get_running_loop()
-    while not stop.is_set():
-        start = loop.time()
-        await asyncio.sleep(TICK)
-        stalls.append(max(0.0, loop.time() - start - TICK))
-
-
 async def run_triggers(
     triggers: list[SegmindRequestTrigger],
 ) -> tuple[list[dict[str, Any]], list[float], float]:
-    stop = asyncio.Event()
-    stalls: list[float] = []
-    dog = asyncio.create_task(watchdog(stop, stalls))
+    dog = LoopWatchdog(TICK)
+    dog.start()
 
     async def first_event(trigger: SegmindRequestTrigger) -> dict[str, Any]:
         async for event in trigger.run():
@@ -74,9 +49,8 @@ async def run_triggers(
     started = time.perf_counter()
     events = await asyncio.gather(*(first_event(t) for t in triggers))
     elapsed = time.perf_counter() - started
-    stop.set()
-    await dog
-    return list(events), stalls, elapsed
+    await dog.stop()
+    return list(events), dog.stalls, elapsed
 
 
 def main() -> int:
@@ -121,9 +95,9 @@ def main() -> int:
         if args.gc_freeze:
             gc.freeze()
         pauses = GcPauses()
-        gc.callbacks.append(pauses)
+        pauses.start()
         events, stalls, elapsed = asyncio.run(run_triggers(triggers))
-        gc.callbacks.remove(pauses)
+        pauses.stop()
         for request_id, _ in submitted:  # the worker's result fetch, so requests per job are whole
             hook.get_result(request_id)
         calls = emu.calls()
