@@ -35,5 +35,10 @@ lint: $(VENV)/.installed
 	$(VENV)/bin/ruff format --check segmind_provider dags tests bench scripts
 	$(VENV)/bin/mypy
 
+# The issue-6 benchmarks as docs/benchmarks.md reports them (about 15 minutes; not part of CI).
+bench: $(VENV)/.installed
+	$(VENV)/bin/python bench/throughput.py
+	$(VENV)/bin/python bench/triggerer_scale.py --n 100,1000,10000
+
 clean:
 	rm -rf $(VENV) $(FLOOR_VENV) output artifacts .airflow-home

@@ -1,0 +1,76 @@
+"""Both benches, small and time-scaled, as CI runs them: they must finish and their numbers be sane.
+
+Nothing here is timed (speed is what the benches themselves report, side by side in one run). The
+checks are the ones a broken bench or a broken client would fail: every job completes exactly once,
+requests per job are at least the floor's 3, the floor spends exactly 3, a configured limit is never
+hit, and the results file and the plot are written.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+from PIL import Image
+
+pytestmark = pytest.mark.e2e
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def _run_bench(script: str, args: list[str], tmp_path: Path, name: str) -> dict[str, Any]:
+    plot = tmp_path / f"{name}.png"
+    cmd = [sys.executable, str(REPO / "bench" / script), *args]
+    cmd += ["--name", name, "--results-dir", str(tmp_path), "--plot", str(plot)]
+    proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=240)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    with Image.open(plot) as img:
+        assert img.format == "PNG"
+        assert img.size[0] > 200 and img.size[1] > 200
+    data: dict[str, Any] = json.loads((tmp_path / f"{name}.json").read_text())
+    return data
+
+
+def test_triggerer_scale_smoke(tmp_path: Path) -> None:
+    n = 30
+    args = ["--n", str(n), "--time-scale", "0.05", "--timeout", "100"]
+    data = _run_bench("triggerer_scale.py", args, tmp_path, "scale")
+    rows = {r["approach"]: r for r in data["rows"]}
+    assert set(rows) == {"trigger", "naive", "floor"}
+    for approach, row in rows.items():
+        assert row["completed"] == n, (approach, row["errors"])
+        assert row["lost"] == 0 and row["duplicated"] == 0, approach
+        assert row["jobs_created"] == n, approach
+        assert row["submits"] == n and row["result_fetches"] == n, approach
+        assert row["requests_per_job"] >= 3, approach
+        assert row["throttled"] == 0, approach
+        assert row["cpu_s_per_1000"] > 0 and row["peak_sockets"] > 0, approach
+        assert row["detect_p50_s"] <= row["detect_p99_s"] <= row["detect_max_s"], approach
+    assert rows["floor"]["requests_per_job"] == 3
+    # A fixed 1 s poll on a ~14 s job costs far more than the floor; if not, the bench is not polling.
+    assert rows["naive"]["requests_per_job"] > 8
+    assert data["machine"]["cpus"] >= 1
+    assert {t["target"].split(": ", 1)[1] for t in data["targets"]} >= {"<= 4 requests per job"}
+
+
+def test_throughput_smoke(tmp_path: Path) -> None:
+    jobs = 8
+    args = ["--jobs", str(jobs), "--time-scale", "0.02", "--pool", "4", "--timeout", "200"]
+    data = _run_bench("throughput.py", args, tmp_path, "throughput")
+    rows = {r["approach"]: r for r in data["rows"]}
+    assert set(rows) == {"provider", "naive", "sdk", "floor"}
+    for approach, row in rows.items():
+        assert row["completed"] == jobs, (approach, row["failures"])
+        assert row["submits"] >= jobs and row["result_fetches"] >= jobs, approach
+        assert row["requests_per_job"] >= 3, approach
+        assert row["images_per_minute"] > 0, approach
+        assert len(row["detect_latencies_s"]) == jobs, approach
+    assert rows["floor"]["requests_per_job"] == 3
+    # The provider's connection sets requests_per_minute: its budget must keep it under the limit.
+    assert rows["provider"]["throttled_429"] == 0
+    assert rows["naive"]["throttled_429"] == 0
+    assert data["settings"]["connection_requests_per_minute"] == round(50 / 0.02)
