@@ -15,9 +15,11 @@ import os
 import platform
 import random
 import socket
+import subprocess
+import sys
 import threading
 import time
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -51,6 +53,31 @@ def wait_listening(port: int, timeout: float = 15.0) -> None:
         except OSError:
             time.sleep(0.05)
     raise RuntimeError(f"bench server on port {port} did not start")
+
+
+BENCH_KEY = "sk-bench-0123456789abcdef"
+"""The API key the local bench servers are called with (and the ``segmind_bench`` connection holds)."""
+
+
+@contextlib.contextmanager
+def bench_server(script: str) -> Iterator[str]:
+    """Run ``script --serve PORT`` in its own process (no shared GIL) and yield its base URL.
+
+    Also points the ``segmind_bench`` connection at it, so a ``SegmindHook("segmind_bench")`` is
+    measured against the same server as the bare client beside it.
+    """
+    port = free_port()
+    server = subprocess.Popen([sys.executable, script, "--serve", str(port)])
+    try:
+        wait_listening(port)
+        base = f"http://127.0.0.1:{port}"
+        os.environ["AIRFLOW_CONN_SEGMIND_BENCH"] = json.dumps(
+            {"conn_type": "segmind", "password": BENCH_KEY, "host": base}
+        )
+        yield base
+    finally:
+        server.terminate()
+        server.wait(timeout=10)
 
 
 # --------------------------------------------------------------------------- emulator

@@ -15,19 +15,17 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import os
 import random
-import subprocess
 import sys
 import time
 from collections import Counter
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from _common import LoopWatchdog, free_port, wait_listening
+from _common import BENCH_KEY, LoopWatchdog, bench_server
 
 POOL = 50
-KEY = "sk-bench-0123456789abcdef"
+KEY = BENCH_KEY
 BODY = json.dumps({"request_id": "req-1", "status": "PROCESSING", "metrics": {}})
 
 
@@ -161,14 +159,7 @@ def main() -> None:
         serve(args.serve)
         return
 
-    port = free_port()
-    server = subprocess.Popen([sys.executable, __file__, "--serve", str(port)])
-    try:
-        wait_listening(port)
-        base = f"http://127.0.0.1:{port}"
-        os.environ["AIRFLOW_CONN_SEGMIND_BENCH"] = json.dumps(
-            {"conn_type": "segmind", "password": KEY, "host": base}
-        )
+    with bench_server(__file__) as base:
         factories = {
             "httpx": _httpx_factory(base),
             "aiohttp": _aiohttp_factory(base),
@@ -188,9 +179,6 @@ def main() -> None:
                 f"{result['wall_s']:>7} {result['cpu_s']:>6} {result['requests']:>8} {result['worst_stall_ms']:>14}  "
                 f"{result['errors'] or '-'}"
             )
-    finally:
-        server.terminate()
-        server.wait(timeout=10)
 
 
 if __name__ == "__main__":

@@ -12,21 +12,19 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import statistics
-import subprocess
 import sys
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
-from _common import free_port, wait_listening
+from _common import BENCH_KEY, bench_server
 
 BODY = json.dumps({"request_id": "req-1", "status": "PROCESSING", "status_url": "x", "metrics": {}}).encode()
 RESPONSE = b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n%s" % (
     len(BODY),
     BODY,
 )
-KEY = "sk-bench-0123456789abcdef"
+KEY = BENCH_KEY
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -55,14 +53,7 @@ def main() -> None:
         serve(args.serve)
         return
 
-    port = free_port()
-    server = subprocess.Popen([sys.executable, __file__, "--serve", str(port)])
-    try:
-        wait_listening(port)
-        base = f"http://127.0.0.1:{port}"
-        os.environ["AIRFLOW_CONN_SEGMIND_BENCH"] = json.dumps(
-            {"conn_type": "segmind", "password": KEY, "host": base}
-        )
+    with bench_server(__file__) as base:
         import requests
 
         from segmind_provider.hooks.segmind import SegmindHook
@@ -104,9 +95,6 @@ def main() -> None:
         print(f"bare requests.Session GET : {bare_med * 1e6:8.1f} us per call (median of rounds)")
         print(f"SegmindHook.get_status    : {hook_med * 1e6:8.1f} us per call (median of rounds)")
         print(f"overhead ratio hook/bare  : {hook_med / bare_med:.3f}  (target <= 1.15)")
-    finally:
-        server.terminate()
-        server.wait(timeout=10)
 
 
 if __name__ == "__main__":
