@@ -2,8 +2,12 @@
 
 Each approach runs in a fresh client process against a fresh emulator process (unlimited key, real
 time: ``flux-1.1-pro`` takes its documented ~14 s, jittered), so CPU, RSS and sockets belong to that
-approach alone. Per job the client does what a deferred task does: submit (one bare aiohttp session,
-the same for every approach), wait, fetch the result. The wait differs:
+approach alone. Every client process first imports what a triggerer has loaded
+(``airflow.jobs.triggerer_job_runner``), so every approach's loop carries the same heap. The
+process plays the triggerer: ``SUBMITTERS`` coroutines stand in for the workers (a bare aiohttp
+session, the same for every approach) and, as each submit is answered, start the wait as one task,
+the way the triggerer starts ``run_trigger`` for a deferred task; when the wait ends the same task
+fetches the result (the worker's ``execute_complete``). The wait differs:
 
 - ``trigger``: the real ``SegmindRequestTrigger``, run the way Airflow's triggerer runs it (each
   ``run()`` an asyncio task, every event counted, the first one taken), result via the async hook;
@@ -56,8 +60,8 @@ from _common import (
 APPROACHES = ("trigger", "naive", "floor")
 CONN_ID = "segmind_bench"
 API_KEY = "bench-scale-key"
-SUBMIT_CONNECTIONS = 16
-"""Submits in flight at once (one bare aiohttp session): it stands in for the workers that submit."""
+SUBMITTERS = 16
+"""Submits in flight at once (one bare aiohttp session): they stand in for the workers that submit."""
 NAIVE_INTERVAL = 1.0
 DEADLINE = 900.0
 DEFAULT_POLL_INTERVAL = 5.0
@@ -95,7 +99,7 @@ class NaivePollTrigger:
 
 
 async def _drain(events: AsyncIterator[Any]) -> tuple[Any, float, int]:
-    """Like the triggerer's ``run_trigger``: consume every event, keep the first and when it came."""
+    """Consume every event, keep the first and when it came (the naive trigger's ``run_trigger``)."""
     first: Any = None
     first_at = 0.0
     count = 0
@@ -120,13 +124,23 @@ class Client:
         self.duplicated = 0
         self.errors: list[str] = []
         self.session: aiohttp.ClientSession | None = None
-        self.submit_slots = asyncio.Semaphore(SUBMIT_CONNECTIONS)
+        # Like the triggerer's ``self.triggers``: the running waits, one task each, held until done.
+        self.waits: set[asyncio.Task[None]] = set()
+        self.ended = 0
+        self.all_ended = asyncio.Event()
+        self.n = 0
         self.hook: Any = None
         self.model_latency = (14.0, 0.15)
 
     async def setup(self) -> None:
         """Everything a process has before its first trigger: imports, sessions, one warm-up call each."""
-        self.session = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=SUBMIT_CONNECTIONS))
+        import airflow.jobs.triggerer_job_runner  # noqa: F401  (a triggerer's heap, for every approach)
+
+        # No client timeout: its timer would outlive each submit in the loop's heap, a cost a real
+        # triggerer (whose workers submit) does not carry.
+        self.session = aiohttp.ClientSession(
+            connector=aiohttp.TCPConnector(limit=SUBMITTERS), timeout=aiohttp.ClientTimeout(total=None)
+        )
         warm, _, _ = await self._submit()
         if self.approach == "trigger":
             from segmind_provider.hooks.segmind import SegmindHook
@@ -150,14 +164,40 @@ class Client:
     async def _submit(self) -> tuple[dict[str, Any], float, float]:
         """POST /v2/{model}; returns the answer and the times just before sending and after the answer."""
         assert self.session is not None
-        async with self.submit_slots:
-            sent = time.time()
-            async with self.session.post(
-                f"{self.url}/v2/{MODEL}", json={"prompt": PROMPT}, headers=self.headers
-            ) as resp:
-                resp.raise_for_status()
-                body: dict[str, Any] = await resp.json()
-            return body, sent, time.time()
+        sent = time.time()
+        async with self.session.post(
+            f"{self.url}/v2/{MODEL}", json={"prompt": PROMPT}, headers=self.headers
+        ) as resp:
+            resp.raise_for_status()
+            body: dict[str, Any] = await resp.json()
+        return body, sent, time.time()
+
+    async def run_jobs(self, n: int) -> None:
+        """Submit ``n`` jobs through ``SUBMITTERS`` workers; each answer starts its wait as a task."""
+        self.n = n
+        jobs = iter(range(n))
+        loop = asyncio.get_running_loop()
+
+        async def submitter() -> None:
+            for _ in jobs:
+                try:
+                    sub, sent, answered = await self._submit()
+                except Exception as exc:
+                    self._failed(exc)
+                    continue
+                self.waits.add(loop.create_task(self._wait(sub, sent, answered)))
+
+        await asyncio.gather(*(submitter() for _ in range(SUBMITTERS)))
+        await self.all_ended.wait()
+
+    def _ended(self) -> None:
+        self.ended += 1
+        if self.ended >= self.n:
+            self.all_ended.set()
+
+    def _failed(self, exc: Exception) -> None:
+        self.errors.append(f"{type(exc).__name__}: {exc}"[:300])
+        self._ended()
 
     def _finish(
         self, rid: str, status: str, sent: float, noticed: float, inference: Any, events: int
@@ -173,9 +213,9 @@ class Client:
             # send time bounds that receipt from below, so this latency errs high by < one round trip.
             self.latencies.append((noticed - (sent + float(inference) * self.scale)) / self.scale)
 
-    async def job(self) -> None:
+    async def _wait(self, sub: dict[str, Any], sent: float, answered: float) -> None:
+        """One deferred task's life in the triggerer: wait for the job, then fetch its result."""
         try:
-            sub, sent, answered = await self._submit()
             if self.approach == "trigger":
                 await self._trigger_job(sub["request_id"], sent)
             elif self.approach == "naive":
@@ -183,7 +223,11 @@ class Client:
             else:
                 await self._floor_job(sub["request_id"], sent, answered)
         except Exception as exc:
-            self.errors.append(f"{type(exc).__name__}: {exc}"[:300])
+            self._failed(exc)
+        else:
+            self._ended()
+        finally:
+            self.waits.discard(asyncio.current_task())  # type: ignore[arg-type]
 
     async def _trigger_job(self, rid: str, sent: float) -> None:
         from segmind_provider.triggers.segmind import SegmindRequestTrigger
@@ -198,8 +242,16 @@ class Client:
             # Only when time-scaled (the smoke test): the model's default, scaled like the emulator.
             expected_duration=None if self.scale == 1.0 else TYPICAL_SECONDS * self.scale,
         )
+        # What the triggerer's ``run_trigger`` does, inline (one frame per wait, like the triggerer's):
+        # consume every event, keep the first and when it came.
+        event: Any = None
+        noticed = 0.0
+        count = 0
         try:
-            event, noticed, count = await asyncio.get_running_loop().create_task(_drain(trigger.run()))
+            async for fired in trigger.run():
+                count += 1
+                if event is None:
+                    event, noticed = fired, time.time()
         finally:
             await trigger.cleanup()
         payload = event.payload if event is not None else {"status": "no-event"}
@@ -252,7 +304,7 @@ async def run_client(
     watchdog.start()
     pauses.start()
     cpu0, t0 = cpu_seconds(), time.time()
-    await asyncio.gather(*(client.job() for _ in range(n)))
+    await client.run_jobs(n)
     cpu1, t1 = cpu_seconds(), time.time()
     pauses.stop()
     stall = await watchdog.stop()

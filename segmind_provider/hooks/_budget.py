@@ -11,11 +11,13 @@ on the key pauses until ``Retry-After`` and a conservative rate is learned
 further 429 episode, never below 5 per minute, forgotten after 10 quiet minutes).
 
 Priorities: when tokens are short, work already paid for goes first: result
-fetches, then status polls, then submits (a waiting fetch or poll goes first, and
-submits leave one token in reserve when the bucket holds three or more). Submits
-absorb the waiting, so the key stays fully used while a finished image is still
-noticed within a poll gap; serving submits first was measured to starve polls
-(detection p99 22 s at 50/min, docs/benchmarks.md) without making more images.
+fetches, then status polls, then submits. A waiting fetch or poll goes first, and
+a submit leaves a token for every poll announced (:meth:`RequestBudget.expect`) to
+fall due before the next token arrives, so a poll does not find the token it needs
+just taken. Submits absorb the waiting, so the key stays fully used while a
+finished image is still noticed within a poll gap; serving submits first was
+measured to starve polls (detection p99 22 s at 50/min, docs/benchmarks.md)
+without making more images.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
+import heapq
 import random
 import threading
 import time
@@ -46,6 +49,11 @@ LEARNED_FORGET_AFTER = 600.0
 MIN_LEARNED_RPM = 5.0
 """Learning never goes below Segmind's smallest plan (Free, 5/min); Retry-After pauses cover the rest."""
 _RECENT_WINDOW = 60.0
+LOOKAHEAD_MIN_RPM = 40.0
+"""From this limit up the bucket holds two tokens, so one can wait for an announced poll while the
+bucket still refills. It costs one request a minute of steady rate: at most 2.5 % from here up."""
+_STALE_EXPECTATION = 5.0
+"""An announced poll that has not come this long after its time was cancelled: forget it."""
 
 
 def key_id(api_key: str) -> str:
@@ -81,6 +89,8 @@ class RequestBudget:
         self._paused_until = 0.0
         self._submit_reserve = 0.0
         self._waiting = [0, 0, 0]
+        # Monotonic times at which announced polls fall due (a heap of floats).
+        self._expected: list[float] = []
         self._recent: deque[float] = deque(maxlen=20_000)
         # False while there is no limit and no 429 seen: acquire is then one append.
         self._limited = False
@@ -111,7 +121,7 @@ class RequestBudget:
             self._set_rate_locked(rpm)
 
     def _set_rate_locked(self, rpm: float) -> None:
-        capacity = float(max(1, int(rpm // 50)))
+        capacity = float(max(2 if rpm >= LOOKAHEAD_MIN_RPM else 1, int(rpm // 50)))
         per_minute = rpm - capacity if rpm > capacity else rpm
         now = self._clock()
         if self._rate is None:
@@ -149,12 +159,37 @@ class RequestBudget:
             if any(self._waiting[q] for q in range(priority)):
                 # Someone more urgent is waiting: let it have the next token first.
                 return max((2.0 - self._tokens) / rate, 0.01)
-            need = 1.0 + (self._submit_reserve if priority == Priority.SUBMIT else 0.0)
+            need = 1.0
+            if priority == Priority.SUBMIT:
+                due = min(self._polls_due_locked(now, 1.0 / rate), self._capacity - 1.0)
+                need += max(self._submit_reserve, due)
             if self._tokens >= need:
                 self._tokens -= 1.0
                 self._grant_locked(now)
+                if priority == Priority.POLL and self._expected and self._expected[0] <= now + 1.0 / rate:
+                    heapq.heappop(self._expected)  # this poll's own announcement (or one as early)
                 return 0.0
             return max((need - self._tokens) / rate, 0.001)
+
+    def _polls_due_locked(self, now: float, within: float) -> int:
+        """How many announced polls fall due before ``now + within`` (forgetting stale ones)."""
+        expected = self._expected
+        while expected and expected[0] < now - _STALE_EXPECTATION:
+            heapq.heappop(expected)
+        horizon = now + within
+        return sum(1 for at in expected if at <= horizon)
+
+    def expect(self, in_seconds: float) -> None:
+        """Announce a status poll due in ``in_seconds``: until it comes, submits leave it a token.
+
+        Free without a limit (nothing is recorded); a poll that never comes is forgotten after
+        a few seconds.
+        """
+        if not self._limited:
+            return
+        with self._lock:
+            if self._rate is not None:
+                heapq.heappush(self._expected, self._clock() + max(in_seconds, 0.0))
 
     def _grant_locked(self, now: float) -> None:
         self.granted += 1

@@ -17,7 +17,7 @@ import time
 import weakref
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import IO, Any
+from typing import IO, Any, NamedTuple
 from urllib.parse import quote, urlsplit, urlunsplit
 
 import aiohttp
@@ -302,10 +302,17 @@ def _transport_error(what: str, exc: BaseException, *, never_sent: bool) -> Segm
     return SegmindTransportError(f"{what} failed: {type(exc).__name__}: {message}", maybe_sent=not never_sent)
 
 
+class _LoopClient(NamedTuple):
+    """The running loop's pooled session for one base URL, and the gate in front of its pool."""
+
+    session: aiohttp.ClientSession
+    gate: asyncio.Semaphore
+
+
 # One pooled aiohttp session per (running loop, base URL). Keyed weakly by loop so a session is never
 # used on another loop ("Event loop is closed" under `airflow dags test`, which runs each trigger in
 # its own asyncio.run); a keeper task closes them when the loop cancels its tasks on shutdown.
-_ASYNC_SESSIONS: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[str, aiohttp.ClientSession]] = (
+_ASYNC_CLIENTS: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[str, _LoopClient]] = (
     weakref.WeakKeyDictionary()
 )
 _KEEPERS: set[asyncio.Task[None]] = set()
@@ -315,36 +322,42 @@ _ASYNC_SETTINGS: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[str, 
 )
 
 
-async def _close_on_loop_shutdown(per_loop: dict[str, aiohttp.ClientSession]) -> None:
+async def _close_on_loop_shutdown(per_loop: dict[str, _LoopClient]) -> None:
     try:
         await asyncio.Event().wait()
     finally:
-        sessions = list(per_loop.values())
+        clients = list(per_loop.values())
         per_loop.clear()
-        for session in sessions:
-            await session.close()
+        for client in clients:
+            await client.session.close()
 
 
-def _async_session(base_url: str) -> aiohttp.ClientSession:
-    """The shared session of the running loop for this base URL, created on first use."""
+def _async_client(base_url: str) -> _LoopClient:
+    """The running loop's shared session (and its gate) for this base URL, created on first use.
+
+    The gate admits as many requests as the pool has sockets. When thousands of polls fall due
+    together the rest wait at the gate as one small future each, instead of each building its
+    whole request first and queueing inside aiohttp: that pile-up of half-made requests is what
+    filled the heap and set off the long garbage-collector passes (docs/benchmarks.md).
+    """
     loop = asyncio.get_running_loop()
-    per_loop = _ASYNC_SESSIONS.get(loop)
+    per_loop = _ASYNC_CLIENTS.get(loop)
     if per_loop is None:
         per_loop = {}
-        _ASYNC_SESSIONS[loop] = per_loop
+        _ASYNC_CLIENTS[loop] = per_loop
         keeper = loop.create_task(_close_on_loop_shutdown(per_loop), name="segmind-session-keeper")
         _KEEPERS.add(keeper)
         keeper.add_done_callback(_KEEPERS.discard)
-    session = per_loop.get(base_url)
-    if session is None or session.closed:
+    client = per_loop.get(base_url)
+    if client is None or client.session.closed:
         connector = aiohttp.TCPConnector(limit=ASYNC_POOL_LIMIT, limit_per_host=ASYNC_POOL_LIMIT)
         # trust_env off: with it aiohttp reads ~/.netrc in a thread on EVERY request (a thread hop per
         # poll). Proxies from the environment are still honoured, resolved once: see _env_proxy.
         session = aiohttp.ClientSession(
             connector=connector, headers={"User-Agent": USER_AGENT}, trust_env=False
         )
-        per_loop[base_url] = session
-    return session
+        client = per_loop[base_url] = _LoopClient(session, asyncio.Semaphore(ASYNC_POOL_LIMIT))
+    return client
 
 
 _PROXIES: dict[str, tuple[Any, Any]] = {}
@@ -367,9 +380,9 @@ def _env_proxy(base_url: str) -> tuple[Any, Any]:
 
 async def aclose_async_sessions() -> None:
     """Close the running loop's shared sessions now (tests, benches, a clean shutdown)."""
-    per_loop = _ASYNC_SESSIONS.pop(asyncio.get_running_loop(), None)
-    for session in list((per_loop or {}).values()):
-        await session.close()
+    per_loop = _ASYNC_CLIENTS.pop(asyncio.get_running_loop(), None)
+    for client in list((per_loop or {}).values()):
+        await client.session.close()
     if per_loop is not None:
         per_loop.clear()
 
@@ -605,6 +618,15 @@ class SegmindHook(BaseHook):
 
         return _retry.call(attempt, idempotent=False, max_retries=self._retries())
 
+    def expect_poll(self, in_seconds: float) -> None:
+        """Announce a status poll due in ``in_seconds`` to the key's budget, so submits leave it a token.
+
+        No I/O, safe on an event loop. Before this hook's first request the key (and so its
+        budget) is not known yet, and nothing is announced; without a limit it costs nothing.
+        """
+        if self._budget is not None:
+            self._budget.expect(in_seconds)
+
     def get_status(self, request_id: str) -> dict[str, Any]:
         """``GET /v2/requests/{id}/status``; a FAILED answer (422) is returned, not raised."""
         path = f"/v2/requests/{_segment(request_id, 'request_id')}/status"
@@ -797,19 +819,22 @@ class SegmindHook(BaseHook):
         settings = await self._aresolve()
         assert self._budget is not None
         await self._budget.aacquire(priority)
-        session = _async_session(settings.base_url)
+        client = _async_client(settings.base_url)
         what = f"{method} {path}"
         try:
             proxy, proxy_auth = _env_proxy(settings.base_url)
-            async with session.request(
-                method,
-                settings.base_url + path,
-                headers=self._headers,
-                timeout=self._atimeout,
-                allow_redirects=False,
-                proxy=proxy,
-                proxy_auth=proxy_auth,
-            ) as response:
+            async with (
+                client.gate,
+                client.session.request(
+                    method,
+                    settings.base_url + path,
+                    headers=self._headers,
+                    timeout=self._atimeout,
+                    allow_redirects=False,
+                    proxy=proxy,
+                    proxy_auth=proxy_auth,
+                ) as response,
+            ):
                 body = await response.read()
                 status = response.status
                 headers = response.headers

@@ -191,6 +191,22 @@ class RequestWatch:
     next poll or a final event dict.
     """
 
+    __slots__ = (
+        "_last_poll_at",
+        "_observer",
+        "_rng",
+        "consecutive_errors",
+        "end_time",
+        "last_status",
+        "max_consecutive_errors",
+        "model",
+        "poll_interval",
+        "polls",
+        "request_id",
+        "schedule",
+        "submitted_at",
+    )
+
     def __init__(
         self,
         *,
@@ -378,10 +394,11 @@ class SegmindRequestTrigger(BaseTrigger):
     async def run(self) -> AsyncIterator[TriggerEvent]:
         """Poll until a terminal status or the deadline; yield exactly one event. Reads only."""
         watch = self._watch()
+        # No log line before the end: a trigger's logger is a dozen objects, held for the whole wait.
         delay = watch.start(time.time())
-        self.log.debug("Waiting for Segmind request %s; first poll in %.1fs", self.request_id, delay)
         while True:
             if delay > 0:
+                self._hook().expect_poll(delay)
                 await asyncio.sleep(delay)
             try:
                 answer = await self._hook().aget_status(self.request_id)

@@ -55,7 +55,9 @@ def test_observer_is_bounded_and_ignores_nonsense() -> None:
     observer.observe("m", -1.0)
     observer.observe("m", float("nan"))
     est = observer.estimate("m")
-    assert est is not None and est.low >= 95 and est.high <= 99
+    # Only the last five (95..99) count: the low end sits 2 x spread / n = 1.6 below their low quantile.
+    assert est is not None and est.typical == 97.0 and est.high <= 99
+    assert est.low == pytest.approx(95.08 - 1.6)
     observer.clear()
     assert observer.estimate("m") is None
 
@@ -63,9 +65,27 @@ def test_observer_is_bounded_and_ignores_nonsense() -> None:
 def test_one_or_two_observations_give_a_range() -> None:
     observer = DurationObserver()
     observer.observe("m", 4.0)
-    assert observer.estimate("m") == DurationEstimate(low=4.0, typical=4.0, high=4.0, source="observed")
+    # One sample says nothing about the spread: the default range around it (-15 % .. +25 %).
+    assert observer.estimate("m") == DurationEstimate(low=3.4, typical=4.0, high=5.0, source="observed")
     observer.observe("m", 6.0)
-    assert observer.estimate("m") == DurationEstimate(low=4.0, typical=5.0, high=6.0, source="observed")
+    # Never narrower than what was seen.
+    assert observer.estimate("m") == DurationEstimate(low=4.0, typical=5.0, high=6.25, source="observed")
+
+
+def test_low_end_margin_shrinks_as_jobs_are_seen() -> None:
+    """Jobs ending before every one seen so far made the latency tail: the first poll moves earlier
+    by 2 x spread / n, wide while little is known, a sliver after dozens of jobs."""
+    observer = DurationObserver()
+    for seconds in (12.0, 14.0, 16.0):
+        observer.observe("m", seconds)
+    few = observer.estimate("m")
+    assert few is not None and few.low == pytest.approx(12.08 - 2 * 4.0 / 3)  # 12.08: 2nd percentile
+    for _ in range(20):
+        for seconds in (12.0, 14.0, 16.0):
+            observer.observe("m", seconds)
+    many = observer.estimate("m")
+    assert many is not None and many.low == pytest.approx(12.0 - 2 * 4.0 / 63)
+    assert observer.estimate("m") is many  # cached until the next observation
 
 
 def test_follow_gap_bounds() -> None:

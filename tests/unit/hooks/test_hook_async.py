@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable
+from typing import Any
 
 import aiohttp
 import pytest
@@ -149,15 +150,47 @@ async def test_one_session_per_loop_shared_across_hooks(
     httpserver.expect_request(STATUS).respond_with_json({"status": "QUEUED"})
     first, second = SegmindHook(conn_id), SegmindHook(conn_id)
     await asyncio.gather(*(h.aget_status("req-1") for h in (first, second, first, second)))
-    sessions = hook_module._ASYNC_SESSIONS[asyncio.get_running_loop()]
-    assert list(sessions) == [base_url]
-    session = sessions[base_url]
+    clients = hook_module._ASYNC_CLIENTS[asyncio.get_running_loop()]
+    assert list(clients) == [base_url]
+    session = clients[base_url].session
     assert isinstance(session.connector, aiohttp.TCPConnector)
     assert session.connector.limit == ASYNC_POOL_LIMIT
     await first.aget_status("req-1")
-    assert hook_module._ASYNC_SESSIONS[asyncio.get_running_loop()][base_url] is session
+    assert hook_module._ASYNC_CLIENTS[asyncio.get_running_loop()][base_url].session is session
     await aclose_async_sessions()
     assert session.closed
+
+
+async def test_requests_past_the_pool_wait_at_the_gate(
+    httpserver: HTTPServer, conn_id: str, base_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Polls beyond the pool's sockets wait before building a request, never more in flight than sockets."""
+    monkeypatch.setattr(hook_module, "ASYNC_POOL_LIMIT", 2)
+    httpserver.expect_request(STATUS).respond_with_json({"status": "QUEUED"})
+    hook = SegmindHook(conn_id)
+    await hook.aget_status("req-1")
+    client = hook_module._ASYNC_CLIENTS[asyncio.get_running_loop()][base_url]
+    built = 0
+    real_request = client.session.request
+
+    def counting_request(*args: Any, **kwargs: Any) -> Any:
+        nonlocal built
+        built += 1
+        # Requests are only built once the gate let them through: never more than the pool at once.
+        assert client.gate._value >= 0 and built - finished <= 2
+        return real_request(*args, **kwargs)
+
+    finished = 0
+
+    async def poll() -> None:
+        nonlocal finished
+        await hook.aget_status("req-1")
+        finished += 1
+
+    monkeypatch.setattr(client.session, "request", counting_request)
+    await asyncio.gather(*(poll() for _ in range(10)))
+    assert built == 10 and finished == 10
+    await aclose_async_sessions()
 
 
 def test_new_loop_gets_new_session_and_old_one_is_closed(
@@ -169,7 +202,7 @@ def test_new_loop_gets_new_session_and_old_one_is_closed(
 
     async def poll() -> None:
         await SegmindHook(conn_id).aget_status("req-1")
-        seen.append(hook_module._ASYNC_SESSIONS[asyncio.get_running_loop()][base_url])
+        seen.append(hook_module._ASYNC_CLIENTS[asyncio.get_running_loop()][base_url].session)
 
     asyncio.run(poll())
     asyncio.run(poll())

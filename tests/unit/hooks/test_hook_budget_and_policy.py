@@ -88,6 +88,48 @@ def test_submits_yield_while_a_poll_or_fetch_waits() -> None:
     assert budget._try_take(Priority.SUBMIT) == 0.0
 
 
+def test_pro_key_submit_leaves_the_token_an_announced_poll_needs() -> None:
+    """From 40 a minute the bucket holds two tokens; a submit leaves one for a poll due before the next."""
+    clock = FakeClock()
+    budget = _budget_with(clock, 50)  # capacity 2, refill 48 a minute: one token every 1.25 s
+    assert budget._try_take(Priority.SUBMIT) == 0.0
+    budget.expect(0.5)
+    assert budget._try_take(Priority.SUBMIT) > 0.0  # the last token is the poll's
+    clock.now += 0.5
+    assert budget._try_take(Priority.POLL) == 0.0  # on time
+    assert budget._expected == []  # its announcement is used up
+    clock.now += 60 / 48
+    assert budget._try_take(Priority.SUBMIT) == 0.0  # nothing announced: the submit goes
+
+
+def test_announcements_far_ahead_or_never_kept_hold_no_token() -> None:
+    clock = FakeClock()
+    budget = _budget_with(clock, 50)
+    assert budget._try_take(Priority.SUBMIT) == 0.0
+    budget.expect(10.0)  # due long after the next token: not this token's business
+    assert budget._try_take(Priority.SUBMIT) == 0.0
+    clock.now += 60 / 48  # one token back
+    budget.expect(0.1)  # a poll whose trigger was cancelled: it never comes
+    assert budget._try_take(Priority.SUBMIT) > 0.0
+    clock.now += _budget._STALE_EXPECTATION + 1
+    assert budget._try_take(Priority.SUBMIT) == 0.0  # forgotten
+    assert budget._expected == [pytest.approx(1000.0 + 10.0)]
+
+
+def test_free_key_never_holds_a_token_for_a_poll() -> None:
+    """At 5 a minute a second token would cost 20 % of the rate: one token, first come first served."""
+    clock = FakeClock()
+    budget = _budget_with(clock, 5)
+    budget.expect(0.5)
+    assert budget._try_take(Priority.SUBMIT) == 0.0
+
+
+def test_unlimited_budget_records_no_announcements() -> None:
+    budget = _budget_with(FakeClock(), None)
+    budget.expect(1.0)
+    assert budget._expected == []
+
+
 class VirtualLoopClock(FakeClock):
     """Virtual time for concurrent async sleepers: time jumps to the earliest sleeper once all are blocked."""
 
