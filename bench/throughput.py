@@ -1,8 +1,8 @@
 """Images per minute on a rate-limited key: a campaign of ``flux-1.1-pro`` jobs, four ways, in one run.
 
 Each approach gets its own emulator process (so each has its own key and its own request log) with
-the same rate limit, and all four run at the same time, each through a pool of ``--pool`` slots
-(the Airflow pool a campaign would use):
+the same rate limit, and runs through a pool of ``--pool`` slots (the Airflow pool a campaign would
+use). The approaches run one after another, so none slows another down:
 
 - ``provider``: the real code path. ``SegmindOperator.execute`` (submit, in a worker thread) raises
   ``TaskDeferred``; its ``SegmindRequestTrigger`` runs on the event loop (as in a triggerer); then
@@ -570,52 +570,48 @@ async def _client_campaign(args: argparse.Namespace, approach: str, scale: float
 def run(
     approaches: list[str], jobs: int, rpm: float, scale: float, pool: int, timeout: float = 3600.0
 ) -> list[dict[str, Any]]:
-    """One emulator and one client process per approach, all at once; counts from each emulator's log."""
+    """One approach after another, each with its own emulator and client process; counts from its log.
+
+    One at a time: with time scaled by 0.1 every real hiccup is ten times longer in the results,
+    and four clients at once on two cores (one of them the SDK drawing thousands of 429s) put
+    multi-second outliers into everyone's latencies, the floor's included.
+    """
     limit = round(rpm / scale)
-    emulators = {
-        a: start_emulator(time_scale=scale, workers=jobs + 8, rate_limit=limit, rate_limit_window=60.0)
-        for a in approaches
-    }
-    try:
-        with tempfile.TemporaryDirectory() as tmp:
-            procs = {}
-            for a in approaches:
-                cmd = [sys.executable, __file__, "--client", a, "--url", emulators[a].base_url]
-                cmd += [
-                    "--jobs",
-                    str(jobs),
-                    "--rpm",
-                    str(rpm),
-                    "--time-scale",
-                    str(scale),
-                    "--pool",
-                    str(pool),
-                ]
-                cmd += ["--out", str(Path(tmp) / f"{a}.json")]
-                log = open(Path(tmp) / f"{a}.log", "w")  # noqa: SIM115 - closed below, after the wait
-                procs[a] = (subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT), log)
-            rows = []
-            deadline = time.monotonic() + timeout
-            for a, (proc, log) in procs.items():
-                try:
-                    rc = proc.wait(timeout=max(1.0, deadline - time.monotonic()))
-                except subprocess.TimeoutExpired:
-                    proc.kill()
-                    rc = proc.wait()
-                log.close()
-                if rc != 0:
-                    tail = (Path(tmp) / f"{a}.log").read_text()[-3000:]
-                    print(f"{a} client failed (rc {rc}):\n{tail}", file=sys.stderr)
-                    rows.append({"approach": a, "jobs": jobs, "completed": 0, "error": tail[-500:]})
-                    continue
-                data = json.loads((Path(tmp) / f"{a}.json").read_text())
-                data["records"] = [JobRecord(**r) for r in data["records"]]
-                campaign = Campaign(**data)
-                rows.append(summarise(campaign, CallCounts.from_calls(emulators[a].calls()), scale, jobs))
-            return rows
-    finally:
-        for emu in emulators.values():
-            emu.stop()
+    deadline = time.monotonic() + timeout
+    rows = []
+    for a in approaches:
+        emulator = start_emulator(
+            time_scale=scale, workers=jobs + 8, rate_limit=limit, rate_limit_window=60.0
+        )
+        try:
+            rows.append(_run_client(a, emulator, jobs, rpm, scale, pool, deadline))
+        finally:
+            emulator.stop()
+    return rows
+
+
+def _run_client(
+    approach: str, emulator: Any, jobs: int, rpm: float, scale: float, pool: int, deadline: float
+) -> dict[str, Any]:
+    with tempfile.TemporaryDirectory() as tmp:
+        cmd = [sys.executable, __file__, "--client", approach, "--url", emulator.base_url]
+        cmd += ["--jobs", str(jobs), "--rpm", str(rpm), "--time-scale", str(scale), "--pool", str(pool)]
+        cmd += ["--out", str(Path(tmp) / "client.json")]
+        log_path = Path(tmp) / "client.log"
+        with open(log_path, "w") as log:
+            proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT)
+            try:
+                rc = proc.wait(timeout=max(1.0, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                rc = proc.wait()
+        if rc != 0:
+            tail = log_path.read_text()[-3000:]
+            print(f"{approach} client failed (rc {rc}):\n{tail}", file=sys.stderr)
+            return {"approach": approach, "jobs": jobs, "completed": 0, "error": tail[-500:]}
+        data = json.loads((Path(tmp) / "client.json").read_text())
+    data["records"] = [JobRecord(**r) for r in data["records"]]
+    return summarise(Campaign(**data), CallCounts.from_calls(emulator.calls()), scale, jobs)
 
 
 if __name__ == "__main__":

@@ -165,8 +165,12 @@ class SegmindTransportError(SegmindError):
         super().__init__(detail, status_code=status_code, request_id=request_id)
 
 
-class SegmindSubmitUncertainError(SegmindError):
-    """A submit failed in a way that may still have created a (billed) job, so it was not retried."""
+class SegmindSubmitUncertainError(SegmindError, AirflowFailException):
+    """A submit failed in a way that may still have created a (billed) job, so it was not retried.
+
+    Airflow's retries stop too: a retry would submit anew and may pay for a second image, and
+    the API has no way to look the first one up (no idempotency key, no request listing).
+    """
 
 
 class SegmindOutputError(SegmindError):

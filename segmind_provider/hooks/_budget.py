@@ -161,7 +161,7 @@ class RequestBudget:
                 return max((2.0 - self._tokens) / rate, 0.01)
             need = 1.0
             if priority == Priority.SUBMIT:
-                due = min(self._polls_due_locked(now, 1.0 / rate), self._capacity - 1.0)
+                due = self._polls_due_locked(now, 1.0 / rate, int(self._capacity) - 1)
                 need += max(self._submit_reserve, due)
             if self._tokens >= need:
                 self._tokens -= 1.0
@@ -171,13 +171,21 @@ class RequestBudget:
                 return 0.0
             return max((need - self._tokens) / rate, 0.001)
 
-    def _polls_due_locked(self, now: float, within: float) -> int:
-        """How many announced polls fall due before ``now + within`` (forgetting stale ones)."""
+    def _forget_stale_locked(self, now: float) -> None:
         expected = self._expected
         while expected and expected[0] < now - _STALE_EXPECTATION:
             heapq.heappop(expected)
+
+    def _polls_due_locked(self, now: float, within: float, most: int) -> int:
+        """How many announced polls (at most ``most``) fall due before ``now + within``."""
+        self._forget_stale_locked(now)
+        expected = self._expected
+        if most <= 0 or not expected:
+            return 0
         horizon = now + within
-        return sum(1 for at in expected if at <= horizon)
+        if most == 1:
+            return 1 if expected[0] <= horizon else 0
+        return sum(1 for at in heapq.nsmallest(most, expected) if at <= horizon)
 
     def expect(self, in_seconds: float) -> None:
         """Announce a status poll due in ``in_seconds``: until it comes, submits leave it a token.
@@ -189,7 +197,9 @@ class RequestBudget:
             return
         with self._lock:
             if self._rate is not None:
-                heapq.heappush(self._expected, self._clock() + max(in_seconds, 0.0))
+                now = self._clock()
+                self._forget_stale_locked(now)  # a process without submits prunes here
+                heapq.heappush(self._expected, now + max(in_seconds, 0.0))
 
     def _grant_locked(self, now: float) -> None:
         self.granted += 1

@@ -266,8 +266,9 @@ def _error_for(
 
 
 _UNCERTAIN_NOTE = (
-    "a job may exist on Segmind (and be billed), so the submit was NOT retried; "
-    "check the usage history in the Segmind console before running it again (a task retry submits anew)"
+    "a job may exist on Segmind (and be billed), so the submit was NOT retried and Airflow's "
+    "retries are skipped; check the usage history in the Segmind console, then clear the task "
+    "to submit again if no job was made"
 )
 
 

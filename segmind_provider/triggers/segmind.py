@@ -401,6 +401,7 @@ class SegmindRequestTrigger(BaseTrigger):
                 self._hook().expect_poll(delay)
                 await asyncio.sleep(delay)
             try:
+                # Looked up after the sleep, so a wait of minutes picks up a re-read connection.
                 answer = await self._hook().aget_status(self.request_id)
             except Exception as exc:  # CancelledError is a BaseException: it still propagates
                 outcome = watch.on_error(exc, time.time())

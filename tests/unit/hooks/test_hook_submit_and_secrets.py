@@ -6,6 +6,7 @@ import logging
 from collections.abc import Callable
 
 import pytest
+from airflow.sdk.exceptions import AirflowFailException
 from pytest_httpserver import HTTPServer
 from segmind_hook_testlib import KEY, RawServer, closed_port
 from werkzeug import Request, Response
@@ -50,6 +51,8 @@ def test_submit_gateway_errors_are_uncertain_and_not_retried(
     assert "job may exist" in str(info.value) and "NOT retried" in str(info.value)
     assert info.value.status_code == status
     assert len(httpserver.log) == 1 and waits == []
+    # Airflow's own retries stop too: a task retry would submit anew and may pay twice.
+    assert isinstance(info.value, AirflowFailException)
 
 
 def test_submit_500_is_not_retried_and_not_uncertain(httpserver: HTTPServer, conn_id: str) -> None:
