@@ -3,9 +3,9 @@
 Segmind limits requests per minute per key (Free 5, Pro 50). Every poll spends
 the same budget as a submit, so the hook paces all of them through one token
 bucket per key. With a configured ``requests_per_minute`` = R the bucket holds
-C = max(1, R // 50) tokens and refills at (R - C) / 60 per second, so no sliding
-60 s window ever sees more than R requests from this process (a Pro key: 49 a minute). Without a
-configured limit the budget costs nothing until the first 429: then everyone
+C = max(2, R // 50) tokens from 40 a minute up (1 below) and refills at (R - C) / 60
+per second, so no sliding 60 s window ever sees more than R requests from this
+process (a Pro key: a burst of 2, then 48 a minute). Without a configured limit the budget costs nothing until the first 429: then everyone
 on the key pauses until ``Retry-After`` and a conservative rate is learned
 (80 % of what this process sent in the last minute, lowered by 30 % on every
 further 429 episode, never below 5 per minute, forgotten after 10 quiet minutes).

@@ -311,3 +311,46 @@ def test_make_event_refuses_unknown_kinds() -> None:
     assert set(make_event("success", "r", "ok")) == EVENT_KEYS
     with pytest.raises(ValueError):
         make_event("done", "r", "?")
+
+
+async def test_a_waiting_trigger_holds_few_objects() -> None:
+    """A triggerer holds thousands of waits: each one's container objects are what every full
+    garbage-collector pass walks (docs/benchmarks.md). Counted here with the triggerer's shape
+    (one task per trigger, iterating ``run()``) while every trigger sleeps before its first poll.
+
+    17 today: the task, its context, coroutine and weak reference, the async generator and its
+    ``asend``, the trigger, its watch and schedule, and ``asyncio.sleep``'s coroutine, future,
+    timer, context and callback. A log line at the start adds the trigger's logger: one object
+    more here, nine in a process whose logging Airflow has configured (the bench's).
+    """
+    import gc
+
+    waits = 500
+
+    async def run_trigger(trigger: SegmindRequestTrigger) -> None:
+        async for _ in trigger.run():
+            pass
+
+    gc.collect()
+    before = len(gc.get_objects())
+    now = time.time()
+    tasks = [
+        asyncio.create_task(
+            run_trigger(
+                SegmindRequestTrigger(
+                    f"req-{i}", "segmind_default", end_time=now + 900, model=FLUX, submitted_at=now
+                )
+            )
+        )
+        for i in range(waits)
+    ]
+    for _ in range(3):
+        await asyncio.sleep(0)
+    try:
+        gc.collect()
+        per_wait = (len(gc.get_objects()) - before) / waits
+        assert per_wait <= 17.5, f"{per_wait:.1f} container objects per waiting trigger"
+    finally:
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
