@@ -104,6 +104,20 @@ async def test_success_event_reads_status_only(emulator: SegmindEmulator) -> Non
     assert OBSERVED_DURATIONS.estimate(FLUX) is not None  # learned for the next wait
 
 
+async def test_each_sleep_before_a_poll_is_announced_to_the_budget(
+    emulator: SegmindEmulator, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """So a submit sharing the key's budget leaves the poll its token (docs/hook.md)."""
+    announced: list[float] = []
+    monkeypatch.setattr(SegmindHook, "expect_poll", lambda self, seconds: announced.append(seconds))
+    request_id, submitted_at = submit()
+    (event,) = await events_of(trigger_for(request_id, submitted_at))
+    assert event["status"] == "success"
+    # Every poll after a sleep was announced first (the first may be due at once: no sleep).
+    assert event["polls"] - 1 <= len(announced) <= event["polls"]
+    assert all(seconds > 0 for seconds in announced)
+
+
 @pytest.mark.segmind_emulator(blocked_words=["forbidden"])
 async def test_failed_event_carries_the_api_reason(emulator: SegmindEmulator) -> None:
     request_id, submitted_at = submit({"prompt": "a forbidden castle"})

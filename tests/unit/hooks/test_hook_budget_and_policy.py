@@ -231,6 +231,18 @@ def test_429_on_one_hook_pauses_another_on_the_same_key(
     assert waits == [9.0]
 
 
+def test_expect_poll_reaches_the_keys_budget_once_the_key_is_known(
+    httpserver: HTTPServer, make_conn: Callable[..., str], base_url: str
+) -> None:
+    httpserver.expect_request("/v2/requests/a/status").respond_with_json({"status": "PROCESSING"})
+    hook = SegmindHook(make_conn(base_url, requests_per_minute=50))
+    hook.expect_poll(0.5)  # no request yet: the key, and so its budget, is unknown; nothing to do
+    hook.get_status("a")
+    assert hook._budget is not None and hook._budget._expected == []
+    hook.expect_poll(0.5)
+    assert len(hook._budget._expected) == 1
+
+
 # ------------------------------------------------------------------ retry policy
 
 
