@@ -294,7 +294,7 @@ def observed_duration(
     detected_at: float,
     previous_poll_at: float | None,
     inference_time: float | None,
-) -> float | None:
+) -> float:
     """Best guess of a job's duration from its anchor (submit, or its start after a QUEUED spell).
 
     The job ended between the previous poll and the poll that saw it done. The
@@ -304,17 +304,9 @@ def observed_duration(
     never creeps upward poll after poll. Without a usable inference time, take
     the middle of the window. An inference time longer than the wall-clock window
     is on another clock (a time-scaled emulator) and is ignored.
-
-    None when there is nothing to go on: the first poll already saw the job done and
-    no usable inference time came with it. The window then reaches back to the submit,
-    and its middle (half the duration) would drag the low end of the estimate down.
     """
     upper = max(detected_at - anchor, 0.0)
-    usable = inference_time is not None and 0 < inference_time <= upper
-    if previous_poll_at is None and not usable:
-        return None
     lower = 0.0 if previous_poll_at is None else min(max(previous_poll_at - anchor, 0.0), upper)
-    if usable:
-        assert inference_time is not None
+    if inference_time is not None and 0 < inference_time <= upper:
         return max(lower, float(inference_time))
     return (lower + upper) / 2.0

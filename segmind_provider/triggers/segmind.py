@@ -269,14 +269,15 @@ class RequestWatch:
             # After a QUEUED spell the start is only known to within a poll interval: a cold start
             # says little about the model's usual duration, so only clean runs are remembered.
             if self.model and not self.schedule.reanchored:
-                seconds = observed_duration(
-                    anchor=self.schedule.anchor,
-                    detected_at=now,
-                    previous_poll_at=previous_poll,
-                    inference_time=inference,
+                self._observer.observe(
+                    self.model,
+                    observed_duration(
+                        anchor=self.schedule.anchor,
+                        detected_at=now,
+                        previous_poll_at=previous_poll,
+                        inference_time=inference,
+                    ),
                 )
-                if seconds is not None:
-                    self._observer.observe(self.model, seconds)
             return make_event(
                 "success",
                 self.request_id,

@@ -176,10 +176,6 @@ def test_observed_duration_uses_the_window_and_ignores_a_foreign_clock() -> None
     assert observed_duration(
         anchor=0.0, detected_at=0.2, previous_poll_at=0.1, inference_time=14.0
     ) == pytest.approx(0.15)
-    # done at the first poll and no usable inference time: nothing to learn (half of 0.2 would be
-    # a sample far below every real one, dragging the estimate's low end down)
-    assert observed_duration(anchor=0.0, detected_at=0.2, previous_poll_at=None, inference_time=14.0) is None
-    assert observed_duration(anchor=0.0, detected_at=14.0, previous_poll_at=None, inference_time=None) is None
 
 
 # ---------------------------------------------------------------- the targets, simulated
