@@ -175,6 +175,8 @@ class Client:
     async def run_jobs(self, n: int) -> None:
         """Submit ``n`` jobs through ``SUBMITTERS`` workers; each answer starts its wait as a task."""
         self.n = n
+        if n <= 0:
+            return
         jobs = iter(range(n))
         loop = asyncio.get_running_loop()
 
@@ -223,10 +225,10 @@ class Client:
             else:
                 await self._floor_job(sub["request_id"], sent, answered)
         except Exception as exc:
-            self._failed(exc)
-        else:
-            self._ended()
+            self.errors.append(f"{type(exc).__name__}: {exc}"[:300])
         finally:
+            # Every wait ends exactly once, cancelled ones too, so run_jobs never hangs.
+            self._ended()
             self.waits.discard(asyncio.current_task())  # type: ignore[arg-type]
 
     async def _trigger_job(self, rid: str, sent: float) -> None:

@@ -12,9 +12,8 @@ further 429 episode, never below 5 per minute, forgotten after 10 quiet minutes)
 
 Priorities: when tokens are short, work already paid for goes first: result
 fetches, then status polls, then submits. A waiting fetch or poll goes first, and
-a submit leaves a token for every poll announced (:meth:`RequestBudget.expect`) to
-fall due before the next token arrives, so a poll does not find the token it needs
-just taken. Submits absorb the waiting, so the key stays fully used while a
+a submit waits rather than take a token that a poll announced with
+:meth:`RequestBudget.expect` would need when it falls due. Submits absorb the waiting, so the key stays fully used while a
 finished image is still noticed within a poll gap; serving submits first was
 measured to starve polls (detection p99 22 s at 50/min, docs/benchmarks.md)
 without making more images.
@@ -161,13 +160,12 @@ class RequestBudget:
                 return max((2.0 - self._tokens) / rate, 0.01)
             need = 1.0
             if priority == Priority.SUBMIT:
-                due = self._polls_due_locked(now, 1.0 / rate, int(self._capacity) - 1)
-                need += max(self._submit_reserve, due)
+                need += max(self._submit_reserve, self._polls_at_risk_locked(now, rate))
             if self._tokens >= need:
                 self._tokens -= 1.0
                 self._grant_locked(now)
-                if priority == Priority.POLL and self._expected and self._expected[0] <= now + 1.0 / rate:
-                    heapq.heappop(self._expected)  # this poll's own announcement (or one as early)
+                if priority == Priority.POLL and self._expected and self._expected[0] <= now:
+                    heapq.heappop(self._expected)  # its own announcement: due by now
                 return 0.0
             return max((need - self._tokens) / rate, 0.001)
 
@@ -176,16 +174,22 @@ class RequestBudget:
         while expected and expected[0] < now - _STALE_EXPECTATION:
             heapq.heappop(expected)
 
-    def _polls_due_locked(self, now: float, within: float, most: int) -> int:
-        """How many announced polls (at most ``most``) fall due before ``now + within``."""
+    def _polls_at_risk_locked(self, now: float, rate: float) -> int:
+        """How many announced polls a submit taking a token now would leave without one when due.
+
+        After the submit, the k-th announced poll (earliest first) still finds a token if the
+        bucket has refilled enough by its time: ``tokens - 1 - (k - 1) + rate * (at - now) >= 1``.
+        The submit waits while any of the first ``C - 1`` would not.
+        """
         self._forget_stale_locked(now)
-        expected = self._expected
-        if most <= 0 or not expected:
+        most = int(self._capacity) - 1
+        if most <= 0 or not self._expected:
             return 0
-        horizon = now + within
-        if most == 1:
-            return 1 if expected[0] <= horizon else 0
-        return sum(1 for at in heapq.nsmallest(most, expected) if at <= horizon)
+        at_risk = 0
+        for k, at in enumerate(heapq.nsmallest(most, self._expected), start=1):
+            if at < now + (k + 1 - self._tokens) / rate:
+                at_risk = k
+        return at_risk
 
     def expect(self, in_seconds: float) -> None:
         """Announce a status poll due in ``in_seconds``: until it comes, submits leave it a token.

@@ -320,7 +320,6 @@ class SegmindOperator(BaseOperator):
         outcome: dict[str, Any] | float = watch.start(time.time())
         while not isinstance(outcome, dict):
             if outcome > 0:
-                self.hook.expect_poll(outcome)
                 time.sleep(outcome)
             try:
                 answer = self.hook.get_status(request_id)
