@@ -5,18 +5,20 @@ the same budget as a submit, so the hook paces all of them through one token
 bucket per key. With a configured ``requests_per_minute`` = R the bucket holds
 C = max(2, R // 50) tokens from 40 a minute up (1 below) and refills at (R - C) / 60
 per second, so no sliding 60 s window ever sees more than R requests from this
-process (a Pro key: a burst of 2, then 48 a minute). Without a configured limit the budget costs nothing until the first 429: then everyone
-on the key pauses until ``Retry-After`` and a conservative rate is learned
-(80 % of what this process sent in the last minute, lowered by 30 % on every
-further 429 episode, never below 5 per minute, forgotten after 10 quiet minutes).
+process (a Pro key: a burst of 2, then 48 a minute). Without a configured limit
+the budget costs nothing until the first 429: then everyone on the key pauses
+until ``Retry-After`` and a conservative rate is learned (80 % of what this
+process sent in the last minute, lowered by 30 % on every further 429 episode,
+never below 5 per minute, forgotten after 10 quiet minutes).
 
 Priorities: when tokens are short, work already paid for goes first: result
 fetches, then status polls, then submits. A waiting fetch or poll goes first, and
-a submit waits rather than take a token that a poll announced with
-:meth:`RequestBudget.expect` would need when it falls due. Submits absorb the waiting, so the key stays fully used while a
-finished image is still noticed within a poll gap; serving submits first was
-measured to starve polls (detection p99 22 s at 50/min, docs/benchmarks.md)
-without making more images.
+a submit leaves a token for every poll announced (:meth:`RequestBudget.expect`) to
+fall due within one token interval, so a poll does not find the token it needs
+just taken, by the submit or by a result fetch in between. Submits absorb the
+waiting, so the key stays fully used while a finished image is still noticed
+within a poll gap; serving submits first was measured to starve polls (detection
+p99 22 s at 50/min, docs/benchmarks.md) without making more images.
 """
 
 from __future__ import annotations
@@ -160,12 +162,13 @@ class RequestBudget:
                 return max((2.0 - self._tokens) / rate, 0.01)
             need = 1.0
             if priority == Priority.SUBMIT:
-                need += max(self._submit_reserve, self._polls_at_risk_locked(now, rate))
+                due = self._polls_due_locked(now, 1.0 / rate, int(self._capacity) - 1)
+                need += max(self._submit_reserve, due)
             if self._tokens >= need:
                 self._tokens -= 1.0
                 self._grant_locked(now)
-                if priority == Priority.POLL and self._expected and self._expected[0] <= now:
-                    heapq.heappop(self._expected)  # its own announcement: due by now
+                if priority == Priority.POLL and self._expected and self._expected[0] <= now + 1.0 / rate:
+                    heapq.heappop(self._expected)  # this poll's own announcement (or one as early)
                 return 0.0
             return max((need - self._tokens) / rate, 0.001)
 
@@ -174,22 +177,16 @@ class RequestBudget:
         while expected and expected[0] < now - _STALE_EXPECTATION:
             heapq.heappop(expected)
 
-    def _polls_at_risk_locked(self, now: float, rate: float) -> int:
-        """How many announced polls a submit taking a token now would leave without one when due.
-
-        After the submit, the k-th announced poll (earliest first) still finds a token if the
-        bucket has refilled enough by its time: ``tokens - 1 - (k - 1) + rate * (at - now) >= 1``.
-        The submit waits while any of the first ``C - 1`` would not.
-        """
+    def _polls_due_locked(self, now: float, within: float, most: int) -> int:
+        """How many announced polls (at most ``most``) fall due before ``now + within``."""
         self._forget_stale_locked(now)
-        most = int(self._capacity) - 1
-        if most <= 0 or not self._expected:
+        expected = self._expected
+        if most <= 0 or not expected:
             return 0
-        at_risk = 0
-        for k, at in enumerate(heapq.nsmallest(most, self._expected), start=1):
-            if at < now + (k + 1 - self._tokens) / rate:
-                at_risk = k
-        return at_risk
+        horizon = now + within
+        if most == 1:
+            return 1 if expected[0] <= horizon else 0
+        return sum(1 for at in heapq.nsmallest(most, expected) if at <= horizon)
 
     def expect(self, in_seconds: float) -> None:
         """Announce a status poll due in ``in_seconds``: until it comes, submits leave it a token.
