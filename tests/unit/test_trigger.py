@@ -112,8 +112,10 @@ async def test_each_sleep_before_a_poll_is_announced_to_the_budget(
     announced: list[float] = []
     monkeypatch.setattr(SegmindHook, "expect_poll", lambda self, seconds: announced.append(seconds))
     request_id, submitted_at = submit()
-    (event,) = await events_of(trigger_for(request_id, submitted_at))
-    assert event["status"] == "success"
+    # A short expected duration puts the first poll before the job can end (0.12 s at the
+    # earliest): at least two polls, so at least one sleep between polls.
+    (event,) = await events_of(trigger_for(request_id, submitted_at, expected_duration=0.05))
+    assert event["status"] == "success" and event["polls"] >= 2
     # Every poll after a sleep was announced first (the first may be due at once: no sleep).
     assert event["polls"] - 1 <= len(announced) <= event["polls"]
     assert all(seconds > 0 for seconds in announced)
