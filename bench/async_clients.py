@@ -129,7 +129,8 @@ def _aiohttp_factory(base: str) -> Callable[[], Awaitable[Any]]:
 
 def _hook_factory() -> Callable[[], Awaitable[Any]]:
     async def make() -> tuple[Callable[[str], Awaitable[Any]], Callable[[], Awaitable[None]]]:
-        from segmind_provider.hooks.segmind import SegmindHook, aclose_async_sessions
+        from segmind_provider.hooks.segmind import SegmindHook
+        from segmind_provider.runtime import process_state
 
         hooks: dict[str, SegmindHook] = {}
 
@@ -139,7 +140,7 @@ def _hook_factory() -> Callable[[], Awaitable[Any]]:
                 hook = hooks[rid] = SegmindHook("segmind_bench")
             return await hook.aget_status(rid)
 
-        return get, aclose_async_sessions
+        return get, process_state().aclose_clients
 
     return make
 

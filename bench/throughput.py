@@ -226,8 +226,8 @@ class OperatorPath:
 
     async def _naive_wait(self, rid: str) -> tuple[dict[str, Any], float]:
         """A fixed 1 s (scaled) poll through the same hook (and so the same budget)."""
+        from segmind_provider.events import make_event
         from segmind_provider.hooks.segmind import SegmindHook
-        from segmind_provider.triggers.segmind import make_event
 
         hook = SegmindHook(_conn_id(self.approach))
         polls = 0

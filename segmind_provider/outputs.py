@@ -17,12 +17,8 @@ exactly as it was. See docs/schemas-and-outputs.md.
 
 from __future__ import annotations
 
-import base64
-import binascii
 import contextlib
-import mimetypes
 import os
-import re
 import secrets
 import tempfile
 from collections.abc import Callable, Mapping
@@ -32,13 +28,23 @@ from typing import IO, Any
 from urllib.parse import unquote_to_bytes, urlsplit, urlunsplit
 
 from segmind_provider.exceptions import SegmindError, SegmindOutputError, SegmindValidationError
+from segmind_provider.media import (
+    EXTENSIONS,
+    KIND_OF_EXTENSION,
+    SNIFF_BYTES,
+    check_size,
+    decode_base64,
+    decode_data_uri,
+    decode_problem,
+    extension_for,
+    normalize_format,
+    sniff_format,
+)
 
 __all__ = [
     "DEFAULT_MAX_BYTES",
     "DownloadFn",
     "check_path_format",
-    "normalize_format",
-    "sniff_format",
     "store_bytes",
     "store_output",
 ]
@@ -46,56 +52,22 @@ __all__ = [
 DEFAULT_MAX_BYTES = 256 * 1024 * 1024
 """Largest output accepted (256 MiB): far above an image, enough for short videos."""
 
-DownloadFn = Callable[[str, IO[bytes]], "str | tuple[str, int | None] | None"]
-"""``download(url, fileobj)``: stream the body of ``url`` into ``fileobj``.
+DownloadFn = Callable[[str, IO[bytes]], str]
+"""``download(url, fileobj)``: stream the body of ``url`` into ``fileobj`` and return its Content-Type.
 
-Returns the response's Content-Type, or ``(content_type, expected_length)`` where
-``expected_length`` is the Content-Length the server announced for the bytes written (None when
-it sent none or used a content encoding). When a length is given, a shorter or longer file is
-refused as cut short. The callable must not send the Segmind API key (the media host is not
-Segmind), may retry by ``fileobj.seek(0); fileobj.truncate()`` and raises on HTTP errors.
+The hook's ``download`` is the one implementation: key-less, capped, complete or raising.
 """
 
-_EXTENSIONS: dict[str, str] = {
-    "png": ".png",
-    "jpeg": ".jpg",
-    "webp": ".webp",
-    "gif": ".gif",
-    "mp4": ".mp4",
-    "webm": ".webm",
-    "mp3": ".mp3",
-    "wav": ".wav",
-}
-_KIND_OF_EXTENSION: dict[str, str] = {
-    ".png": "png",
-    ".jpg": "jpeg",
-    ".jpeg": "jpeg",
-    ".jpe": "jpeg",
-    ".webp": "webp",
-    ".gif": "gif",
-    ".mp4": "mp4",
-    ".m4v": "mp4",
-    ".webm": "webm",
-    ".mp3": "mp3",
-    ".wav": "wav",
-}
-_SNIFF_BYTES = 16
+DOWNLOAD_ATTEMPTS = 2
+"""A downloaded image that does not decode is fetched once more, then refused."""
+
 _LOCAL_SCHEMES = ("", "file", "local")
 _FLAT_STORES = frozenset(
     {"s3", "s3a", "gs", "gcs", "abfs", "abfss", "az", "adl", "wasb", "wasbs", "oci", "oss", "memory"}
 )
-_BASE64_ALPHABET = re.compile(r"[A-Za-z0-9+/=_-]+")
 
 
 # ---------------------------------------------------------------- formats
-
-
-def normalize_format(name: str | None) -> str | None:
-    """Canonical kind for a format or extension name: "jpg", "JPEG", ".jpg" -> "jpeg"."""
-    if not name:
-        return None
-    key = name.strip().lower().lstrip(".")
-    return "jpeg" if key in ("jpg", "jpe", "jpeg") else key
 
 
 def check_path_format(output_path: Any, expected: str | None) -> None:
@@ -105,40 +77,12 @@ def check_path_format(output_path: Any, expected: str | None) -> None:
     """
     kind = normalize_format(expected)
     suffix = os.path.splitext(urlsplit(str(output_path or "")).path)[1].lower()
-    wanted = _KIND_OF_EXTENSION.get(suffix)
+    wanted = KIND_OF_EXTENSION.get(suffix)
     if kind and wanted and kind != wanted:
         raise SegmindValidationError(
             f"output_path ends in {suffix!r} but the payload asks for {expected}: "
             f"make the extension match the output format, or drop it to have the right one appended"
         )
-
-
-def sniff_format(head: bytes) -> str | None:
-    """The kind of file from its first bytes (png, jpeg, webp, gif, mp4, webm, mp3, wav) or None."""
-    if head.startswith(b"\x89PNG\r\n\x1a\n"):
-        return "png"
-    if head.startswith(b"\xff\xd8\xff"):
-        return "jpeg"
-    if head[:4] == b"RIFF" and head[8:12] == b"WEBP":
-        return "webp"
-    if head[:4] == b"RIFF" and head[8:12] == b"WAVE":
-        return "wav"
-    if head.startswith((b"GIF87a", b"GIF89a")):
-        return "gif"
-    if head[4:8] == b"ftyp":
-        return "mp4"
-    if head.startswith(b"\x1a\x45\xdf\xa3"):
-        return "webm"
-    if head.startswith(b"ID3") or (len(head) > 1 and head[0] == 0xFF and head[1] & 0xE0 == 0xE0):
-        return "mp3"
-    return None
-
-
-def _extension_for(kind: str | None, content_type: str) -> str:
-    if kind in _EXTENSIONS:
-        return _EXTENSIONS[kind]
-    guessed = mimetypes.guess_extension(content_type.split(";")[0].strip()) if content_type else None
-    return guessed or ".bin"
 
 
 # ---------------------------------------------------------------- sources
@@ -181,51 +125,13 @@ def _source_from_text(text: str, max_bytes: int) -> _Source:
     if scheme in ("http", "https"):
         return _Source(url=text)
     if scheme == "data":
-        return _decode_data_uri(text, max_bytes)
+        data, content_type = decode_data_uri(text, max_bytes)
+        return _Source(data=data, content_type=content_type)
     if scheme:
         raise SegmindOutputError(
             f"refusing to fetch an output URL with scheme {scheme!r}: only http and https are downloaded"
         )
-    return _Source(data=_decode_base64(text, max_bytes), strict_kind=True)
-
-
-def _decode_data_uri(text: str, max_bytes: int) -> _Source:
-    header, sep, body = text[5:].partition(",")
-    if not sep:
-        raise SegmindOutputError("malformed data: URI (no comma)")
-    params = header.split(";")
-    content_type = params[0] or "text/plain"
-    if "base64" in (p.strip().lower() for p in params[1:]):
-        return _Source(data=_decode_base64(body, max_bytes), content_type=content_type)
-    data = unquote_to_bytes(body)
-    _check_size(len(data), max_bytes)
-    return _Source(data=data, content_type=content_type)
-
-
-def _decode_base64(text: str, max_bytes: int) -> bytes:
-    compact = "".join(text.split())
-    if not compact or not _BASE64_ALPHABET.fullmatch(compact):
-        raise SegmindOutputError(
-            f"the output {_short(text)!r} is neither an http(s) URL, a data: URI nor base64"
-        )
-    unpadded = compact.rstrip("=")
-    _check_size(len(unpadded) * 3 // 4, max_bytes)  # the exact decoded size, checked before decoding
-    padded = unpadded + "=" * (-len(unpadded) % 4)
-    try:
-        if "-" in padded or "_" in padded:
-            return base64.urlsafe_b64decode(padded)
-        return base64.b64decode(padded, validate=True)
-    except (binascii.Error, ValueError) as exc:
-        raise SegmindOutputError(f"the output is not valid base64: {exc}") from None
-
-
-def _check_size(size: int, max_bytes: int) -> None:
-    if size > max_bytes:
-        raise SegmindOutputError(f"the output is larger than the cap of {max_bytes} bytes")
-
-
-def _short(text: str, limit: int = 60) -> str:
-    return text if len(text) <= limit else text[: limit - 3] + "..."
+    return _Source(data=decode_base64(text, max_bytes), strict_kind=True)
 
 
 def _redact(url: str) -> str:
@@ -250,11 +156,11 @@ class _Destination:
 
     @property
     def suffix_kind(self) -> str | None:
-        return _KIND_OF_EXTENSION.get(self.suffix.lower())
+        return KIND_OF_EXTENSION.get(self.suffix.lower())
 
     def name(self, index: int | None, kind: str | None, content_type: str) -> str:
         numbered = self.stem if index is None else f"{self.stem}-{index}"
-        return numbered + (self.suffix or _extension_for(kind, content_type))
+        return numbered + (self.suffix or extension_for(kind, content_type))
 
     def uri(self, name: str) -> str:
         if self.local_dir is not None:
@@ -287,7 +193,7 @@ def _destination(output_path: Any, output_conn_id: str | None) -> _Destination:
 
 def _split_name(name: str) -> tuple[str, str]:
     root, ext = os.path.splitext(name)
-    if ext.lower() in _KIND_OF_EXTENSION and root:
+    if ext.lower() in KIND_OF_EXTENSION and root:
         return root, ext
     return name, ""
 
@@ -300,41 +206,6 @@ class _Staged:
     path: Path
     kind: str | None
     content_type: str
-
-
-class _CappedWriter:
-    """File wrapper refusing to grow past ``max_bytes``: memory and disk stay bounded whatever the server sends."""
-
-    def __init__(self, raw: IO[bytes], max_bytes: int) -> None:
-        self._raw = raw
-        self._max = max_bytes
-
-    def write(self, data: bytes) -> int:
-        if self._raw.tell() + len(data) > self._max:
-            raise SegmindOutputError(f"the output is larger than the cap of {self._max} bytes")
-        return self._raw.write(data)
-
-    def seek(self, offset: int, whence: int = 0) -> int:
-        return self._raw.seek(offset, whence)
-
-    def tell(self) -> int:
-        return self._raw.tell()
-
-    def truncate(self, size: int | None = None) -> int:
-        return self._raw.truncate(size)
-
-    def flush(self) -> None:
-        self._raw.flush()
-
-    def writable(self) -> bool:
-        return True
-
-    def seekable(self) -> bool:
-        # Downloaders restart a broken transfer only on a seekable file: keep that possible.
-        return self._raw.seekable()
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._raw, name)
 
 
 def _new_temp(directory: Path | None, stem: str) -> tuple[Path, IO[bytes]]:
@@ -356,42 +227,45 @@ def _stage(
     max_bytes: int,
     expected: str | None,
 ) -> _Staged:
-    path, fileobj = _new_temp(dest.local_dir, dest.stem)
-    try:
-        with fileobj:
-            content_type, length = _fill(source, fileobj, download, max_bytes)
-            size = fileobj.tell()
-            fileobj.flush()
-            os.fsync(fileobj.fileno())
-            fileobj.seek(0)
-            head = fileobj.read(_SNIFF_BYTES)
-        where = _redact(source.url) if source.url else "the inline output"
-        if size == 0:
-            raise SegmindOutputError(f"{where} is empty")
-        if length is not None and size != length:
-            raise SegmindOutputError(
-                f"{where} was cut short: received {size} bytes, the server announced {length}"
-            )
-        kind = sniff_format(head)
-        _verify_kind(kind, expected, dest, where, source.strict_kind)
-        return _Staged(path, kind, content_type)
-    except BaseException:
-        path.unlink(missing_ok=True)
-        raise
+    where = _redact(source.url) if source.url else "the inline output"
+    attempts = DOWNLOAD_ATTEMPTS if source.url else 1
+    for attempt in range(1, attempts + 1):
+        path, fileobj = _new_temp(dest.local_dir, dest.stem)
+        try:
+            with fileobj:
+                content_type = _fill(source, fileobj, download, max_bytes)
+                size = fileobj.tell()
+                fileobj.flush()
+                os.fsync(fileobj.fileno())
+                fileobj.seek(0)
+                head = fileobj.read(SNIFF_BYTES)
+            if size == 0:
+                raise SegmindOutputError(f"{where} is empty")
+            kind = sniff_format(head)
+            _verify_kind(kind, expected, dest, where, source.strict_kind)
+            problem = decode_problem(path, kind)
+            if problem is None:
+                return _Staged(path, kind, content_type)
+            if attempt == attempts:
+                tries = f" ({attempts} downloads)" if attempts > 1 else ""
+                raise SegmindOutputError(f"{where} is a broken {kind} file{tries}, not stored: {problem}")
+            path.unlink(missing_ok=True)
+        except BaseException:
+            path.unlink(missing_ok=True)
+            raise
+    raise AssertionError("unreachable")  # pragma: no cover
 
 
-def _fill(
-    source: _Source, fileobj: IO[bytes], download: DownloadFn | None, max_bytes: int
-) -> tuple[str, int | None]:
+def _fill(source: _Source, fileobj: IO[bytes], download: DownloadFn | None, max_bytes: int) -> str:
     if source.data is not None:
-        _check_size(len(source.data), max_bytes)
+        check_size(len(source.data), max_bytes)
         fileobj.write(source.data)
-        return source.content_type, None
+        return source.content_type
     assert source.url is not None
     if download is None:
         raise SegmindOutputError("the output is a URL but no download function was given")
     try:
-        answer = download(source.url, _CappedWriter(fileobj, max_bytes))  # type: ignore[arg-type]
+        content_type = download(source.url, fileobj)
     except SegmindError:
         raise
     except Exception as exc:
@@ -399,16 +273,14 @@ def _fill(
             f"downloading {_redact(source.url)} failed: {type(exc).__name__}: {exc}"
         ) from exc
     fileobj.seek(0, os.SEEK_END)
-    if isinstance(answer, tuple):
-        return answer[0] or "", answer[1]
-    return answer or "", None
+    return content_type or ""
 
 
 def _verify_kind(
     kind: str | None, expected: str | None, dest: _Destination, where: str, strict: bool
 ) -> None:
     found = f"a {kind} file" if kind else "in no recognised format"
-    if expected in _EXTENSIONS and kind != expected:
+    if expected in EXTENSIONS and kind != expected:
         raise SegmindOutputError(
             f"{where} is {found}, but {expected} was requested: refusing to store a mismatched file"
         )

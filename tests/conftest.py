@@ -8,6 +8,7 @@ from typing import Any
 
 import pytest
 
+from segmind_provider.runtime import reset_process_state
 from segmind_provider.testing.emulator.pytest_plugin import pytest_configure as pytest_configure
 from segmind_provider.testing.emulator.pytest_plugin import (
     segmind_emulator,
@@ -15,7 +16,6 @@ from segmind_provider.testing.emulator.pytest_plugin import (
     segmind_emulator_session,
 )
 from segmind_provider.testing.emulator.runner import SegmindEmulator
-from segmind_provider.triggers.polling import OBSERVED_DURATIONS
 
 __all__ = [
     "FakeTaskInstance",
@@ -31,13 +31,10 @@ SCALED_FLUX_SECONDS = 0.14
 
 @pytest.fixture(autouse=True)
 def _fresh_process_memory() -> Iterator[None]:
-    """Observed durations and per-key budgets live per process: start every test without them."""
-    from segmind_provider.hooks import _budget
-
-    OBSERVED_DURATIONS.clear()
-    _budget.reset_budgets()
+    """Settings, budgets and observed durations live per process: start every test without them."""
+    reset_process_state()
     yield
-    OBSERVED_DURATIONS.clear()
+    reset_process_state()
 
 
 @pytest.fixture

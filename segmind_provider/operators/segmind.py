@@ -19,16 +19,12 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 from airflow.sdk import Asset, BaseOperator, BaseOperatorLink
 
+from segmind_provider.events import failure_reason, make_event, raise_for_event
 from segmind_provider.exceptions import SegmindError, SegmindNotFoundError
 from segmind_provider.outputs import DEFAULT_MAX_BYTES
 from segmind_provider.triggers.polling import DEFAULT_POLL_INTERVAL
-from segmind_provider.triggers.segmind import (
-    RequestWatch,
-    SegmindRequestTrigger,
-    failure_reason,
-    make_event,
-    raise_for_event,
-)
+from segmind_provider.triggers.segmind import SegmindRequestTrigger
+from segmind_provider.triggers.watch import watch_request
 
 try:
     from airflow.providers.common.compat.sdk import conf
@@ -191,6 +187,7 @@ class SegmindOperator(BaseOperator):
                     model=self.model,
                     submitted_at=submitted_at,
                     expected_duration=self.expected_duration,
+                    time_scale=self.hook.get_settings().time_scale,
                 ),
                 method_name="execute_complete",
                 timeout=timedelta(seconds=self.timeout + max(DEFER_GRACE_SECONDS, 2 * self.poll_interval)),
@@ -210,10 +207,10 @@ class SegmindOperator(BaseOperator):
             metrics["inference_time"] = event["inference_time"]
         uris = self._store(output)
         self.log.info(
-            "Segmind request %s completed (inference %ss); stored %d output(s)",
+            "Segmind request %s completed (inference %ss); stored %s",
             request_id,
             metrics.get("inference_time"),
-            len(uris),
+            ", ".join(uris) if uris else "nothing (no output_path)",
         )
         return self._finish(context, request_id, output, uris, metrics)
 
@@ -309,13 +306,14 @@ class SegmindOperator(BaseOperator):
 
     def _wait_in_worker(self, request_id: str, submitted_at: float, end_time: float) -> dict[str, Any]:
         """The non-deferrable wait: the trigger's decisions, with blocking calls (we own this thread)."""
-        watch = RequestWatch(
+        watch = watch_request(
             request_id=request_id,
             model=self.model,
             poll_interval=self.poll_interval,
             end_time=end_time,
             submitted_at=submitted_at,
             expected_duration=self.expected_duration,
+            time_scale=self.hook.get_settings().time_scale,
         )
         outcome: dict[str, Any] | float = watch.start(time.time())
         while not isinstance(outcome, dict):
@@ -327,6 +325,9 @@ class SegmindOperator(BaseOperator):
                 outcome = watch.on_error(exc, time.time())
             else:
                 outcome = watch.on_status(answer, time.time())
+            news = watch.news()
+            if news is not None:
+                self.log.info("%s", news)
         return outcome
 
     def _run_sync(self, context: Context, payload: dict[str, Any]) -> dict[str, Any]:

@@ -10,13 +10,9 @@ from typing import TYPE_CHECKING, Any
 
 from airflow.sdk import BaseSensorOperator, PokeReturnValue
 
+from segmind_provider.events import failure_error, failure_reason, raise_for_event
 from segmind_provider.triggers.polling import DEFAULT_POLL_INTERVAL
-from segmind_provider.triggers.segmind import (
-    SegmindRequestTrigger,
-    failure_error,
-    failure_reason,
-    raise_for_event,
-)
+from segmind_provider.triggers.segmind import SegmindRequestTrigger
 
 try:
     from airflow.providers.common.compat.sdk import conf

@@ -24,8 +24,6 @@ from dataclasses import dataclass, replace
 __all__ = [
     "DEFAULT_POLL_INTERVAL",
     "MODEL_TYPICAL_SECONDS",
-    "OBSERVED_DURATIONS",
-    "SHARED_RNG",
     "DurationEstimate",
     "DurationObserver",
     "PollSchedule",
@@ -56,9 +54,6 @@ LOW_QUANTILE_CUTS = 50
 #: 2 took the simulated p99 of detection (learning, 2,000 jobs, docs/operator.md) from 1.75 s to
 #: 1.63 s for 0.06 more requests a job.
 LOW_MARGIN = 2.0
-
-#: One generator for every schedule: a ``random.Random`` holds 2.5 KB of state, too much per wait at 10,000 waits.
-SHARED_RNG = random.Random()
 
 #: Typical submit-to-completion seconds from the model pages. Unknown models poll at ``poll_interval``.
 MODEL_TYPICAL_SECONDS: dict[str, float] = {
@@ -138,17 +133,18 @@ def _estimate_from(samples: list[float]) -> DurationEstimate:
     return DurationEstimate(low=max(cuts[0] - margin, 0.0), typical=median, high=cuts[-1], source="observed")
 
 
-#: The process-wide memory shared by every trigger in a triggerer (and every task in a worker).
-OBSERVED_DURATIONS = DurationObserver()
-
-
 def estimate_duration(
     model: str | None,
     *,
+    observer: DurationObserver,
     expected_duration: float | None = None,
-    observer: DurationObserver = OBSERVED_DURATIONS,
+    time_scale: float = 1.0,
 ) -> DurationEstimate | None:
-    """What we believe about this model's duration: an explicit override, then observations, then defaults."""
+    """What we believe about this model's duration: an explicit override, then observations, then defaults.
+
+    ``time_scale`` (a connection extra) shrinks the model's default for a time-scaled emulator;
+    observations are already in the scaled time.
+    """
     if expected_duration is not None:
         return DurationEstimate.around(expected_duration, "override")
     if not model:
@@ -157,7 +153,7 @@ def estimate_duration(
     if observed is not None:
         return observed
     if model in MODEL_TYPICAL_SECONDS:
-        return _default_estimate(MODEL_TYPICAL_SECONDS[model])
+        return _default_estimate(MODEL_TYPICAL_SECONDS[model] * time_scale)
     return None
 
 
@@ -230,12 +226,12 @@ class PollSchedule:
         submitted_at: float,
         poll_interval: float,
         estimate: DurationEstimate | None,
-        rng: random.Random | None = None,
+        rng: random.Random,
     ) -> None:
         self.poll_interval = max(float(poll_interval), MIN_GAP)
         self.estimate = estimate
         self.anchor = float(submitted_at)
-        self._rng = rng or SHARED_RNG
+        self._rng = rng
         self._last_poll: float | None = None
         self._queued_polls = 0
         self._overrun_polls = 0
@@ -251,6 +247,10 @@ class PollSchedule:
 
     def _jittered(self, gap: float) -> float:
         return gap * (1.0 - JITTER * self._rng.random())
+
+    def overrunning(self, now: float) -> bool:
+        """True once the job runs past the high end of its usual duration (plus a gap)."""
+        return self.estimate is not None and now > self.anchor + self.estimate.high + self.gap
 
     def first_poll_at(self) -> float:
         """When the first poll is due, absolute (an anchor in the past makes it due at once)."""
@@ -279,7 +279,7 @@ class PollSchedule:
             self.anchor = previous if previous is not None else now
             self.reanchored = True
             return max(now + MIN_GAP, self.first_poll_at())
-        if now <= self.anchor + self.estimate.high + self.gap:
+        if not self.overrunning(now):
             return now + self._jittered(self.gap)
         self._overrun_polls += 1
         return now + self._jittered(min(self.poll_interval, self.gap * GROW**self._overrun_polls))

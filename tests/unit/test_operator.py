@@ -21,6 +21,7 @@ from airflow.sdk.exceptions import AirflowFailException, TaskDeferred
 from airflow.sdk.execution_time.context import OutletEventAccessors
 from PIL import Image
 
+from segmind_provider.events import make_event
 from segmind_provider.exceptions import (
     SegmindBadRequestError,
     SegmindContentBlockedError,
@@ -33,7 +34,7 @@ from segmind_provider.exceptions import (
 from segmind_provider.hooks.segmind import SegmindHook
 from segmind_provider.operators.segmind import STATE_STORE_KEY, SegmindOperator, SegmindOutputLink
 from segmind_provider.testing.emulator.runner import SegmindEmulator
-from segmind_provider.triggers.segmind import SegmindRequestTrigger, make_event
+from segmind_provider.triggers.segmind import SegmindRequestTrigger
 
 FLUX = "flux-1.1-pro"
 PAYLOAD = {"prompt": "a lighthouse at dawn", "output_format": "png"}

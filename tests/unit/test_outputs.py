@@ -1,7 +1,6 @@
 """Output storage: real downloads over loopback, local and memory:// destinations, and every refusal.
 
-Downloads use a tiny ``requests`` callable that honours the DownloadFn contract (it returns the
-Content-Type and the announced Content-Length), so these tests need nothing from the hook.
+Downloads go through the real hook's ``download`` (the one download policy), as the operator's do.
 """
 
 from __future__ import annotations
@@ -16,19 +15,21 @@ from typing import IO, Any
 
 import fsspec
 import pytest
-import requests
 from fsspec.implementations.memory import MemoryFileSystem
 from PIL import Image
 from pytest_httpserver import HTTPServer
 
 from segmind_provider.exceptions import SegmindOutputError, SegmindValidationError
+from segmind_provider.hooks.segmind import SegmindHook
+from segmind_provider.media import normalize_format, sniff_format
 from segmind_provider.outputs import (
+    DEFAULT_MAX_BYTES,
+    DownloadFn,
     check_path_format,
-    normalize_format,
-    sniff_format,
     store_bytes,
     store_output,
 )
+from segmind_provider.runtime import reset_process_state
 
 
 def image_bytes(fmt: str, size: tuple[int, int] = (16, 8)) -> bytes:
@@ -43,14 +44,60 @@ WEBP = image_bytes("WEBP")
 GIF = image_bytes("GIF")
 
 
-def requests_download(url: str, fileobj: IO[bytes]) -> tuple[str, int | None]:
-    with requests.get(url, stream=True, timeout=10) as response:
-        response.raise_for_status()
-        for chunk in response.iter_content(64 * 1024):
-            fileobj.write(chunk)
-        length = response.headers.get("Content-Length")
-        plain = "Content-Encoding" not in response.headers
-        return response.headers.get("Content-Type", ""), int(length) if length and plain else None
+@pytest.fixture(autouse=True)
+def _no_backoff_sleeps() -> None:
+    """The hook's download retries back off; here they need not wait."""
+    reset_process_state(sleep=lambda seconds: None)
+
+
+def capped(max_bytes: int) -> DownloadFn:
+    """The real hook's download (no connection: downloads send no key), with a size cap."""
+    hook = SegmindHook("segmind_outputs_test")
+    return lambda url, fileobj: hook.download(url, fileobj, max_bytes=max_bytes)
+
+
+def requests_download(url: str, fileobj: IO[bytes]) -> str:
+    return capped(DEFAULT_MAX_BYTES)(url, fileobj)
+
+
+class ScriptedServer:
+    """Answers connection N with ``script[N]`` (raw HTTP bytes), then refuses; counts connections."""
+
+    def __init__(self, script: list[bytes]) -> None:
+        self.sock = socket.create_server(("127.0.0.1", 0))
+        self.script = list(script)
+        self.served = 0
+        self.thread = threading.Thread(target=self._serve, daemon=True)
+        self.thread.start()
+
+    def url(self, path: str) -> str:
+        return f"http://127.0.0.1:{self.sock.getsockname()[1]}{path}"
+
+    def _serve(self) -> None:
+        for answer in self.script:
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                return
+            with conn:
+                conn.recv(65536)
+                conn.sendall(answer)
+                self.served += 1
+        self.sock.close()
+
+    def close(self) -> None:
+        self.thread.join(5)
+        self.sock.close()
+
+
+def http_answer(body: bytes, *, length: int | None = None) -> bytes:
+    head = f"HTTP/1.1 200 OK\r\nContent-Type: image/png\r\nContent-Length: {length or len(body)}\r\n"
+    return head.encode() + b"Connection: close\r\n\r\n" + body
+
+
+def corrupted(png: bytes) -> bytes:
+    """Valid signature and full length, broken data: what a bad cache or proxy can serve."""
+    return png[:16] + bytes(b ^ 0x5A for b in png[16:])
 
 
 def serve(httpserver: HTTPServer, path: str, body: bytes, content_type: str = "image/png") -> str:
@@ -289,11 +336,11 @@ def test_size_cap(httpserver: HTTPServer, tmp_path: Path) -> None:
     url = serve(httpserver, "/big.png", big)
     target = tmp_path / "big.png"
     target.write_bytes(b"old")
-    with pytest.raises(SegmindOutputError, match="larger than the cap of 1000 bytes"):
-        store_output(url, str(target), download=requests_download, max_bytes=1000)
+    with pytest.raises(SegmindOutputError, match="over the limit of 1000"):
+        store_output(url, str(target), download=capped(1000))
     assert target.read_bytes() == b"old"
     assert leftovers(tmp_path) == []
-    assert store_output(url, str(target), download=requests_download, max_bytes=len(big)) == [str(target)]
+    assert store_output(url, str(target), download=capped(len(big))) == [str(target)]
 
 
 def test_size_cap_for_inline_outputs(tmp_path: Path) -> None:
@@ -313,61 +360,62 @@ def test_long_file_names_keep_the_temporary_name_short(tmp_path: Path) -> None:
     assert store_bytes(PNG, "image/png", tmp_path / f"{name}.png") == [str(tmp_path / f"{name}.png")]
 
 
-def test_cut_short_download_is_detected(tmp_path: Path) -> None:
-    """A callable that reports the announced Content-Length lets a short body be caught."""
-
-    def short(url: str, fileobj: IO[bytes]) -> tuple[str, int]:
-        fileobj.write(PNG[:40])
-        return "image/png", len(PNG)
-
-    target = tmp_path / "cut.png"
-    with pytest.raises(
-        SegmindOutputError, match=f"cut short: received 40 bytes, the server announced {len(PNG)}"
-    ):
-        store_output("https://media.example/cut.png", str(target), download=short)
-    assert list(tmp_path.iterdir()) == []
-
-
 def test_connection_closed_mid_body_leaves_destination_untouched(tmp_path: Path) -> None:
-    """A real server announces 100 bytes, sends 40 and hangs up: nothing is published."""
-    server = socket.create_server(("127.0.0.1", 0))
-
-    def serve_once() -> None:
-        conn, _ = server.accept()
-        with conn:
-            conn.recv(4096)
-            head = b"HTTP/1.1 200 OK\r\nContent-Type: image/png\r\nContent-Length: 100\r\n\r\n"
-            conn.sendall(head + PNG[:40])
-
-    thread = threading.Thread(target=serve_once, daemon=True)
-    thread.start()
+    """A real server announces 100 bytes, sends 40 and hangs up, every time: nothing is published."""
+    server = ScriptedServer([http_answer(PNG[:40], length=100)] * 6)
     target = tmp_path / "cut.png"
     target.write_bytes(b"precious")
     try:
-        with pytest.raises(SegmindOutputError, match="IncompleteRead"):
-            url = f"http://127.0.0.1:{server.getsockname()[1]}/cut.png"
-            store_output(url, str(target), download=requests_download)
+        with pytest.raises(SegmindOutputError, match=r"download of .*cut.png failed"):
+            store_output(server.url("/cut.png"), str(target), download=requests_download)
     finally:
-        thread.join(5)
         server.close()
+    assert server.served == 6  # the first try and the hook's 5 retries
     assert target.read_bytes() == b"precious"
     assert leftovers(tmp_path) == []
 
 
-def test_download_that_retried_after_rewinding(tmp_path: Path) -> None:
-    """The callable may restart from zero (seek + truncate) after a broken attempt."""
-
-    def flaky(url: str, fileobj: IO[bytes]) -> str:
-        assert fileobj.seekable()
-        start = fileobj.tell()
-        fileobj.write(PNG[:30])
-        fileobj.seek(start)
-        fileobj.truncate()
-        fileobj.write(PNG)
-        return "image/png"
-
-    uris = store_output("https://media.example/x", str(tmp_path / "r"), download=flaky, max_bytes=len(PNG))
+def test_a_cut_download_is_retried_from_the_start(tmp_path: Path) -> None:
+    server = ScriptedServer([http_answer(PNG[:30], length=len(PNG)), http_answer(PNG)])
+    try:
+        uris = store_output(server.url("/x.png"), str(tmp_path / "r"), download=requests_download)
+    finally:
+        server.close()
+    assert server.served == 2
     assert Path(uris[0]).read_bytes() == PNG
+
+
+def test_a_corrupted_image_is_downloaded_again_then_refused(tmp_path: Path) -> None:
+    big = image_bytes("PNG", (64, 64))
+    server = ScriptedServer([http_answer(corrupted(big))] * 2)
+    target = tmp_path / "hero.png"
+    target.write_bytes(b"precious")
+    try:
+        with pytest.raises(SegmindOutputError, match=r"broken png file .2 downloads., not stored"):
+            store_output(
+                server.url("/hero.png"), str(target), download=requests_download, expected_format="png"
+            )
+    finally:
+        server.close()
+    assert server.served == 2
+    assert target.read_bytes() == b"precious"
+    assert leftovers(tmp_path) == []
+
+
+def test_a_corrupted_image_then_a_good_one_is_stored(tmp_path: Path) -> None:
+    big = image_bytes("PNG", (64, 64))
+    server = ScriptedServer([http_answer(corrupted(big)), http_answer(big)])
+    try:
+        uris = store_output(server.url("/hero.png"), str(tmp_path / "hero.png"), download=requests_download)
+    finally:
+        server.close()
+    assert Path(uris[0]).read_bytes() == big
+
+
+def test_an_inline_image_that_does_not_decode_is_refused(tmp_path: Path) -> None:
+    with pytest.raises(SegmindOutputError, match="broken png file, not stored"):
+        store_bytes(corrupted(image_bytes("PNG", (64, 64))), "image/png", tmp_path / "x.png")
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_empty_download_is_refused(tmp_path: Path) -> None:

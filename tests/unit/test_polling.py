@@ -17,7 +17,7 @@ from segmind_provider.triggers.polling import (
     follow_gap,
     observed_duration,
 )
-from segmind_provider.triggers.segmind import RequestWatch
+from segmind_provider.triggers.watch import RequestWatch
 
 FLUX = "flux-1.1-pro"
 

@@ -9,6 +9,7 @@ import pytest
 from airflow.sdk import PokeReturnValue
 from airflow.sdk.exceptions import TaskDeferred
 
+from segmind_provider.events import make_event
 from segmind_provider.exceptions import (
     SegmindContentBlockedError,
     SegmindError,
@@ -18,7 +19,7 @@ from segmind_provider.exceptions import (
 from segmind_provider.hooks.segmind import SegmindHook
 from segmind_provider.sensors.segmind import SegmindRequestSensor
 from segmind_provider.testing.emulator.runner import SegmindEmulator
-from segmind_provider.triggers.segmind import SegmindRequestTrigger, make_event
+from segmind_provider.triggers.segmind import SegmindRequestTrigger
 
 FLUX = "flux-1.1-pro"
 

@@ -14,6 +14,7 @@ from airflow.sdk.exceptions import AirflowFailException
 from airflow.sdk.module_loading import import_string
 from airflow.triggers.base import BaseTrigger, TriggerEvent
 
+from segmind_provider.events import failure_error, make_event, raise_for_event
 from segmind_provider.exceptions import (
     SegmindAuthError,
     SegmindContentBlockedError,
@@ -23,15 +24,11 @@ from segmind_provider.exceptions import (
     SegmindServerError,
 )
 from segmind_provider.hooks.segmind import SegmindHook
+from segmind_provider.runtime import process_state, reset_process_state
 from segmind_provider.testing.emulator.runner import SegmindEmulator
-from segmind_provider.triggers.polling import OBSERVED_DURATIONS, DurationObserver
-from segmind_provider.triggers.segmind import (
-    RequestWatch,
-    SegmindRequestTrigger,
-    failure_error,
-    make_event,
-    raise_for_event,
-)
+from segmind_provider.triggers.polling import DurationObserver
+from segmind_provider.triggers.segmind import SegmindRequestTrigger
+from segmind_provider.triggers.watch import RequestWatch
 
 FLUX = "flux-1.1-pro"
 PAYLOAD = {"prompt": "a lighthouse at dawn", "output_format": "png"}
@@ -102,23 +99,7 @@ async def test_success_event_reads_status_only(emulator: SegmindEmulator) -> Non
     calls = emulator.calls()
     assert {c["endpoint"] for c in calls} == {"status"}  # read-only: no submit, no result
     assert len(calls) == event["polls"]
-    assert OBSERVED_DURATIONS.estimate(FLUX) is not None  # learned for the next wait
-
-
-async def test_each_sleep_before_a_poll_is_announced_to_the_budget(
-    emulator: SegmindEmulator, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """So a submit sharing the key's budget leaves the poll its token (docs/hook.md)."""
-    announced: list[float] = []
-    monkeypatch.setattr(SegmindHook, "expect_poll", lambda self, seconds: announced.append(seconds))
-    request_id, submitted_at = submit()
-    # A short expected duration puts the first poll before the job can end (0.12 s at the
-    # earliest): at least two polls, so at least one sleep between polls.
-    (event,) = await events_of(trigger_for(request_id, submitted_at, expected_duration=0.05))
-    assert event["status"] == "success" and event["polls"] >= 2
-    # Every poll after a sleep was announced first (the first may be due at once: no sleep).
-    assert event["polls"] - 1 <= len(announced) <= event["polls"]
-    assert all(seconds > 0 for seconds in announced)
+    assert process_state().durations.estimate(FLUX) is not None  # learned for the next wait
 
 
 @pytest.mark.segmind_emulator(blocked_words=["forbidden"])
@@ -248,18 +229,13 @@ async def test_many_triggers_share_one_loop(emulator: SegmindEmulator) -> None:
 
 
 async def test_on_kill_says_segmind_cannot_cancel_and_cleanup_is_harmless(
-    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
     trigger = SegmindRequestTrigger("req-9", "segmind_default")
-    said: list[str] = []
-
-    class Recorder:
-        def warning(self, msg: str, *args: Any) -> None:
-            said.append(msg % args)
-
-    monkeypatch.setattr(SegmindRequestTrigger, "log", property(lambda self: Recorder()))
+    caplog.set_level("WARNING", logger="segmind_provider.triggers.segmind")
     await trigger.on_kill()
     await trigger.cleanup()
+    said = [r.getMessage() for r in caplog.records]
     assert said and "no cancel" in said[0] and "req-9" in said[0]
 
 
@@ -381,3 +357,58 @@ async def test_a_waiting_trigger_holds_few_objects() -> None:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
     assert ours - least <= 2.5, f"{ours:.1f} objects per waiting trigger, {least:.1f} for a bare sleep"
+
+
+# ---------------------------------------------------------------- what the trigger says
+
+
+@pytest.mark.segmind_emulator(workers=1, time_scale=0.02)
+async def test_the_trigger_log_follows_queued_processing_completed(
+    emulator: SegmindEmulator, caplog: pytest.LogCaptureFixture
+) -> None:
+    """One busy worker: QUEUED behind another job, then PROCESSING, then COMPLETED, each said once."""
+    caplog.set_level("INFO", logger="segmind_provider.triggers.segmind")
+    submit()  # occupies the only worker for ~0.28 s
+    request_id, submitted_at = submit()
+    (event,) = await events_of(trigger_for(request_id, submitted_at, poll_interval=0.05))
+    assert event["status"] == "success"
+    lines = [r.getMessage() for r in caplog.records if r.name == "segmind_provider.triggers.segmind"]
+    assert all(request_id in line for line in lines), lines
+    said = [
+        status
+        for line in lines
+        for status in ("QUEUED", "PROCESSING", "COMPLETED")
+        if f": {status} (" in line
+    ]
+    assert said == ["QUEUED", "PROCESSING", "COMPLETED"], lines
+    assert event["polls"] > len(lines)  # a line per change, not per poll
+
+
+async def test_a_changed_connection_reaches_a_running_trigger_within_a_minute(
+    emulator: SegmindEmulator, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Rotate the key (a real connection change, and the old key revoked) while a trigger waits: its
+    polls carry the new key once the process's one-minute settings lifetime has passed (a virtual
+    clock jumps that minute). Had a poll kept the old key, the wait would end in an auth error."""
+    clock = [0.0]
+    reset_process_state(clock=lambda: clock[0])
+    emulator.configure(time_scale=0.05)  # flux takes ~0.7 s
+    request_id, submitted_at = submit()
+    new_key = "sk-rotated-key-0001"
+    trigger = trigger_for(request_id, submitted_at, expected_duration=0.0, poll_interval=0.05)
+    before = len(emulator.calls(endpoint="status"))
+
+    async def rotate() -> None:
+        while len(emulator.calls(endpoint="status")) == before:  # the trigger is polling with the old key
+            await asyncio.sleep(0.01)
+        connection = json.loads(emulator.connection_json())
+        monkeypatch.setenv("AIRFLOW_CONN_SEGMIND_DEFAULT", json.dumps({**connection, "password": new_key}))
+        emulator.configure(api_keys=[new_key])
+        clock[0] += 60.0
+
+    rotation = asyncio.create_task(rotate())
+    (event,) = await events_of(trigger)
+    await rotation
+    assert event["status"] == "success", event
+    statuses = [c["status"] for c in emulator.calls(endpoint="status")[before:]]
+    assert statuses[-1] == 200 and 401 not in statuses

@@ -11,7 +11,7 @@ import pytest
 from pytest_httpserver import HTTPServer
 from segmind_hook_testlib import CONN_ID, KEY, RawServer
 
-from segmind_provider.hooks import _budget, _retry
+from segmind_provider.runtime import reset_process_state
 
 
 @pytest.fixture(autouse=True)
@@ -20,9 +20,7 @@ def _clean_env(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     monkeypatch.delenv("SEGMIND_API_KEY", raising=False)
     monkeypatch.delenv("SEGMIND_BASE_URL", raising=False)
     monkeypatch.delenv(f"AIRFLOW_CONN_{CONN_ID.upper()}", raising=False)
-    _budget.reset_budgets()
     yield
-    _budget.reset_budgets()
 
 
 @pytest.fixture
@@ -50,11 +48,9 @@ def waits(monkeypatch: pytest.MonkeyPatch) -> list[float]:
     async def budget_asleep(seconds: float) -> None:
         offset[0] += seconds
 
-    monkeypatch.setattr(_retry, "sleep", fake_sleep)
-    monkeypatch.setattr(_retry, "asleep", fake_asleep)
-    monkeypatch.setattr(_budget, "CLOCK", clock)
-    monkeypatch.setattr(_budget, "SLEEP", budget_sleep)
-    monkeypatch.setattr(_budget, "ASLEEP", budget_asleep)
+    reset_process_state(
+        clock=clock, sleep=fake_sleep, asleep=fake_asleep, pace=budget_sleep, apace=budget_asleep
+    )
     return recorded
 
 

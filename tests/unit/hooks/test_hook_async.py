@@ -22,8 +22,14 @@ from segmind_provider.exceptions import (
     SegmindServerError,
     SegmindTransportError,
 )
-from segmind_provider.hooks import segmind as hook_module
-from segmind_provider.hooks.segmind import ASYNC_POOL_LIMIT, SegmindHook, aclose_async_sessions
+from segmind_provider.hooks.client import new_loop_client
+from segmind_provider.hooks.segmind import SegmindHook
+from segmind_provider.runtime import POOL_LIMIT, process_state, reset_process_state
+
+
+async def aclose_async_sessions() -> None:
+    await process_state().aclose_clients()
+
 
 STATUS = "/v2/requests/req-1/status"
 RESULT = "/v2/requests/req-1"
@@ -31,12 +37,17 @@ RESULT = "/v2/requests/req-1"
 
 @pytest.fixture(autouse=True)
 def _no_sync_connection_lookup(monkeypatch: pytest.MonkeyPatch) -> None:
-    """The async path must use the async connection API; the sync one would block the triggerer's loop."""
+    """The async path must never block the triggerer's loop with the sync connection lookup."""
+    original = BaseHook.get_connection.__func__  # type: ignore[attr-defined]
 
-    def forbidden(*args: object, **kwargs: object) -> None:
-        raise AssertionError("sync get_connection called from the async path")
+    def guarded(cls: type[BaseHook], conn_id: str) -> object:
+        try:
+            asyncio.get_running_loop()
+        except RuntimeError:
+            return original(cls, conn_id)  # a worker thread, off the loop: allowed
+        raise AssertionError("sync get_connection called on the event loop")
 
-    monkeypatch.setattr(BaseHook, "get_connection", classmethod(forbidden))
+    monkeypatch.setattr(BaseHook, "get_connection", classmethod(guarded))
 
 
 async def test_aget_status_and_result(httpserver: HTTPServer, conn_id: str) -> None:
@@ -150,13 +161,11 @@ async def test_one_session_per_loop_shared_across_hooks(
     httpserver.expect_request(STATUS).respond_with_json({"status": "QUEUED"})
     first, second = SegmindHook(conn_id), SegmindHook(conn_id)
     await asyncio.gather(*(h.aget_status("req-1") for h in (first, second, first, second)))
-    clients = hook_module._ASYNC_CLIENTS[asyncio.get_running_loop()]
-    assert list(clients) == [base_url]
-    session = clients[base_url].session
+    session = process_state().client(base_url).session
     assert isinstance(session.connector, aiohttp.TCPConnector)
-    assert session.connector.limit == ASYNC_POOL_LIMIT
+    assert session.connector.limit == POOL_LIMIT
     await first.aget_status("req-1")
-    assert hook_module._ASYNC_CLIENTS[asyncio.get_running_loop()][base_url].session is session
+    assert process_state().client(base_url).session is session
     await aclose_async_sessions()
     assert session.closed
 
@@ -165,13 +174,13 @@ async def test_requests_past_the_pool_wait_at_the_gate(
     httpserver: HTTPServer, conn_id: str, base_url: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Polls beyond the pool's sockets wait before building a request, never more in flight than sockets."""
-    monkeypatch.setattr(hook_module, "ASYNC_POOL_LIMIT", 2)
+    reset_process_state(pool_limit=2)
     httpserver.expect_request(STATUS).respond_with_json({"status": "QUEUED"})
     hook = SegmindHook(conn_id)
     await hook.aget_status("req-1")
-    client = hook_module._ASYNC_CLIENTS[asyncio.get_running_loop()][base_url]
+    client = process_state().client(base_url)
     built = 0
-    real_request = client.session.request
+    real_request = client.session.get
 
     def counting_request(*args: Any, **kwargs: Any) -> Any:
         nonlocal built
@@ -187,7 +196,7 @@ async def test_requests_past_the_pool_wait_at_the_gate(
         await hook.aget_status("req-1")
         finished += 1
 
-    monkeypatch.setattr(client.session, "request", counting_request)
+    monkeypatch.setattr(client.session, "get", counting_request)
     await asyncio.gather(*(poll() for _ in range(10)))
     assert built == 10 and finished == 10
     await aclose_async_sessions()
@@ -202,7 +211,7 @@ def test_new_loop_gets_new_session_and_old_one_is_closed(
 
     async def poll() -> None:
         await SegmindHook(conn_id).aget_status("req-1")
-        seen.append(hook_module._ASYNC_CLIENTS[asyncio.get_running_loop()][base_url].session)
+        seen.append(process_state().client(base_url).session)
 
     asyncio.run(poll())
     asyncio.run(poll())
@@ -218,16 +227,19 @@ async def test_budget_shared_by_async_hooks(
     two = SegmindHook(make_conn(base_url))
     await one.aget_status("req-1")
     await two.aget_status("req-1")
-    assert one._budget is two._budget and one._budget is not None
-    assert one._budget.granted == 2
+    budget = process_state().budget(await one.aget_settings())
+    assert budget is process_state().budget(await two.aget_settings())
+    assert budget.granted == 2
     await aclose_async_sessions()
 
 
-def test_connection_looked_up_once_per_loop(
+def test_connection_looked_up_once_a_minute(
     httpserver: HTTPServer, conn_id: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """Thousands of triggers on one loop share one (async) connection lookup; a new loop looks again."""
+    """Thousands of triggers share one (async) connection lookup, for all loops, until it is a minute old."""
     httpserver.expect_request(STATUS).respond_with_json({"status": "QUEUED"})
+    offset = [0.0]
+    reset_process_state(clock=lambda: offset[0])
     lookups: list[str] = []
     original = BaseHook.aget_connection.__func__  # type: ignore[attr-defined]
 
@@ -244,6 +256,10 @@ def test_connection_looked_up_once_per_loop(
 
     asyncio.run(many())
     assert lookups == [conn_id]
+    offset[0] += 59.0
+    asyncio.run(many())
+    assert lookups == [conn_id]
+    offset[0] += 2.0
     asyncio.run(many())
     assert lookups == [conn_id, conn_id]
 
@@ -262,17 +278,18 @@ def test_failed_lookup_is_not_cached(
     asyncio.run(twice())
 
 
-def test_env_proxy_resolved_once(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(hook_module, "_PROXIES", {})
+def test_env_proxy_taken_when_the_client_is_made(monkeypatch: pytest.MonkeyPatch) -> None:
+    async def proxy_of_new_client() -> object:
+        client = new_loop_client("https://api.segmind.com", 1)
+        await client.session.close()
+        return client.proxy
+
     monkeypatch.setenv("HTTPS_PROXY", "http://proxy.internal:3128")
     monkeypatch.delenv("NO_PROXY", raising=False)
     monkeypatch.delenv("no_proxy", raising=False)
-    proxy, _ = hook_module._env_proxy("https://api.segmind.com")
-    assert str(proxy) == "http://proxy.internal:3128"
+    assert str(asyncio.run(proxy_of_new_client())) == "http://proxy.internal:3128"
     monkeypatch.setenv("NO_PROXY", "api.segmind.com")
-    assert hook_module._env_proxy("https://api.segmind.com")[0] == proxy  # cached per process
-    monkeypatch.setattr(hook_module, "_PROXIES", {})
-    assert hook_module._env_proxy("https://api.segmind.com") == (None, None)
+    assert asyncio.run(proxy_of_new_client()) is None
 
 
 async def test_akey_masked_and_scrubbed_from_errors(

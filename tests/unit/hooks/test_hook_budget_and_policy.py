@@ -16,9 +16,12 @@ from segmind_provider.exceptions import (
     SegmindServerError,
     SegmindTransportError,
 )
-from segmind_provider.hooks import _budget, _retry
-from segmind_provider.hooks._budget import Priority, RequestBudget, budget_for_key, key_id
+from segmind_provider.hooks import budget as budget_module
+from segmind_provider.hooks import retry
+from segmind_provider.hooks.budget import Priority, RequestBudget, key_id
+from segmind_provider.hooks.connection import ConnectionSettings
 from segmind_provider.hooks.segmind import SegmindHook
+from segmind_provider.runtime import process_state
 
 
 class FakeClock:
@@ -40,6 +43,13 @@ class FakeClock:
 
 def _budget_with(clock: FakeClock, rpm: float | None) -> RequestBudget:
     return RequestBudget("k", rpm, clock=clock, sleep=clock.sleep, asleep=clock.asleep)
+
+
+def _wait_for(budget: RequestBudget, clock: FakeClock, priority: Priority) -> float:
+    """How long ``acquire`` waited (virtual seconds) before granting a request."""
+    before = clock.now
+    budget.acquire(priority)
+    return clock.now - before
 
 
 def test_unlimited_budget_never_waits() -> None:
@@ -70,64 +80,12 @@ def test_submits_leave_a_reserve_for_polls() -> None:
     clock = FakeClock()
     budget = _budget_with(clock, 300)  # capacity 6, submit reserve 1
     for _ in range(5):
-        assert budget._try_take(Priority.POLL) == 0.0
-    assert budget._try_take(Priority.SUBMIT) > 0.0
-    assert budget._try_take(Priority.RESULT) == 0.0
-
-
-def test_submits_yield_while_a_poll_or_fetch_waits() -> None:
-    clock = FakeClock()
-    budget = _budget_with(clock, 600)
-    budget._waiting[Priority.POLL] = 1
-    assert budget._try_take(Priority.SUBMIT) > 0.0
-    assert budget._try_take(Priority.RESULT) == 0.0
-    budget._waiting[Priority.POLL] = 0
-    budget._waiting[Priority.RESULT] = 1
-    assert budget._try_take(Priority.POLL) > 0.0
-    budget._waiting[Priority.RESULT] = 0
-    assert budget._try_take(Priority.SUBMIT) == 0.0
-
-
-def test_pro_key_submit_leaves_the_token_an_announced_poll_needs() -> None:
-    """From 40 a minute the bucket holds two tokens; a submit leaves one for a poll due before the next."""
-    clock = FakeClock()
-    budget = _budget_with(clock, 50)  # capacity 2, refill 48 a minute: one token every 1.25 s
-    assert budget._try_take(Priority.SUBMIT) == 0.0
-    budget.expect(0.5)
-    assert budget._try_take(Priority.SUBMIT) > 0.0  # the last token is the poll's
-    clock.now += 0.5
-    assert budget._try_take(Priority.POLL) == 0.0  # on time
-    assert budget._expected == []  # its announcement is used up
-    clock.now += 60 / 48
-    assert budget._try_take(Priority.SUBMIT) == 0.0  # nothing announced: the submit goes
-
-
-def test_announcements_far_ahead_or_never_kept_hold_no_token() -> None:
-    clock = FakeClock()
-    budget = _budget_with(clock, 50)
-    assert budget._try_take(Priority.SUBMIT) == 0.0
-    budget.expect(10.0)  # due long after the next token: not this token's business
-    assert budget._try_take(Priority.SUBMIT) == 0.0
-    clock.now += 60 / 48  # one token back
-    budget.expect(0.1)  # a poll whose trigger was cancelled: it never comes
-    assert budget._try_take(Priority.SUBMIT) > 0.0
-    clock.now += _budget._STALE_EXPECTATION + 1
-    assert budget._try_take(Priority.SUBMIT) == 0.0  # forgotten
-    assert budget._expected == [pytest.approx(1000.0 + 10.0)]
-
-
-def test_free_key_never_holds_a_token_for_a_poll() -> None:
-    """At 5 a minute a second token would cost 20 % of the rate: one token, first come first served."""
-    clock = FakeClock()
-    budget = _budget_with(clock, 5)
-    budget.expect(0.5)
-    assert budget._try_take(Priority.SUBMIT) == 0.0
-
-
-def test_unlimited_budget_records_no_announcements() -> None:
-    budget = _budget_with(FakeClock(), None)
-    budget.expect(1.0)
-    assert budget._expected == []
+        assert _wait_for(budget, clock, Priority.POLL) == 0.0
+    assert _wait_for(budget, clock, Priority.RESULT) == 0.0  # the reserve is for paid-for work
+    clock.now += 60  # refill
+    for _ in range(5):
+        assert _wait_for(budget, clock, Priority.POLL) == 0.0
+    assert _wait_for(budget, clock, Priority.SUBMIT) > 0.0
 
 
 class VirtualLoopClock(FakeClock):
@@ -179,8 +137,7 @@ def test_429_pauses_everyone_and_learns_a_rate() -> None:
         budget.acquire(Priority.POLL)
     budget.note_rate_limited(5.0)
     assert budget.requests_per_minute == pytest.approx(24.0)
-    assert budget._try_take(Priority.SUBMIT) == pytest.approx(5.0)
-    budget.acquire(Priority.SUBMIT)
+    assert _wait_for(budget, clock, Priority.SUBMIT) == pytest.approx(5.0, abs=0.06)
     assert clock.now >= 1005.0
     # a second 429 in the same episode does not lower the rate again; a later one does
     budget.note_rate_limited(1.0)
@@ -188,10 +145,10 @@ def test_429_pauses_everyone_and_learns_a_rate() -> None:
     clock.now += 30
     budget.note_rate_limited(None)
     assert budget.requests_per_minute == pytest.approx(24.0 * 0.7)
-    assert budget._try_take(Priority.SUBMIT) == pytest.approx(_budget.DEFAULT_PAUSE)
+    assert _wait_for(budget, clock, Priority.SUBMIT) >= budget_module.DEFAULT_PAUSE
     # forgotten after a quiet period
-    clock.now += _budget.LEARNED_FORGET_AFTER + 1
-    assert budget._try_take(Priority.POLL) == 0.0
+    clock.now += budget_module.LEARNED_FORGET_AFTER + 1
+    assert _wait_for(budget, clock, Priority.POLL) == 0.0
     assert budget.requests_per_minute is None
 
 
@@ -200,16 +157,20 @@ def test_configured_limit_is_not_overridden_by_learning() -> None:
     budget = _budget_with(clock, 50)
     budget.note_rate_limited(2.0)
     assert budget.requests_per_minute == 50
-    assert budget._try_take(Priority.SUBMIT) == pytest.approx(2.0)
+    assert _wait_for(budget, clock, Priority.SUBMIT) == pytest.approx(2.0, abs=0.06)
 
 
-def test_registry_one_budget_per_key_named_by_hash() -> None:
-    a = budget_for_key(KEY, 50)
-    b = budget_for_key(KEY)
-    c = budget_for_key(KEY + "x")
+def _settings(key: str, rpm: float | None = None) -> ConnectionSettings:
+    return ConnectionSettings(base_url="http://x", api_key=key, requests_per_minute=rpm, key_id=key_id(key))
+
+
+def test_process_keeps_one_budget_per_key_named_by_hash() -> None:
+    a = process_state().budget(_settings(KEY, 50))
+    b = process_state().budget(_settings(KEY))
+    c = process_state().budget(_settings(KEY + "x"))
     assert a is b and a is not c
     assert a.key_id == key_id(KEY) and KEY not in a.key_id and KEY not in repr(a)
-    budget_for_key(KEY, 20)
+    process_state().budget(_settings(KEY, 20))
     assert a.requests_per_minute == 20  # the lowest configuration wins
 
 
@@ -224,58 +185,47 @@ def test_429_on_one_hook_pauses_another_on_the_same_key(
     first, second = SegmindHook(conn_id), SegmindHook(conn_id)
     first.get_status("a")
     second.get_status("b")
-    assert first._budget is second._budget and first._budget is not None
-    assert first._budget.rate_limited == 1
+    budget = process_state().budget(first.get_settings())
+    assert budget is process_state().budget(second.get_settings())
+    assert budget.rate_limited == 1
     # learned (none was configured), never below the smallest plan's limit
-    assert first._budget.requests_per_minute == _budget.MIN_LEARNED_RPM
+    assert budget.requests_per_minute == budget_module.MIN_LEARNED_RPM
     assert waits == [9.0]
-
-
-def test_expect_poll_reaches_the_keys_budget_once_the_key_is_known(
-    httpserver: HTTPServer, make_conn: Callable[..., str], base_url: str
-) -> None:
-    httpserver.expect_request("/v2/requests/a/status").respond_with_json({"status": "PROCESSING"})
-    hook = SegmindHook(make_conn(base_url, requests_per_minute=50))
-    hook.expect_poll(0.5)  # no request yet: the key, and so its budget, is unknown; nothing to do
-    hook.get_status("a")
-    assert hook._budget is not None and hook._budget._expected == []
-    hook.expect_poll(0.5)
-    assert len(hook._budget._expected) == 1
 
 
 # ------------------------------------------------------------------ retry policy
 
 
 def test_backoff_ceilings_double_and_cap() -> None:
-    top = [_retry.backoff_wait(n, None, rng=lambda low, high: high) for n in range(1, 9)]
+    top = [retry.backoff_wait(n, None, rng=lambda low, high: high) for n in range(1, 9)]
     assert top == [1.0, 2.0, 4.0, 8.0, 16.0, 30.0, 30.0, 30.0]
-    bottom = [_retry.backoff_wait(n, None, rng=lambda low, high: low) for n in range(1, 9)]
+    bottom = [retry.backoff_wait(n, None, rng=lambda low, high: low) for n in range(1, 9)]
     assert bottom == [0.0] * 8
 
 
 def test_full_jitter_stays_within_ceiling() -> None:
     random.seed(7)
     for attempt in range(1, 12):
-        ceiling = min(_retry.BACKOFF_CAP, 2 ** (attempt - 1))
-        values = [_retry.backoff_wait(attempt, None) for _ in range(200)]
+        ceiling = min(retry.BACKOFF_CAP, 2 ** (attempt - 1))
+        values = [retry.backoff_wait(attempt, None) for _ in range(200)]
         assert all(0.0 <= v <= ceiling for v in values)
         assert max(values) > ceiling * 0.5  # jittered over the whole range, not a constant
 
 
 def test_retry_after_wins_and_is_capped() -> None:
-    assert _retry.backoff_wait(1, SegmindRateLimitError("x", retry_after=12.0)) == 12.0
-    assert _retry.backoff_wait(1, SegmindServerError("x", retry_after=9999.0)) == _retry.RETRY_AFTER_CAP
+    assert retry.backoff_wait(1, SegmindRateLimitError("x", retry_after=12.0)) == 12.0
+    assert retry.backoff_wait(1, SegmindServerError("x", retry_after=9999.0)) == retry.RETRY_AFTER_CAP
 
 
 def test_parse_retry_after() -> None:
-    assert _retry.parse_retry_after("3") == 3.0
-    assert _retry.parse_retry_after("1.5") == 1.5
-    assert _retry.parse_retry_after("-4") == 0.0
-    assert _retry.parse_retry_after("Wed, 21 Oct 2015 07:28:00 GMT", now=1445412470.0) == pytest.approx(10.0)
-    assert _retry.parse_retry_after("Wed, 21 Oct 2015 07:28:00 GMT", now=1445412490.0) == 0.0
-    assert _retry.parse_retry_after("soon") is None
-    assert _retry.parse_retry_after("") is None
-    assert _retry.parse_retry_after(None) is None
+    assert retry.parse_retry_after("3") == 3.0
+    assert retry.parse_retry_after("1.5") == 1.5
+    assert retry.parse_retry_after("-4") == 0.0
+    assert retry.parse_retry_after("Wed, 21 Oct 2015 07:28:00 GMT", now=1445412470.0) == pytest.approx(10.0)
+    assert retry.parse_retry_after("Wed, 21 Oct 2015 07:28:00 GMT", now=1445412490.0) == 0.0
+    assert retry.parse_retry_after("soon") is None
+    assert retry.parse_retry_after("") is None
+    assert retry.parse_retry_after(None) is None
 
 
 @pytest.mark.parametrize(
@@ -293,14 +243,13 @@ def test_parse_retry_after() -> None:
     ],
 )
 def test_retry_rule(exc: Exception, get: bool, submit: bool) -> None:
-    assert _retry.is_retryable(exc, idempotent=True) is get
-    assert _retry.is_retryable(exc, idempotent=False) is submit
+    assert retry.is_retryable(exc, idempotent=True) is get
+    assert retry.is_retryable(exc, idempotent=False) is submit
 
 
 def test_call_waits_grow_per_attempt(monkeypatch: pytest.MonkeyPatch) -> None:
     seen: list[float] = []
-    monkeypatch.setattr(_retry, "sleep", seen.append)
-    monkeypatch.setattr(_retry.random, "uniform", lambda low, high: high)
+    monkeypatch.setattr(random, "uniform", lambda low, high: high)
     attempts = []
 
     def fail() -> None:
@@ -308,7 +257,7 @@ def test_call_waits_grow_per_attempt(monkeypatch: pytest.MonkeyPatch) -> None:
         raise SegmindServerError("down", status_code=500)
 
     with pytest.raises(SegmindServerError):
-        _retry.call(fail, idempotent=True, max_retries=7)
+        retry.call(fail, idempotent=True, max_retries=7, sleep=seen.append)
     assert len(attempts) == 8
     assert seen == [1.0, 2.0, 4.0, 8.0, 16.0, 30.0, 30.0]
 
@@ -319,8 +268,7 @@ async def test_acall_same_policy(monkeypatch: pytest.MonkeyPatch) -> None:
     async def record(seconds: float) -> None:
         seen.append(seconds)
 
-    monkeypatch.setattr(_retry, "asleep", record)
-    monkeypatch.setattr(_retry.random, "uniform", lambda low, high: high)
+    monkeypatch.setattr(random, "uniform", lambda low, high: high)
     attempts: list[int] = []
 
     async def flaky() -> str:
@@ -329,7 +277,7 @@ async def test_acall_same_policy(monkeypatch: pytest.MonkeyPatch) -> None:
             raise SegmindRateLimitError("slow", retry_after=2.5 if len(attempts) == 1 else None)
         return "ok"
 
-    assert await _retry.acall(flaky, idempotent=False, max_retries=5) == "ok"
+    assert await retry.acall(flaky, idempotent=False, max_retries=5, asleep=record) == "ok"
     assert seen == [2.5, 2.0]
 
 

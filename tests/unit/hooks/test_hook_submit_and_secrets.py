@@ -19,6 +19,7 @@ from segmind_provider.exceptions import (
     SegmindTransportError,
 )
 from segmind_provider.hooks.segmind import SegmindHook
+from segmind_provider.runtime import process_state
 
 SUBMIT = "/v2/flux-1.1-pro"
 PAYLOAD = {"prompt": "a lighthouse"}
@@ -218,7 +219,15 @@ def test_key_never_in_logs_exceptions_or_repr(
         errors.append(info.value)
     _ok, message = hook.test_connection()
     assert KEY in masked
-    texts = [caplog.text, repr(hook), str(hook), message, repr(hook._settings), repr(hook._budget)]
+    settings = hook.get_settings()
+    texts = [
+        caplog.text,
+        repr(hook),
+        str(hook),
+        message,
+        repr(settings),
+        repr(process_state().budget(settings)),
+    ]
     for exc in errors:
         texts += [str(exc), repr(exc), exc.detail]  # type: ignore[attr-defined]
     for text in texts:

@@ -14,6 +14,7 @@ from pytest_httpserver import HTTPServer
 from segmind_hook_testlib import KEY, RawServer
 from werkzeug import Request, Response
 
+from segmind_provider.events import is_content_block
 from segmind_provider.exceptions import (
     SegmindAuthError,
     SegmindBadRequestError,
@@ -25,10 +26,11 @@ from segmind_provider.exceptions import (
     SegmindRateLimitError,
     SegmindRequestFailedError,
     SegmindServerError,
-    SegmindTimeoutError,
     SegmindValidationError,
 )
-from segmind_provider.hooks.segmind import DEFAULT_BASE_URL, SegmindHook, SyncRunResult, is_content_block
+from segmind_provider.hooks.connection import DEFAULT_BASE_URL
+from segmind_provider.hooks.segmind import SegmindHook, SyncRunResult
+from segmind_provider.runtime import process_state
 
 STATUS = "/v2/requests/req-1/status"
 RESULT = "/v2/requests/req-1"
@@ -40,9 +42,9 @@ def test_get_status_sends_key_and_caches_connection(httpserver: HTTPServer, conn
     )
     hook = SegmindHook(conn_id)
     assert hook.get_status("req-1") == {"request_id": "req-1", "status": "PROCESSING"}
-    settings = hook._settings
+    settings = hook.get_settings()
     assert hook.get_status("req-1")["status"] == "PROCESSING"
-    assert hook._settings is settings
+    assert hook.get_settings() is settings
     assert len(httpserver.log) == 2
 
 
@@ -273,29 +275,6 @@ def test_path_segments_are_escaped(httpserver: HTTPServer, conn_id: str) -> None
         SegmindHook(conn_id).get_status("  ")
 
 
-def test_wait_polls_then_fetches_result(httpserver: HTTPServer, conn_id: str, waits: list[float]) -> None:
-    httpserver.expect_ordered_request(STATUS).respond_with_json({"status": "QUEUED"})
-    httpserver.expect_ordered_request(STATUS).respond_with_json({"status": "PROCESSING"})
-    httpserver.expect_ordered_request(STATUS).respond_with_json({"status": "COMPLETED"})
-    httpserver.expect_ordered_request(RESULT).respond_with_json({"status": "COMPLETED", "output": "u"})
-    assert SegmindHook(conn_id).wait("req-1", timeout=600)["output"] == "u"
-    assert waits == [2.0, 3.0]
-
-
-def test_wait_raises_on_failed(httpserver: HTTPServer, conn_id: str) -> None:
-    httpserver.expect_request(STATUS).respond_with_json({"status": "FAILED", "error": "nsfw"}, status=422)
-    httpserver.expect_request(RESULT).respond_with_json({"status": "FAILED", "error": "nsfw"}, status=422)
-    with pytest.raises(SegmindContentBlockedError):
-        SegmindHook(conn_id).wait("req-1", poll_interval=0.01)
-
-
-def test_wait_deadline(httpserver: HTTPServer, conn_id: str) -> None:
-    httpserver.expect_request(STATUS).respond_with_json({"status": "PROCESSING"})
-    with pytest.raises(SegmindTimeoutError) as info:
-        SegmindHook(conn_id).wait("req-1", timeout=0.0, poll_interval=1)
-    assert "req-1" in str(info.value)
-
-
 def test_get_credits(httpserver: HTTPServer, conn_id: str) -> None:
     httpserver.expect_request("/v1/get-user-credits", headers={"x-api-key": KEY}).respond_with_json(
         {"credits": 0.0, "free-credits": 0.018}
@@ -324,7 +303,7 @@ def test_env_fallback_uses_default_host(monkeypatch: pytest.MonkeyPatch) -> None
     monkeypatch.setenv("SEGMIND_API_KEY", KEY)
     hook = SegmindHook("segmind_test")
     assert hook.base_url == DEFAULT_BASE_URL
-    assert hook._headers["x-api-key"] == KEY
+    assert hook.get_settings().api_key == KEY
 
 
 def test_env_fallback_with_base_url(
@@ -390,14 +369,14 @@ def test_string_extras(make_conn: Callable[..., str]) -> None:
     hook = SegmindHook(
         make_conn("http://127.0.0.1:1", timeout="5", max_retries="2", requests_per_minute="50")
     )
-    settings = hook._resolve()
+    settings = hook.get_settings()
     assert (settings.timeout, settings.max_retries, settings.requests_per_minute) == (5.0, 2, 50.0)
-    assert hook._budget is not None and hook._budget.requests_per_minute == 50.0
+    assert process_state().budget(settings).requests_per_minute == 50.0
 
 
 def test_invalid_extra(make_conn: Callable[..., str]) -> None:
     with pytest.raises(SegmindValidationError, match="timeout"):
-        SegmindHook(make_conn("http://127.0.0.1:1", timeout="soon"))._resolve()
+        SegmindHook(make_conn("http://127.0.0.1:1", timeout="soon")).get_settings()
 
 
 def test_download_streams_without_key(httpserver: HTTPServer, conn_id: str, other_server: HTTPServer) -> None:

@@ -16,7 +16,7 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
-from tenacity import AsyncRetrying, Retrying, retry_if_exception, stop_after_attempt
+from tenacity import AsyncRetrying, RetryCallState, Retrying, retry_if_exception, stop_after_attempt
 
 from segmind_provider.exceptions import (
     SegmindRateLimitError,
@@ -80,17 +80,13 @@ def backoff_wait(
     return (rng or random.uniform)(0.0, ceiling)
 
 
-def sleep(seconds: float) -> None:
-    """Indirection so tests can replace the sleep and read the waits."""
-    time.sleep(seconds)
-
-
-async def asleep(seconds: float) -> None:
-    """Async twin of :func:`sleep`, also replaceable in tests."""
-    await asyncio.sleep(seconds)
-
-
-def call(fn: Callable[[], T], *, idempotent: bool, max_retries: int) -> T:
+def call(
+    fn: Callable[[], T],
+    *,
+    idempotent: bool,
+    max_retries: int,
+    sleep: Callable[[float], None] = time.sleep,
+) -> T:
     """Run ``fn`` once; only on a retryable failure hand the rest to tenacity (keeps the happy path cheap)."""
     try:
         return fn()
@@ -101,15 +97,21 @@ def call(fn: Callable[[], T], *, idempotent: bool, max_retries: int) -> T:
     sleep(first_wait)
     retrying = Retrying(
         stop=stop_after_attempt(max_retries),
-        wait=lambda s: backoff_wait(s.attempt_number + 1, s.outcome.exception() if s.outcome else None),
+        wait=_next_wait,
         retry=retry_if_exception(lambda e: is_retryable(e, idempotent=idempotent)),
-        sleep=lambda seconds: sleep(seconds),
+        sleep=sleep,
         reraise=True,
     )
     return retrying(fn)
 
 
-async def acall(fn: Callable[[], Awaitable[T]], *, idempotent: bool, max_retries: int) -> T:
+async def acall(
+    fn: Callable[[], Awaitable[T]],
+    *,
+    idempotent: bool,
+    max_retries: int,
+    asleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+) -> T:
     """Async twin of :func:`call`, same rule and waits, never blocking the loop."""
     try:
         return await fn()
@@ -118,18 +120,18 @@ async def acall(fn: Callable[[], Awaitable[T]], *, idempotent: bool, max_retries
             raise
         first_wait = backoff_wait(1, exc)
     await asleep(first_wait)
-
-    async def _asleep(seconds: float) -> None:
-        await asleep(seconds)
-
     retrying = AsyncRetrying(
         stop=stop_after_attempt(max_retries),
-        wait=lambda s: backoff_wait(s.attempt_number + 1, s.outcome.exception() if s.outcome else None),
+        wait=_next_wait,
         retry=retry_if_exception(lambda e: is_retryable(e, idempotent=idempotent)),
-        sleep=_asleep,
+        sleep=asleep,
         reraise=True,
     )
     return await retrying(fn)
+
+
+def _next_wait(state: RetryCallState) -> float:
+    return backoff_wait(state.attempt_number + 1, state.outcome.exception() if state.outcome else None)
 
 
 __all__ = [

@@ -3,22 +3,22 @@
 Segmind limits requests per minute per key (Free 5, Pro 50). Every poll spends
 the same budget as a submit, so the hook paces all of them through one token
 bucket per key. With a configured ``requests_per_minute`` = R the bucket holds
-C = max(2, R // 50) tokens from 40 a minute up (1 below) and refills at (R - C) / 60
-per second, so no sliding 60 s window ever sees more than R requests from this
-process (a Pro key: a burst of 2, then 48 a minute). Without a configured limit
+C = max(1, R // 50) tokens and refills at (R - C) / 60 per second, so no sliding
+60 s window ever sees more than R requests from this process. Without a configured limit
 the budget costs nothing until the first 429: then everyone on the key pauses
 until ``Retry-After`` and a conservative rate is learned (80 % of what this
 process sent in the last minute, lowered by 30 % on every further 429 episode,
 never below 5 per minute, forgotten after 10 quiet minutes).
 
 Priorities: when tokens are short, work already paid for goes first: result
-fetches, then status polls, then submits. A waiting fetch or poll goes first, and
-a submit leaves a token for every poll announced (:meth:`RequestBudget.expect`) to
-fall due within one token interval, so a poll does not find the token it needs
-just taken, by the submit or by a result fetch in between. Submits absorb the
-waiting, so the key stays fully used while a finished image is still noticed
-within a poll gap; serving submits first was measured to starve polls (detection
-p99 22 s at 50/min, docs/benchmarks.md) without making more images.
+fetches, then status polls, then submits. Submits absorb the waiting, so the key
+stays fully used while a finished image is still noticed within a poll gap;
+serving submits first was measured to starve polls (detection p99 22 s at
+50/min, docs/benchmarks.md) without making more images.
+
+In an Airflow deployment submits run in workers and polls in the triggerer: each
+process has its own budget, so give each its share of the key's limit through the
+connection's ``requests_per_minute`` (docs/scaling.md).
 """
 
 from __future__ import annotations
@@ -26,7 +26,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
-import heapq
 import random
 import threading
 import time
@@ -50,11 +49,6 @@ LEARNED_FORGET_AFTER = 600.0
 MIN_LEARNED_RPM = 5.0
 """Learning never goes below Segmind's smallest plan (Free, 5/min); Retry-After pauses cover the rest."""
 _RECENT_WINDOW = 60.0
-LOOKAHEAD_MIN_RPM = 40.0
-"""From this limit up the bucket holds two tokens, so one can wait for an announced poll while the
-bucket still refills. It costs one request a minute of steady rate: at most 2.5 % from here up."""
-_STALE_EXPECTATION = 5.0
-"""An announced poll that has not come this long after its time was cancelled: forget it."""
 
 
 def key_id(api_key: str) -> str:
@@ -90,8 +84,6 @@ class RequestBudget:
         self._paused_until = 0.0
         self._submit_reserve = 0.0
         self._waiting = [0, 0, 0]
-        # Monotonic times at which announced polls fall due (a heap of floats).
-        self._expected: list[float] = []
         self._recent: deque[float] = deque(maxlen=20_000)
         # False while there is no limit and no 429 seen: acquire is then one append.
         self._limited = False
@@ -122,7 +114,7 @@ class RequestBudget:
             self._set_rate_locked(rpm)
 
     def _set_rate_locked(self, rpm: float) -> None:
-        capacity = float(max(2 if rpm >= LOOKAHEAD_MIN_RPM else 1, int(rpm // 50)))
+        capacity = float(max(1, int(rpm // 50)))
         per_minute = rpm - capacity if rpm > capacity else rpm
         now = self._clock()
         if self._rate is None:
@@ -160,47 +152,12 @@ class RequestBudget:
             if any(self._waiting[q] for q in range(priority)):
                 # Someone more urgent is waiting: let it have the next token first.
                 return max((2.0 - self._tokens) / rate, 0.01)
-            need = 1.0
-            if priority == Priority.SUBMIT:
-                due = self._polls_due_locked(now, 1.0 / rate, int(self._capacity) - 1)
-                need += max(self._submit_reserve, due)
+            need = 1.0 + (self._submit_reserve if priority == Priority.SUBMIT else 0.0)
             if self._tokens >= need:
                 self._tokens -= 1.0
                 self._grant_locked(now)
-                if priority == Priority.POLL and self._expected and self._expected[0] <= now + 1.0 / rate:
-                    heapq.heappop(self._expected)  # this poll's own announcement (or one as early)
                 return 0.0
             return max((need - self._tokens) / rate, 0.001)
-
-    def _forget_stale_locked(self, now: float) -> None:
-        expected = self._expected
-        while expected and expected[0] < now - _STALE_EXPECTATION:
-            heapq.heappop(expected)
-
-    def _polls_due_locked(self, now: float, within: float, most: int) -> int:
-        """How many announced polls (at most ``most``) fall due before ``now + within``."""
-        self._forget_stale_locked(now)
-        expected = self._expected
-        if most <= 0 or not expected:
-            return 0
-        horizon = now + within
-        if most == 1:
-            return 1 if expected[0] <= horizon else 0
-        return sum(1 for at in heapq.nsmallest(most, expected) if at <= horizon)
-
-    def expect(self, in_seconds: float) -> None:
-        """Announce a status poll due in ``in_seconds``: until it comes, submits leave it a token.
-
-        Free without a limit (nothing is recorded); a poll that never comes is forgotten after
-        a few seconds.
-        """
-        if not self._limited:
-            return
-        with self._lock:
-            if self._rate is not None:
-                now = self._clock()
-                self._forget_stale_locked(now)  # a process without submits prunes here
-                heapq.heappush(self._expected, now + max(in_seconds, 0.0))
 
     def _grant_locked(self, now: float) -> None:
         self.granted += 1
@@ -270,34 +227,4 @@ class RequestBudget:
                 self._learn_cooldown_until = now + pause + 1.0
 
 
-CLOCK: Callable[[], float] = time.monotonic
-SLEEP: Callable[[float], None] = time.sleep
-ASLEEP: Callable[[float], Awaitable[None]] = asyncio.sleep
-"""Time sources for budgets created by :func:`budget_for_key`; tests swap them for a virtual clock."""
-
-_REGISTRY: dict[str, RequestBudget] = {}
-_REGISTRY_LOCK = threading.Lock()
-
-
-def budget_for_key(api_key: str, requests_per_minute: float | None = None) -> RequestBudget:
-    """The process-wide budget of an API key (created on first use), configured if a limit is given."""
-    kid = key_id(api_key)
-    budget = _REGISTRY.get(kid)
-    if budget is None:
-        with _REGISTRY_LOCK:
-            budget = _REGISTRY.get(kid)
-            if budget is None:
-                budget = RequestBudget(kid, clock=CLOCK, sleep=SLEEP, asleep=ASLEEP)
-                _REGISTRY[kid] = budget
-    if requests_per_minute:
-        budget.configure(requests_per_minute)
-    return budget
-
-
-def reset_budgets() -> None:
-    """Forget every budget (tests, and benches that run several scenarios in one process)."""
-    with _REGISTRY_LOCK:
-        _REGISTRY.clear()
-
-
-__all__ = ["Priority", "RequestBudget", "budget_for_key", "key_id", "reset_budgets"]
+__all__ = ["Priority", "RequestBudget", "key_id"]

@@ -1,0 +1,194 @@
+"""The ``segmind`` connection: what it holds, how it is read, and how the key is masked.
+
+Connection: password = API key; host = optional API base URL; extras ``timeout``,
+``max_retries``, ``requests_per_minute``, ``run_timeout``, ``storage_url``,
+``account_url``, ``time_scale``. With no such connection, ``SEGMIND_API_KEY`` (and
+``SEGMIND_BASE_URL``) are used, as the official SDK does.
+
+The API key is sent to the three Segmind hosts named here (API, storage, account) and
+nowhere else.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+from airflow.sdk import BaseHook
+
+from segmind_provider.exceptions import SegmindAuthError, SegmindValidationError
+from segmind_provider.hooks.budget import key_id
+from segmind_provider.hooks.retry import DEFAULT_MAX_RETRIES
+
+try:
+    from airflow.sdk.exceptions import AirflowNotFoundException
+except ImportError:  # pragma: no cover
+    from airflow.exceptions import AirflowNotFoundException  # type: ignore[no-redef]
+
+__all__ = [
+    "DEFAULT_ACCOUNT_URL",
+    "DEFAULT_BASE_URL",
+    "DEFAULT_STORAGE_URL",
+    "ENV_API_KEY",
+    "ConnectionSettings",
+    "afetch_settings",
+    "fetch_settings",
+    "normalise_url",
+    "settings_from",
+]
+
+DEFAULT_BASE_URL = "https://api.segmind.com"
+DEFAULT_STORAGE_URL = "https://workflows-api.segmind.com"
+DEFAULT_ACCOUNT_URL = "https://api.spotprod.segmind.com"
+DEFAULT_TIMEOUT = 30.0
+DEFAULT_RUN_TIMEOUT = 300.0
+ENV_API_KEY = "SEGMIND_API_KEY"
+ENV_BASE_URL = "SEGMIND_BASE_URL"
+
+
+@dataclass(frozen=True)
+class ConnectionSettings:
+    """A resolved connection. Immutable: a changed connection is a new object (docs/hook.md)."""
+
+    base_url: str
+    api_key: str = field(repr=False)
+    timeout: float = DEFAULT_TIMEOUT
+    max_retries: int = DEFAULT_MAX_RETRIES
+    requests_per_minute: float | None = None
+    run_timeout: float = DEFAULT_RUN_TIMEOUT
+    storage_url: str = DEFAULT_STORAGE_URL
+    account_url: str = DEFAULT_ACCOUNT_URL
+    time_scale: float = 1.0
+    """Multiplies the catalog's typical durations in the poll schedule (a time-scaled emulator)."""
+    key_source: str = ""
+    """Where the key came from, for an auth error that says what to fix."""
+    key_id: str = field(default="", repr=False)
+    """A non-reversible name for the key: budgets are keyed by it."""
+
+    def segmind_hosts(self) -> frozenset[str]:
+        """The origins the key may be sent to."""
+        return frozenset(_origin(url) for url in (self.base_url, self.storage_url, self.account_url))
+
+
+def _origin(url: str) -> str:
+    parts = urlsplit(url)
+    return f"{parts.scheme}://{parts.netloc}".lower()
+
+
+def normalise_url(value: str | None, port: int | None = None, *, default: str = DEFAULT_BASE_URL) -> str:
+    """Host may be empty (default), bare (https), or a full URL with scheme, port and path."""
+    host = (value or "").strip()
+    if not host:
+        return default
+    if "://" not in host:
+        host = f"https://{host}"
+    parts = urlsplit(host)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise SegmindValidationError(
+            f"Segmind URL must be http(s)://host[:port], got scheme {parts.scheme!r}"
+        )
+    netloc = parts.netloc
+    if port and parts.port is None:
+        netloc = f"{netloc}:{port}"
+    path = re.sub(r"/v[12]/?$", "", parts.path.rstrip("/"))
+    return urlunsplit((parts.scheme, netloc, path, "", "")).rstrip("/")
+
+
+def _number(extras: Mapping[str, Any], name: str, default: float | None, *, integer: bool = False) -> Any:
+    value = extras.get(name)
+    if value is None or (isinstance(value, str) and not value.strip()):
+        return default
+    try:
+        number = int(float(value)) if integer else float(value)
+    except (TypeError, ValueError):
+        raise SegmindValidationError(f"connection extra {name!r} must be a number, got {value!r}") from None
+    if number < 0:
+        raise SegmindValidationError(f"connection extra {name!r} must not be negative, got {value!r}")
+    return number
+
+
+def settings_from(conn: Any | None, conn_id: str, environ: Mapping[str, str]) -> ConnectionSettings:
+    """Connection (or the SEGMIND_API_KEY fallback) to settings; a missing key fails here, before any request."""
+    if conn is None:
+        key = environ.get(ENV_API_KEY, "").strip()
+        if not key:
+            raise SegmindAuthError(
+                f"no Segmind API key: connection {conn_id!r} does not exist and {ENV_API_KEY} is not set"
+            )
+        base_url = normalise_url(environ.get(ENV_BASE_URL))
+        extras: Mapping[str, Any] = {}
+        source = f"{ENV_API_KEY} (there is no connection {conn_id!r})"
+    else:
+        key = (conn.password or "").strip()
+        if not key:
+            raise SegmindAuthError(
+                f"connection {conn_id!r} has no API key (set it as the password / 'API Key')"
+            )
+        base_url = normalise_url(conn.host, conn.port)
+        extras = conn.extra_dejson or {}
+        source = f"connection {conn_id!r}"
+    timeout = _number(extras, "timeout", DEFAULT_TIMEOUT) or DEFAULT_TIMEOUT
+    return ConnectionSettings(
+        base_url=base_url,
+        api_key=key,
+        timeout=timeout,
+        max_retries=_number(extras, "max_retries", DEFAULT_MAX_RETRIES, integer=True),
+        requests_per_minute=_number(extras, "requests_per_minute", None) or None,
+        run_timeout=_number(extras, "run_timeout", max(DEFAULT_RUN_TIMEOUT, timeout)) or DEFAULT_RUN_TIMEOUT,
+        storage_url=normalise_url(extras.get("storage_url"), default=DEFAULT_STORAGE_URL),
+        account_url=normalise_url(extras.get("account_url"), default=DEFAULT_ACCOUNT_URL),
+        time_scale=_number(extras, "time_scale", 1.0) or 1.0,
+        key_source=source,
+        key_id=key_id(key),
+    )
+
+
+def _mask(secret: str) -> None:
+    try:
+        from airflow.sdk.log import mask_secret
+    except ImportError:  # pragma: no cover - older task SDK
+        from airflow.sdk.execution_time.secrets_masker import mask_secret  # type: ignore[no-redef]
+    mask_secret(secret)
+
+
+async def _amask(secret: str) -> None:
+    try:
+        from airflow.sdk.log import amask_secret
+    except ImportError:  # pragma: no cover - Airflow 3.2 has only the sync one
+        _mask(secret)
+        return
+    await amask_secret(secret)
+
+
+def fetch_settings(conn_id: str, environ: Mapping[str, str]) -> ConnectionSettings:
+    """Read the connection the blocking way (workers; never on an event loop) and mask its key."""
+    try:
+        conn = BaseHook.get_connection(conn_id)
+    except AirflowNotFoundException:
+        conn = None
+    settings = settings_from(conn, conn_id, environ)
+    _mask(settings.api_key)
+    return settings
+
+
+async def afetch_settings(conn_id: str, environ: Mapping[str, str]) -> ConnectionSettings:
+    """Read the connection without blocking the loop, and mask its key.
+
+    ``BaseHook.aget_connection`` does not find a connection stored in the metadata database under
+    ``airflow dags test`` although the blocking lookup does: a job already paid for must not fail
+    over that, so a "not found" is asked again the blocking way, in a thread.
+    """
+    try:
+        conn = await BaseHook.aget_connection(conn_id)
+    except AirflowNotFoundException:
+        try:
+            conn = await asyncio.to_thread(BaseHook.get_connection, conn_id)
+        except AirflowNotFoundException:
+            conn = None
+    settings = settings_from(conn, conn_id, environ)
+    await _amask(settings.api_key)
+    return settings

@@ -1,0 +1,154 @@
+"""HTTP answers and transport failures to the exception family (``segmind_provider.exceptions``).
+
+Pure functions: the hook calls them with what it received. Every text that may become an
+exception message passes through :func:`scrub`, so a server echoing the key never leaks it.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+import aiohttp
+import requests
+import urllib3.exceptions
+
+from segmind_provider.events import REASON_KEYS, failure_error
+from segmind_provider.exceptions import (
+    SegmindAuthError,
+    SegmindBadRequestError,
+    SegmindError,
+    SegmindInsufficientCreditsError,
+    SegmindNotFoundError,
+    SegmindRateLimitError,
+    SegmindServerError,
+    SegmindSubmitUncertainError,
+    SegmindTransportError,
+)
+from segmind_provider.hooks.retry import parse_retry_after
+
+__all__ = [
+    "aiohttp_never_sent",
+    "detail_from_body",
+    "error_for",
+    "requests_never_sent",
+    "safe_url",
+    "scrub",
+    "transport_error",
+    "uncertain",
+]
+
+UNCERTAIN_NOTE = (
+    "a job may exist on Segmind (and be billed), so the submit was NOT retried and Airflow's "
+    "retries are skipped; check the usage history in the Segmind console, then clear the task "
+    "to submit again if no job was made"
+)
+
+
+def scrub(text: str, secret: str | None) -> str:
+    """Remove the key from any text that may become an exception message (servers sometimes echo it)."""
+    if secret and secret in text:
+        return text.replace(secret, "***")
+    return text
+
+
+def safe_url(url: str) -> str:
+    """A URL for messages: no query string or credentials (signed media URLs carry tokens)."""
+    parts = urlsplit(url)
+    host = parts.hostname or ""
+    if parts.port:
+        host = f"{host}:{parts.port}"
+    return urlunsplit((parts.scheme, host, parts.path, "", ""))
+
+
+def detail_from_body(body: bytes, secret: str | None) -> tuple[str, Any]:
+    """The error detail (``error`` / ``detail`` / ``message``) and the parsed JSON, or a readable snippet."""
+    text = body.decode("utf-8", errors="replace")
+    try:
+        data = json.loads(text) if text.strip() else None
+    except ValueError:
+        data = None
+    if isinstance(data, dict):
+        value: Any = next((data[key] for key in REASON_KEYS if data.get(key)), None)
+        if value is not None:
+            detail = value if isinstance(value, str) else json.dumps(value)[:500]
+            return scrub(detail, secret), data
+    snippet = " ".join(text.split())[:200] or "(empty body)"
+    if data is not None:
+        return scrub(f"answer without error detail: {snippet}", secret), data
+    return scrub(snippet, secret), None
+
+
+def error_for(
+    status: int,
+    headers: Mapping[str, str],
+    body: bytes,
+    *,
+    secret: str | None,
+    request_id: str | None,
+    key_source: str = "",
+) -> SegmindError:
+    """Map an HTTP answer to the exception family (docs/architecture.md's table)."""
+    detail, data = detail_from_body(body, secret)
+    if isinstance(data, dict) and isinstance(data.get("request_id"), str):
+        request_id = request_id or data["request_id"]
+    kwargs: dict[str, Any] = {"status_code": status, "request_id": request_id}
+    if 300 <= status < 400:
+        location = headers.get("Location") or ""
+        target = safe_url(location) if location else "(no Location)"
+        return SegmindError(
+            f"unexpected redirect to {target}; not followed so the API key is never sent elsewhere", **kwargs
+        )
+    if status == 400:
+        return SegmindBadRequestError(detail, **kwargs)
+    if status in (401, 403):
+        hint = f" (check the API key of {key_source})" if key_source else ""
+        return SegmindAuthError(detail + hint, **kwargs)
+    if status == 404:
+        return SegmindNotFoundError(detail, **kwargs)
+    if status == 406:
+        return SegmindInsufficientCreditsError(detail, **kwargs)
+    if status == 422:
+        return failure_error(request_id, detail, status_code=status)
+    retry_after = parse_retry_after(headers.get("Retry-After"))
+    if status == 429:
+        return SegmindRateLimitError(detail, retry_after=retry_after, **kwargs)
+    if status >= 500:
+        return SegmindServerError(detail, retry_after=retry_after, **kwargs)
+    return SegmindError(detail, **kwargs)
+
+
+def uncertain(what: str, exc: SegmindError) -> SegmindSubmitUncertainError:
+    """A submit whose outcome is unknown: the job may exist and be billed."""
+    return SegmindSubmitUncertainError(
+        f"{what}: {exc.detail}; {UNCERTAIN_NOTE}", status_code=exc.status_code, request_id=exc.request_id
+    )
+
+
+def requests_never_sent(exc: requests.RequestException) -> bool:
+    """True only when requests/urllib3 failed to open the connection, so nothing reached the server."""
+    if isinstance(exc, requests.ConnectTimeout):
+        return True
+    if isinstance(exc, requests.ConnectionError) and not isinstance(exc, requests.exceptions.SSLError):
+        reason = exc.args[0] if exc.args else None
+        reason = getattr(reason, "reason", reason)
+        return isinstance(
+            reason, (urllib3.exceptions.NewConnectionError, urllib3.exceptions.ConnectTimeoutError)
+        )
+    return False
+
+
+def aiohttp_never_sent(exc: BaseException) -> bool:
+    """The aiohttp twin of :func:`requests_never_sent`."""
+    connect_timeout = getattr(aiohttp, "ConnectionTimeoutError", None)
+    if connect_timeout is not None and isinstance(exc, connect_timeout):
+        return True
+    return isinstance(exc, aiohttp.ClientConnectorError)
+
+
+def transport_error(what: str, exc: BaseException, *, never_sent: bool) -> SegmindTransportError:
+    """Wrap a connection or read failure, remembering whether the request may have left."""
+    message = " ".join(str(exc).split())[:300] or type(exc).__name__
+    return SegmindTransportError(f"{what} failed: {type(exc).__name__}: {message}", maybe_sent=not never_sent)

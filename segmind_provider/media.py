@@ -1,0 +1,162 @@
+"""Media formats: what a file is from its first bytes, its extensions, and whether an image decodes.
+
+Shared by ``inputs`` (files going to Segmind) and ``outputs`` (files coming back).
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import mimetypes
+import re
+from pathlib import Path
+from urllib.parse import unquote_to_bytes
+
+from segmind_provider.exceptions import SegmindOutputError
+
+__all__ = [
+    "EXTENSIONS",
+    "KIND_OF_EXTENSION",
+    "MEDIA_TYPES",
+    "SNIFF_BYTES",
+    "check_size",
+    "data_url",
+    "decode_base64",
+    "decode_data_uri",
+    "decode_problem",
+    "extension_for",
+    "normalize_format",
+    "sniff_format",
+]
+
+SNIFF_BYTES = 16
+DECODABLE = frozenset({"png", "jpeg", "webp", "gif"})
+"""Image kinds decoded in full (Pillow) before they are stored: valid magic bytes are not enough."""
+EXTENSIONS: dict[str, str] = {
+    "png": ".png",
+    "jpeg": ".jpg",
+    "webp": ".webp",
+    "gif": ".gif",
+    "mp4": ".mp4",
+    "webm": ".webm",
+    "mp3": ".mp3",
+    "wav": ".wav",
+}
+KIND_OF_EXTENSION: dict[str, str] = {
+    ".png": "png",
+    ".jpg": "jpeg",
+    ".jpeg": "jpeg",
+    ".jpe": "jpeg",
+    ".webp": "webp",
+    ".gif": "gif",
+    ".mp4": "mp4",
+    ".m4v": "mp4",
+    ".webm": "webm",
+    ".mp3": "mp3",
+    ".wav": "wav",
+}
+MEDIA_TYPES: dict[str, str] = {
+    "png": "image/png",
+    "jpeg": "image/jpeg",
+    "webp": "image/webp",
+    "gif": "image/gif",
+    "mp4": "video/mp4",
+    "webm": "video/webm",
+    "mp3": "audio/mpeg",
+    "wav": "audio/wav",
+}
+
+
+def normalize_format(name: str | None) -> str | None:
+    """Canonical kind for a format or extension name: "jpg", "JPEG", ".jpg" -> "jpeg"."""
+    if not name:
+        return None
+    key = name.strip().lower().lstrip(".")
+    return "jpeg" if key in ("jpg", "jpe", "jpeg") else key
+
+
+def sniff_format(head: bytes) -> str | None:
+    """The kind of file from its first bytes (png, jpeg, webp, gif, mp4, webm, mp3, wav) or None."""
+    if head.startswith(b"\x89PNG\r\n\x1a\n"):
+        return "png"
+    if head.startswith(b"\xff\xd8\xff"):
+        return "jpeg"
+    if head[:4] == b"RIFF" and head[8:12] == b"WEBP":
+        return "webp"
+    if head[:4] == b"RIFF" and head[8:12] == b"WAVE":
+        return "wav"
+    if head.startswith((b"GIF87a", b"GIF89a")):
+        return "gif"
+    if head[4:8] == b"ftyp":
+        return "mp4"
+    if head.startswith(b"\x1a\x45\xdf\xa3"):
+        return "webm"
+    if head.startswith(b"ID3") or (len(head) > 1 and head[0] == 0xFF and head[1] & 0xE0 == 0xE0):
+        return "mp3"
+    return None
+
+
+def extension_for(kind: str | None, content_type: str) -> str:
+    if kind in EXTENSIONS:
+        return EXTENSIONS[kind]
+    guessed = mimetypes.guess_extension(content_type.split(";")[0].strip()) if content_type else None
+    return guessed or ".bin"
+
+
+def decode_problem(path: Path, kind: str | None) -> str | None:
+    """Why an image file does not decode in full, or None when it does (or is not an image)."""
+    if kind not in DECODABLE:
+        return None
+    from PIL import Image
+
+    try:
+        with Image.open(path) as image:
+            image.load()
+    except Exception as exc:  # Pillow raises OSError, SyntaxError, ValueError... for broken data
+        return f"{type(exc).__name__}: {exc}"
+    return None
+
+
+_BASE64_ALPHABET = re.compile(r"[A-Za-z0-9+/=_-]+")
+
+
+def check_size(size: int, max_bytes: int) -> None:
+    """Refuse an output over the cap."""
+    if size > max_bytes:
+        raise SegmindOutputError(f"the output is larger than the cap of {max_bytes} bytes")
+
+
+def data_url(data: bytes, media_type: str) -> str:
+    """``data:<type>;base64,...``: how Segmind's storage takes an upload."""
+    return f"data:{media_type};base64,{base64.b64encode(data).decode('ascii')}"
+
+
+def decode_data_uri(text: str, max_bytes: int) -> tuple[bytes, str]:
+    """The bytes and media type of a ``data:`` URI (base64 or percent-encoded)."""
+    header, sep, body = text[5:].partition(",")
+    if not sep:
+        raise SegmindOutputError("malformed data: URI (no comma)")
+    params = header.split(";")
+    content_type = params[0] or "text/plain"
+    if "base64" in (p.strip().lower() for p in params[1:]):
+        return decode_base64(body, max_bytes), content_type
+    data = unquote_to_bytes(body)
+    check_size(len(data), max_bytes)
+    return data, content_type
+
+
+def decode_base64(text: str, max_bytes: int) -> bytes:
+    """Raw base64 (standard or URL-safe, padding optional), size-checked before decoding."""
+    compact = "".join(text.split())
+    if not compact or not _BASE64_ALPHABET.fullmatch(compact):
+        preview = text if len(text) <= 60 else text[:57] + "..."
+        raise SegmindOutputError(f"the output {preview!r} is neither an http(s) URL, a data: URI nor base64")
+    unpadded = compact.rstrip("=")
+    check_size(len(unpadded) * 3 // 4, max_bytes)  # the exact decoded size, checked before decoding
+    padded = unpadded + "=" * (-len(unpadded) % 4)
+    try:
+        if "-" in padded or "_" in padded:
+            return base64.urlsafe_b64decode(padded)
+        return base64.b64decode(padded, validate=True)
+    except (binascii.Error, ValueError) as exc:
+        raise SegmindOutputError(f"the output is not valid base64: {exc}") from None
