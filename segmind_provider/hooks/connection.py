@@ -16,7 +16,7 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import quote, urlsplit, urlunsplit
 
 from airflow.sdk import BaseHook
 
@@ -38,6 +38,7 @@ __all__ = [
     "afetch_settings",
     "fetch_settings",
     "normalise_url",
+    "path_segment",
     "settings_from",
 ]
 
@@ -192,3 +193,10 @@ async def afetch_settings(conn_id: str, environ: Mapping[str, str]) -> Connectio
     settings = settings_from(conn, conn_id, environ)
     await _amask(settings.api_key)
     return settings
+
+
+def path_segment(value: str, name: str) -> str:
+    """A single, escaped path segment: ids and model names can never reshape the URL."""
+    if not isinstance(value, str) or not value.strip():
+        raise SegmindValidationError(f"{name} must be a non-empty string, got {value!r}")
+    return quote(value.strip(), safe="")

@@ -15,7 +15,6 @@ import json
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import IO, Any, Literal
-from urllib.parse import quote
 
 import aiohttp
 import requests
@@ -29,12 +28,11 @@ from segmind_provider.exceptions import (
     SegmindNotFoundError,
     SegmindRateLimitError,
     SegmindServerError,
-    SegmindValidationError,
 )
-from segmind_provider.hooks import errors, retry
+from segmind_provider.hooks import account, errors, retry
 from segmind_provider.hooks.budget import Priority
 from segmind_provider.hooks.client import USER_AGENT
-from segmind_provider.hooks.connection import DEFAULT_TIMEOUT, ConnectionSettings
+from segmind_provider.hooks.connection import DEFAULT_TIMEOUT, ConnectionSettings, path_segment
 from segmind_provider.hooks.download import CONNECT_TIMEOUT_CAP, download_to
 from segmind_provider.runtime import process_state
 
@@ -54,13 +52,6 @@ class SyncRunResult:
     content: bytes | None
     content_type: str
     json: Any | None
-
-
-def _segment(value: str, name: str) -> str:
-    """A single, escaped path segment: ids and model names can never reshape the URL."""
-    if not isinstance(value, str) or not value.strip():
-        raise SegmindValidationError(f"{name} must be a non-empty string, got {value!r}")
-    return quote(value.strip(), safe="")
 
 
 def _base(settings: ConnectionSettings, host: Host) -> str:
@@ -238,7 +229,7 @@ class SegmindHook(BaseHook):
 
     def run(self, model: str, payload: Mapping[str, Any]) -> SyncRunResult:
         """``POST /v1/{model}``: the media bytes and content type, or the JSON for non-media models."""
-        path = f"/v1/{_segment(model, 'model')}"
+        path = f"/v1/{path_segment(model, 'model')}"
         settings = self.get_settings()
         timeout = (min(CONNECT_TIMEOUT_CAP, settings.timeout), settings.run_timeout)
 
@@ -256,7 +247,7 @@ class SegmindHook(BaseHook):
 
     def submit(self, model: str, payload: Mapping[str, Any]) -> dict[str, Any]:
         """``POST /v2/{model}``; retried only when the request surely did not start a job."""
-        path = f"/v2/{_segment(model, 'model')}"
+        path = f"/v2/{path_segment(model, 'model')}"
         settings = self.get_settings()
 
         def attempt() -> dict[str, Any]:
@@ -271,7 +262,7 @@ class SegmindHook(BaseHook):
 
     def get_status(self, request_id: str) -> dict[str, Any]:
         """``GET /v2/requests/{id}/status``; a FAILED answer (422) is returned, not raised."""
-        path = f"/v2/requests/{_segment(request_id, 'request_id')}/status"
+        path = f"/v2/requests/{path_segment(request_id, 'request_id')}/status"
         settings = self.get_settings()
 
         def attempt() -> dict[str, Any]:
@@ -284,7 +275,7 @@ class SegmindHook(BaseHook):
 
     def get_result(self, request_id: str) -> dict[str, Any]:
         """``GET /v2/requests/{id}``; a FAILED job raises SegmindRequestFailedError / SegmindContentBlockedError."""
-        path = f"/v2/requests/{_segment(request_id, 'request_id')}"
+        path = f"/v2/requests/{path_segment(request_id, 'request_id')}"
         answer = self._get(path, priority=Priority.RESULT, request_id=request_id)
         return self._result_answer(answer, request_id, self.get_settings())
 
@@ -333,6 +324,18 @@ class SegmindHook(BaseHook):
             max_retries=settings.max_retries if settings else retry.DEFAULT_MAX_RETRIES,
             sleep=process_state().sleep,
         )
+
+    def upload(self, data: bytes, content_type: str) -> str:
+        """Store an input file on Segmind's storage host; returns its persistent URL (``hooks.account``)."""
+        return account.upload(self, data, content_type)
+
+    def request_history(self, **filters: Any) -> list[dict[str, Any]]:
+        """One page of the key's own requests, newest first (``hooks.account.request_history``)."""
+        return account.request_history(self, **filters)
+
+    def get_request(self, request_id: str) -> dict[str, Any]:
+        """One of the key's own requests from the account API (cost, inputs, status), any age."""
+        return account.get_request(self, request_id)
 
     def close(self) -> None:
         """Close this hook's sync sessions (the async ones are shared per loop)."""
@@ -406,7 +409,7 @@ class SegmindHook(BaseHook):
 
     async def aget_status(self, request_id: str) -> dict[str, Any]:
         """Async :meth:`get_status`: FAILED (422) is returned, not raised."""
-        path = f"/v2/requests/{_segment(request_id, 'request_id')}/status"
+        path = f"/v2/requests/{path_segment(request_id, 'request_id')}/status"
         status, body = await self._aget(
             path, priority=Priority.POLL, request_id=request_id, accept_failed=True
         )
@@ -414,7 +417,7 @@ class SegmindHook(BaseHook):
 
     async def aget_result(self, request_id: str) -> dict[str, Any]:
         """Async :meth:`get_result`: FAILED raises SegmindRequestFailedError / SegmindContentBlockedError."""
-        path = f"/v2/requests/{_segment(request_id, 'request_id')}"
+        path = f"/v2/requests/{path_segment(request_id, 'request_id')}"
         _, body = await self._aget(path, priority=Priority.RESULT, request_id=request_id)
         settings = await self.aget_settings()
         return self._result_answer(

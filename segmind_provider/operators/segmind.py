@@ -9,8 +9,6 @@ try that died or timed out never pays for a second generation.
 
 from __future__ import annotations
 
-import hashlib
-import json
 import time
 from collections.abc import Sequence
 from datetime import timedelta
@@ -20,7 +18,8 @@ from typing import TYPE_CHECKING, Any, ClassVar
 from airflow.sdk import Asset, BaseOperator, BaseOperatorLink
 
 from segmind_provider.events import failure_reason, make_event, raise_for_event
-from segmind_provider.exceptions import SegmindError, SegmindNotFoundError
+from segmind_provider.exceptions import SegmindError
+from segmind_provider.operators.durable import STATE_STORE_KEY, RequestJournal
 from segmind_provider.outputs import DEFAULT_MAX_BYTES
 from segmind_provider.triggers.polling import DEFAULT_POLL_INTERVAL
 from segmind_provider.triggers.segmind import SegmindRequestTrigger
@@ -39,12 +38,9 @@ if TYPE_CHECKING:
 
 __all__ = ["STATE_STORE_KEY", "SegmindOperator", "SegmindOutputLink"]
 
-#: The ``task_state_store`` key holding the live request across tries. Renaming it breaks in-flight retries.
-STATE_STORE_KEY = "segmind_request"
 #: Extra time given to a deferral beyond the trigger's own deadline, so the trigger's timeout event
 #: (which names the request id) arrives before Airflow's blunt TaskDeferralTimeout.
 DEFER_GRACE_SECONDS = 60.0
-_ACTIVE = ("QUEUED", "PROCESSING")
 
 
 def _is_http(value: Any) -> bool:
@@ -171,7 +167,9 @@ class SegmindOperator(BaseOperator):
             check_path_format(self.output_path, self._expected_format())
         if self.mode == "sync":
             return self._run_sync(context, payload)
-        request_id, submitted_at, answer = self._attach_or_submit(context, payload)
+        store = context.get("task_state_store") if self.durable else None  # Airflow 3.3+
+        journal = RequestJournal(self.hook, self.model, store, self.log)
+        request_id, submitted_at, answer = journal.attach_or_submit(payload)
         context["ti"].xcom_push(key="request_id", value=request_id)
         event = self._terminal_event(request_id, answer)
         if event is not None:
@@ -223,76 +221,6 @@ class SegmindOperator(BaseOperator):
         from segmind_provider.schemas import validate_payload
 
         return validate_payload(self.model, self.payload)
-
-    def _fingerprint(self, payload: dict[str, Any]) -> str:
-        """Identify what was asked, so a retry only re-attaches to a request for the same payload."""
-        text = json.dumps({"model": self.model, "payload": payload}, sort_keys=True, default=str)
-        return hashlib.sha256(text.encode()).hexdigest()
-
-    def _state_store(self, context: Context) -> Any:
-        if not self.durable:
-            return None
-        store = context.get("task_state_store")  # Airflow 3.3+
-        if store is None:
-            self.log.debug("No task_state_store (Airflow < 3.3): a retry cannot re-attach")
-        return store
-
-    def _attach_or_submit(
-        self, context: Context, payload: dict[str, Any]
-    ) -> tuple[str, float, dict[str, Any]]:
-        """Re-attach to the request a previous try left running or finished, else submit a new one."""
-        store = self._state_store(context)
-        fingerprint = self._fingerprint(payload)
-        saved = store.get(STATE_STORE_KEY) if store is not None else None
-        if isinstance(saved, dict) and saved.get("request_id"):
-            reused = self._reuse(saved, fingerprint)
-            if reused is not None:
-                return reused
-        answer = self.hook.submit(self.model, payload)
-        # Stamped on the answer, not before the call: the submit may wait for the key's budget first,
-        # and the poll schedule must be anchored on when Segmind got the job.
-        submitted_at = time.time()
-        request_id = str(answer["request_id"])
-        self.log.info("Submitted Segmind request %s (model %s)", request_id, self.model)
-        if store is not None:
-            record = {
-                "request_id": request_id,
-                "model": self.model,
-                "submitted_at": submitted_at,
-                "fingerprint": fingerprint,
-            }
-            try:
-                store.set(STATE_STORE_KEY, record)
-            except Exception:
-                # The job is paid for: failing this try over the bookkeeping would make the retry pay again.
-                self.log.warning(
-                    "Could not remember Segmind request %s in task_state_store; waiting for it anyway, "
-                    "but a retry of this task would submit again",
-                    request_id,
-                    exc_info=True,
-                )
-        return request_id, submitted_at, answer
-
-    def _reuse(self, saved: dict[str, Any], fingerprint: str) -> tuple[str, float, dict[str, Any]] | None:
-        request_id = str(saved["request_id"])
-        if saved.get("fingerprint") != fingerprint:
-            self.log.info("Stored request %s was for another payload; submitting fresh", request_id)
-            return None
-        try:
-            answer = self.hook.get_status(request_id)
-        except SegmindNotFoundError:
-            self.log.info("Stored request %s is gone (expired or unknown); submitting fresh", request_id)
-            return None
-        status = str(answer.get("status") or "").upper()
-        submitted_at = float(saved.get("submitted_at") or time.time())
-        if status in _ACTIVE:
-            self.log.info("Re-attaching to Segmind request %s (%s); not submitting again", request_id, status)
-            return request_id, submitted_at, answer
-        if status == "COMPLETED":
-            self.log.info("Segmind request %s already completed; fetching it without submitting", request_id)
-            return request_id, submitted_at, answer
-        self.log.info("Stored request %s ended %s; submitting fresh", request_id, status or "unknown")
-        return None
 
     @staticmethod
     def _terminal_event(request_id: str, answer: dict[str, Any]) -> dict[str, Any] | None:
