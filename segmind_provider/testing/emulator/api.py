@@ -16,7 +16,7 @@ from .inputs import resolve_sources
 from .models import ModelSpec
 from .recipes import make_recipe
 from .render import content_type
-from .responses import error, json_response, read_object, server_of
+from .responses import error, json_response, log_detail, read_object, server_of
 from .state import Job, job_status
 from .validation import ParamError, validate
 from .video import VideoUnavailableError
@@ -66,7 +66,7 @@ async def _accept(request: web.Request) -> tuple[ModelSpec, Job] | web.Response:
         key_hash=state.key_hash(key),
         cost=0.0 if reason else cost,
     )
-    request["log_detail"] = {"request_id": request_id, "model": spec.name}
+    log_detail(request_id=request_id, model=spec.name)
     return spec, job
 
 

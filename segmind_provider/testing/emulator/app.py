@@ -25,7 +25,7 @@ from .faults import FaultRule, Fired
 from .models import ModelSpec
 from .recipes import Recipe, Source, render_recipe, text_output
 from .render import RenderCache
-from .responses import error, not_found
+from .responses import SERVER_KEY, Call, begin_call, error, not_found
 from .state import EmulatorState, retry_after_header
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -64,7 +64,7 @@ class EmulatorServer:
     # -- wiring ----------------------------------------------------------------------
     def build_api_app(self) -> web.Application:
         app = web.Application(client_max_size=256 * 1024 * 1024)
-        app["server"] = self
+        app[SERVER_KEY] = self
         api.add_routes(app, self)
         storage.add_routes(app, self, STORAGE_PREFIX)
         account.add_routes(app, self, ACCOUNT_PREFIX)
@@ -74,7 +74,7 @@ class EmulatorServer:
 
     def build_media_app(self) -> web.Application:
         app = web.Application()
-        app["server"] = self
+        app[SERVER_KEY] = self
         app.router.add_get("/media/assets/{name}", self.gate("media", storage.asset, auth=False))
         app.router.add_get("/media/{name}", self.gate("media", api.media, auth=False))
         app.router.add_route("*", "/{tail:.*}", not_found)
@@ -143,33 +143,32 @@ class EmulatorServer:
 
         async def gate(request: web.Request) -> web.StreamResponse:
             key = request.headers.get("x-api-key")
-            request["endpoint"] = endpoint
+            call = begin_call(endpoint, bool(key))
             status = 0
             try:
                 fired = state.faults.roll(endpoint)
-                response = await self._gated(request, handler, fired, key if auth else None, auth)
+                response = await self._gated(request, handler, fired, call, auth)
                 status = 0 if response.status == DROPPED else response.status
                 return response
             except web.HTTPException as exc:
                 status = exc.status
                 raise
             finally:
-                if not request.get("logged"):
-                    state.record(
-                        request.method, request.path, endpoint, status, bool(key), request.get("log_detail")
-                    )
+                if not call.logged:
+                    state.record(request.method, request.path, endpoint, status, bool(key), call.detail)
 
         return gate
 
     async def _gated(
-        self, request: web.Request, handler: Handler, fired: Fired | None, key: str | None, auth: bool
+        self, request: web.Request, handler: Handler, fired: Fired | None, call: Call, auth: bool
     ) -> web.StreamResponse:
         state = self.state
+        key = request.headers.get("x-api-key")
         if fired is not None:
             if fired.delay_before:
                 await asyncio.sleep(fired.delay_before)
             if fired.before is not None:
-                return await self._apply(request, fired.before)
+                return await self._apply(request, fired.before, call)
         if auth:
             if not key:
                 return error(401, "Unauthorized: missing x-api-key header")
@@ -185,17 +184,16 @@ class EmulatorServer:
             if fired.delay_after:
                 await asyncio.sleep(fired.delay_after)
             if fired.after is not None:
-                return await self._apply(request, fired.after)
+                return await self._apply(request, fired.after, call)
             if fired.body is not None and isinstance(response, web.Response):
                 return mangle(request, response, fired.body)
         return response
 
-    async def _apply(self, request: web.Request, rule: FaultRule) -> web.Response:
+    async def _apply(self, request: web.Request, rule: FaultRule, call: Call) -> web.Response:
         if rule.kind == "hang":
             # Logged now, not when the connection finally closes: the client gave up long before.
-            key_present = bool(request.headers.get("x-api-key"))
-            self.state.record(request.method, request.path, request["endpoint"], 0, key_present)
-            request["logged"] = True
+            self.state.record(request.method, request.path, call.endpoint, 0, call.key_present, call.detail)
+            call.logged = True
             await asyncio.sleep(rule.hold)
         if rule.kind in ("drop", "hang"):
             if request.transport is not None:

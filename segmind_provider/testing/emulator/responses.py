@@ -3,12 +3,43 @@
 from __future__ import annotations
 
 import json
+from contextvars import ContextVar
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
 if TYPE_CHECKING:
     from .app import EmulatorServer
+
+SERVER_KEY: web.AppKey[EmulatorServer] = web.AppKey("segmind_emulator_server")
+
+
+@dataclass
+class Call:
+    """The call being served: what the gate logs once the handler is done."""
+
+    endpoint: str
+    key_present: bool
+    detail: dict[str, Any] = field(default_factory=dict)
+    logged: bool = False
+
+
+_CALL: ContextVar[Call | None] = ContextVar("segmind_emulator_call", default=None)
+
+
+def begin_call(endpoint: str, key_present: bool) -> Call:
+    call = Call(endpoint, key_present)
+    _CALL.set(call)
+    return call
+
+
+def log_detail(**detail: Any) -> None:
+    """Add fields to this call's log entry (an upload's files, a submit's request id)."""
+    call = _CALL.get()
+    if call is not None:
+        call.detail.update(detail)
+
 
 _dumps = json.JSONEncoder(separators=(",", ":")).encode
 
@@ -34,7 +65,7 @@ async def read_object(request: web.Request) -> dict[str, Any] | web.Response:
 
 
 def server_of(request: web.Request) -> EmulatorServer:
-    return request.config_dict["server"]  # type: ignore[no-any-return]
+    return request.config_dict[SERVER_KEY]
 
 
 async def not_found(request: web.Request) -> web.StreamResponse:

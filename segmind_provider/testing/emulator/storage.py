@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 from aiohttp import web
 
 from .inputs import check_media
-from .responses import error, json_response, read_object, server_of
+from .responses import error, json_response, log_detail, read_object, server_of
 from .validation import ParamError, decode_base64
 
 if TYPE_CHECKING:
@@ -79,7 +79,7 @@ async def upload(request: web.Request) -> web.StreamResponse:
         url = f"{base}/media/assets/{asset_id}.{asset.ext}"
         urls.append(url)
         logged.append({"sha256": asset.sha256, "size": len(data), "content_type": content_type, "url": url})
-    request["log_detail"] = {"files": logged}
+    log_detail(files=logged)
     return json_response({"file_urls": urls, "message": f"{len(urls)} file(s) uploaded successfully"})
 
 
