@@ -223,7 +223,7 @@ class SegmindOperator(BaseOperator):
         """Validate before spending: a bad payload raises before any HTTP call."""
         if not self.validate:
             return dict(self.payload)
-        from segmind_provider.schemas import validate_payload
+        from segmind_provider.catalog import validate_payload
 
         return validate_payload(self.model, self.payload)
 
@@ -379,7 +379,7 @@ class SegmindOperator(BaseOperator):
         return self.segmind_result
 
     def _expected_format(self) -> str | None:
-        from segmind_provider.schemas import expected_output_format
+        from segmind_provider.catalog import expected_output_format
 
         return expected_output_format(self.model, self.payload)
 
