@@ -162,9 +162,9 @@ class SegmindOperator(BaseOperator):
     def execute(self, context: Context) -> dict[str, Any]:
         payload = self._checked_payload()
         if self.output_path:
-            from segmind_provider.outputs import check_path_format
+            from segmind_provider.destination import check_output_path
 
-            check_path_format(self.output_path, self._expected_format())
+            check_output_path(self.output_path, self._expected_format(), self.output_conn_id)
         if self.mode == "sync":
             return self._run_sync(context, payload)
         journal = RequestJournal.for_task(self.hook, self.model, context, self.log, durable=self.durable)
