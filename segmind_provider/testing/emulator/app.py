@@ -250,8 +250,11 @@ def mangle(request: web.Request, response: web.Response, rule: FaultRule) -> web
 
 
 def corrupt(body: bytes) -> bytes:
-    """Same length, same leading bytes (PNG: signature and IHDR chunk, others: 16 bytes), garbage after."""
-    keep = 33 if body.startswith(b"\x89PNG\r\n\x1a\n") else 16
+    """Same length, same leading bytes, garbage after. A PNG keeps its signature and every chunk up
+    to the image data (so it opens and shows its size), then its pixels are noise that does not
+    decode; other formats keep their first 16 bytes (their magic)."""
+    idat = body.find(b"IDAT") if body.startswith(b"\x89PNG\r\n\x1a\n") else -1
+    keep = idat + 6 if idat > 0 else 16  # the chunk type and the zlib header stay
     return body[:keep] + random.Random(len(body)).randbytes(max(0, len(body) - keep))
 
 
