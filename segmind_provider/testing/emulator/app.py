@@ -20,7 +20,7 @@ from aiohttp import web
 
 from . import account, admin, api, storage
 from .config import EmulatorConfig
-from .control import ACCOUNT_PREFIX, STORAGE_PREFIX
+from .control import ACCOUNT_PREFIX, STORAGE_PREFIX, service_urls
 from .faults import FaultRule, Fired
 from .models import ModelSpec
 from .recipes import Recipe, Source, render_recipe, text_output
@@ -120,21 +120,9 @@ class EmulatorServer:
     def media_url(self) -> str:
         return f"http://{host_for_url(self.client_host)}:{self.media_port}"
 
-    @property
-    def storage_url(self) -> str:
-        return self.base_url + STORAGE_PREFIX
-
-    @property
-    def account_url(self) -> str:
-        return self.base_url + ACCOUNT_PREFIX
-
     def addresses(self) -> dict[str, str]:
-        return {
-            "base_url": self.base_url,
-            "media_url": self.media_url,
-            "storage_url": self.storage_url,
-            "account_url": self.account_url,
-        }
+        """API, media, storage and account base URLs (the last two are path prefixes on the API port)."""
+        return {"base_url": self.base_url, "media_url": self.media_url, **service_urls(self.base_url)}
 
     # -- the gate every call passes --------------------------------------------------
     def gate(self, endpoint: str, handler: Handler, *, auth: bool = True) -> Handler:
@@ -143,7 +131,7 @@ class EmulatorServer:
 
         async def gate(request: web.Request) -> web.StreamResponse:
             key = request.headers.get("x-api-key")
-            call = begin_call(endpoint, bool(key))
+            call = begin_call(self, endpoint, bool(key))
             status = 0
             try:
                 fired = state.faults.roll(endpoint)
