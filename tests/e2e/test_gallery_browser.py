@@ -71,6 +71,15 @@ def _chromium() -> str | None:
     return "/usr/bin/chromium" if Path("/usr/bin/chromium").exists() else None
 
 
+def finished(hook: Any, request_id: str, timeout: float = 60.0) -> dict[str, Any]:
+    """The result of a request once it is done (FAILED raises), polling its status every 50 ms."""
+    deadline = time.monotonic() + timeout
+    while hook.get_status(request_id)["status"] not in ("COMPLETED", "FAILED"):
+        assert time.monotonic() < deadline, f"{request_id} not done after {timeout} s"
+        time.sleep(0.05)
+    return dict(hook.get_result(request_id))
+
+
 def build_gallery(root: Path) -> Path:
     """A run's published folder, made by the same functions the DAG's render and publish tasks call,
     from images the emulator generated through the provider's hook (one product is content-blocked)."""
@@ -85,7 +94,7 @@ def build_gallery(root: Path) -> Path:
     records = []
     for job, request_id in zip(jobs, submitted, strict=True):
         try:
-            result = hook.wait(request_id, timeout=60, poll_interval=0.05)
+            result = finished(hook, request_id)
         except SegmindError as exc:
             records.append(
                 publishing.product_record(job, status="failed", request_id=request_id, error=str(exc))
