@@ -22,19 +22,19 @@ import re
 import secrets
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
 import time
 import urllib.request
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import psutil
 import psycopg2
+from processes import free_port, kill_tree, wait_until
 
 from segmind_provider.testing.emulator.runner import SegmindEmulator
 
@@ -45,35 +45,6 @@ DB_NAME = "airflow"
 DB_USER = "airflow"
 WORKERS = ("worker-1", "worker-2")
 TRIGGERERS = ("triggerer-1", "triggerer-2")
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def wait_until(check: Callable[[], Any], timeout: float, what: str, interval: float = 0.25) -> Any:
-    """Poll ``check`` until it returns something truthy; fail naming ``what`` at the deadline."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = check()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
-        time.sleep(interval)
-
-
-def kill_tree(pid: int) -> None:
-    """SIGKILL a process group and every group its descendants made (task processes, log servers)."""
-    try:
-        groups = {os.getpgid(p.pid) for p in psutil.Process(pid).children(recursive=True)}
-    except (psutil.Error, ProcessLookupError):
-        groups = set()
-    for group in (pid, *groups):
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(group, signal.SIGKILL)
 
 
 JWT = "AIRFLOW__API_AUTH__JWT_SECRET"
@@ -240,8 +211,8 @@ class Stack:
         # The Segmind connection lives in the environment of the components that run the provider's
         # code. Looked up in the metadata database instead, a triggerer's first lookup builds Airflow's
         # in-process execution API, which held its heartbeat back 23-37 s here (docs/scaling.md).
-        connection = {"conn_type": "segmind", "host": self.emulator.base_url, "password": self.api_key}
-        segmind = {"AIRFLOW_CONN_SEGMIND_DEFAULT": json.dumps(connection)}
+        # The emulator's own connection: its URLs, this key, and its time scale for the poll schedule.
+        segmind = {"AIRFLOW_CONN_SEGMIND_DEFAULT": self.emulator.connection_json(self.api_key)}
         # Only the api-server (checks tokens) and the scheduler (signs them) hold the JWT secret; the
         # workers reach neither the metadata database nor the Fernet key: each gets a decoy instead.
         # The triggerers start one after the other: the order of their job ids maps jobs to processes.

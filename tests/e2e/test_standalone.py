@@ -23,7 +23,6 @@ import os
 import re
 import secrets
 import signal
-import socket
 import sqlite3
 import subprocess
 import sys
@@ -36,6 +35,7 @@ from typing import IO, Any
 
 import pytest
 from PIL import Image
+from processes import free_port, wait_until
 
 REPO = Path(__file__).resolve().parents[2]
 DAGS = REPO / "dags"
@@ -59,27 +59,9 @@ READY_PREFIX = "SEGMIND_EMULATOR_READY "
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(600)]
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 def _catalog_ids() -> list[str]:
     catalog = json.loads((DAGS / "data" / "campaign_catalog.json").read_text())
     return [str(p["id"]) for p in catalog["products"]]
-
-
-def wait_until(check: Callable[[], Any], timeout: float, what: str, interval: float = 0.3) -> Any:
-    """Poll ``check`` until it returns something truthy; fail with ``what`` at the deadline."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = check()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
-        time.sleep(interval)
 
 
 @dataclass
@@ -88,7 +70,7 @@ class Deployment:
 
     home: Path
     output: Path
-    api_port: int = field(default_factory=_free_port)
+    api_port: int = field(default_factory=free_port)
     procs: dict[str, subprocess.Popen[Any]] = field(default_factory=dict)
     retired: list[subprocess.Popen[Any]] = field(default_factory=list)
     logs: dict[str, Path] = field(default_factory=dict)

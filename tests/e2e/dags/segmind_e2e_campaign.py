@@ -28,8 +28,6 @@ from airflow.sdk import DAG, Param, task
 from segmind_provider.operators.segmind import SegmindOperator
 
 OUT = os.environ.get("SEGMIND_E2E_OUTPUT", "/tmp/segmind-e2e")
-#: The emulator runs time-scaled in the tests; tell the poll schedule how long a job takes there.
-EXPECTED = float(os.environ.get("SEGMIND_E2E_EXPECTED_DURATION", "14"))
 HOLD_DIR_ENV = "SEGMIND_E2E_HOLD_DIR"
 #: The longest a held task waits to be killed before it defers anyway (the test then fails loudly).
 HOLD_SECONDS = 240.0
@@ -94,7 +92,6 @@ with DAG(
                     "model": product["model"],
                     "payload": {**product["payload"], "seed": product["seed"] + variant},
                     "output_path": f"{folder}/{product['product_id']}-{variant}.{extension}",
-                    "expected_duration": EXPECTED,
                 }
             )
         return jobs
