@@ -1,6 +1,6 @@
 """A distributed Airflow on loopback, started and stopped by a test: the pieces of docs/scaling.md.
 
-PostgreSQL (metadata database and Celery result backend), Redis (Celery broker), the Segmind
+PostgreSQL (the metadata database), Redis (Celery's broker and result backend), the Segmind
 emulator, and Airflow with ``CeleryExecutor``: an api-server, a scheduler, a dag-processor, two
 Celery workers and two triggerers. Everything listens on 127.0.0.1 on free ports and lives under
 one temporary root that ``stop()`` removes, failures included. Each service runs in its own process
@@ -46,7 +46,6 @@ DB_USER = "airflow"
 WORKERS = ("worker-1", "worker-2")
 TRIGGERERS = ("triggerer-1", "triggerer-2")
 
-
 JWT = "AIRFLOW__API_AUTH__JWT_SECRET"
 FERNET = "AIRFLOW__CORE__FERNET_KEY"
 METADATA_DB = "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"
@@ -70,13 +69,15 @@ def _decoys(*settings: str) -> dict[str, str]:
     return {setting: decoys[setting] for setting in settings}
 
 
+def missing_services() -> list[str]:
+    """The Debian packages this stack needs and this machine lacks (scripts/ensure-debian-packages)."""
+    missing = [] if glob.glob("/usr/lib/postgresql/*/bin/pg_ctl") else ["postgresql"]
+    return missing + ([] if shutil.which("redis-server") else ["redis-server"])
+
+
 def postgres_bin() -> Path:
     """The newest PostgreSQL server binaries Debian installed (``/usr/lib/postgresql/<v>/bin``)."""
     found = sorted(glob.glob("/usr/lib/postgresql/*/bin/pg_ctl"), key=lambda p: int(p.split("/")[4]))
-    if not found:
-        raise RuntimeError(
-            "PostgreSQL not installed: apt-get install -y postgresql (scripts/ensure-services)"
-        )
     return Path(found[-1]).parent
 
 
@@ -181,6 +182,7 @@ class Stack:
         #: CPU seconds of the components killed on purpose, read just before the kill.
         self.cpu_at_kill: dict[str, float] = {}
         self.procs: dict[str, subprocess.Popen[Any]] = {}
+        self.retired: list[subprocess.Popen[Any]] = []  # components that exited and were started again
         self.commands: dict[str, tuple[list[str], dict[str, str]]] = {}
         self.killed: set[str] = set()
         self.restarts: Counter[str] = Counter()
@@ -208,10 +210,10 @@ class Stack:
         self.env = self._environment()
         self.airflow("db", "migrate", timeout=300)
         pool = self._cli("pools", "set", "segmind", "64", "Segmind jobs", "--include-deferred")
-        # The Segmind connection lives in the environment of the components that run the provider's
-        # code. Looked up in the metadata database instead, a triggerer's first lookup builds Airflow's
-        # in-process execution API, which held its heartbeat back 23-37 s here (docs/scaling.md).
-        # The emulator's own connection: its URLs, this key, and its time scale for the poll schedule.
+        # The emulator's connection (its URLs, this key, its time scale) lives in the environment of the
+        # components that run the provider's code. Looked up in the metadata database instead, a
+        # triggerer's first lookup builds Airflow's in-process execution API in the loop that
+        # heartbeats, which held its heartbeat back 23-37 s here (docs/scaling.md).
         segmind = {"AIRFLOW_CONN_SEGMIND_DEFAULT": self.emulator.connection_json(self.api_key)}
         # Only the api-server (checks tokens) and the scheduler (signs them) hold the JWT secret; the
         # workers reach neither the metadata database nor the Fernet key: each gets a decoy instead.
@@ -257,6 +259,8 @@ class Stack:
             kill_tree(proc.pid)
             with contextlib.suppress(subprocess.TimeoutExpired):
                 proc.wait(timeout=10)
+        for proc in self.retired:
+            proc.wait(timeout=10)
         self.emulator.stop()
         self.postgres.kill()
         leftovers = self._leftovers()
@@ -314,17 +318,27 @@ class Stack:
         for name, proc in list(self.procs.items()):
             if name not in self.killed and proc.poll() is not None:
                 kill_tree(proc.pid)  # what it left behind (a log server, a runner subprocess)
+                self.retired.append(proc)
                 self._spawn(name, *self.commands[name])
                 self.restarts[name] += 1
                 self.triggerer_job.pop(name, None)  # a new triggerer job: refresh_triggerer_jobs() finds it
                 restarted.append(name)
         return restarted
 
+    def revive(self) -> list[str]:
+        """Start again the components killed on purpose, as their supervisor eventually would."""
+        revived = sorted(self.killed)
+        for name in revived:
+            self.killed.discard(name)
+            self.triggerer_job.pop(name, None)
+            self._spawn(name, *self.commands[name])
+        return revived
+
     def _cli(self, *args: str) -> _Command:
         """Start an ``airflow`` CLI command in the background."""
-        return _Command(args, subprocess.Popen(
-            [AIRFLOW, *args], env=self.env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=self.root
-        ))  # fmt: skip
+        argv = [AIRFLOW, *args]
+        output = {"stdout": subprocess.PIPE, "stderr": subprocess.STDOUT, "text": True}
+        return _Command(args, subprocess.Popen(argv, env=self.env, cwd=self.root, **output))
 
     def trigger(self, dag_id: str, run_id: str, conf: dict[str, Any]) -> None:
         """Start a DAG run through the REST API (a token from the simple auth manager, all admins)."""
