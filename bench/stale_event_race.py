@@ -51,6 +51,14 @@ def figures(deployment: Deployment, dag_id: str, runs: int, seconds: float, jobs
         "dag_id": dag_id,
         "dag_runs": runs,
         "task_runs": len(rows),
+        "deferred_tasks": int(
+            deployment.query(
+                "SELECT count(DISTINCT run_id || map_index) FROM log WHERE dag_id = ? AND task_id = ? "
+                "AND event = 'deferred'",
+                dag_id,
+                task_id,
+            )[0][0]
+        ),
         "races": int(races),
         "retried_tasks": sum(1 for row in rows if int(row[1]) > 1),
         "failed_tasks": sum(1 for row in rows if row[0] != "success"),
@@ -61,8 +69,9 @@ def figures(deployment: Deployment, dag_id: str, runs: int, seconds: float, jobs
     }
 
 
-def race(deployment: Deployment, runs: int) -> list[dict[str, Any]]:
+def race(deployment: Deployment, runs: int, time_scale: float) -> list[dict[str, Any]]:
     """Queue every run at once (the three DAGs interleaved, sharing the scheduler), wait, count."""
+    deployment.emulator("PATCH", "/config", {"time_scale": time_scale})
     started = time.monotonic()
     for n in range(runs):
         for dag_id in DAGS:
@@ -90,6 +99,9 @@ def main() -> int:
     parser.add_argument("--runs", type=int, default=10, help="DAG runs per DAG")
     parser.add_argument("--fanout", type=int, default=6, help="mapped tasks per DAG run")
     parser.add_argument("--parallelism", type=int, default=8, help="[core] parallelism")
+    parser.add_argument(
+        "--time-scale", type=float, default=0.5, help="emulator time scale (flux ~14 s x this)"
+    )
     parser.add_argument("--name", default="stale_event_race", help="results file bench/results/<name>.json")
     args = parser.parse_args()
     options = {
@@ -102,10 +114,10 @@ def main() -> int:
         tempfile.TemporaryDirectory(prefix="segmind-race-") as root,
         deployed(Path(root), **options) as deployment,
     ):
-        results = race(deployment, args.runs)
+        results = race(deployment, args.runs, args.time_scale)
     payload = {
         "command": f"python bench/stale_event_race.py --runs {args.runs} --fanout {args.fanout} "
-        f"--parallelism {args.parallelism}",
+        f"--parallelism {args.parallelism} --time-scale {args.time_scale}",
         "when": time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime()),
         "results": results,
     }
