@@ -76,6 +76,12 @@ class Deployment:
     logs: dict[str, Path] = field(default_factory=dict)
     emulator_url: str = ""
     env: dict[str, str] = field(default_factory=dict)
+    dags: Path = DAGS
+    dag_ids: tuple[str, ...] = (DAG_ID,)
+    parallelism: int = POOL_SLOTS
+    #: A key no text could hold by chance: the secrets scan looks for it everywhere.
+    api_key: str = field(default_factory=lambda: f"e2e-key-{secrets.token_hex(16)}")
+    extra_env: dict[str, str] = field(default_factory=dict)
 
     # ------------------------------------------------------------------ processes
 
@@ -124,7 +130,7 @@ class Deployment:
         self.env = self._environment()
         self._start_emulator()
         self.env["AIRFLOW_CONN_SEGMIND_DEFAULT"] = json.dumps(
-            {"conn_type": "segmind", "host": self.emulator_url, "password": "e2e-key"}
+            {"conn_type": "segmind", "host": self.emulator_url, "password": self.api_key}
         )
         self._airflow("db", "migrate")
         self._airflow("pools", "set", "segmind", str(POOL_SLOTS), "Segmind jobs", "--include-deferred")
@@ -133,12 +139,15 @@ class Deployment:
         self._start("scheduler", [self.airflow, "scheduler"])
         self.start_triggerer()
         wait_until(self._api_healthy, 120, "the api-server to answer its health check", interval=1)
-        wait_until(
-            lambda: self.query("SELECT 1 FROM dag WHERE dag_id = ? AND is_paused = 0", DAG_ID),
-            120,
-            "the dag-processor to register the DAG (unpaused)",
-            interval=1,
-        )
+        for dag_id in self.dag_ids:
+            wait_until(
+                lambda dag_id=dag_id: self.query(
+                    "SELECT 1 FROM dag WHERE dag_id = ? AND is_paused = 0", dag_id
+                ),
+                120,
+                f"the dag-processor to register {dag_id} (unpaused)",
+                interval=1,
+            )
 
     def start_triggerer(self) -> subprocess.Popen[Any]:
         old = self.procs.get("triggerer")
@@ -171,10 +180,10 @@ class Deployment:
         env.update(
             {
                 "AIRFLOW_HOME": str(self.home),
-                "AIRFLOW__CORE__DAGS_FOLDER": str(DAGS),
+                "AIRFLOW__CORE__DAGS_FOLDER": str(self.dags),
                 "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
                 "AIRFLOW__CORE__EXECUTOR": "LocalExecutor",
-                "AIRFLOW__CORE__PARALLELISM": str(POOL_SLOTS),
+                "AIRFLOW__CORE__PARALLELISM": str(self.parallelism),
                 "AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION": "False",
                 "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"http://127.0.0.1:{self.api_port}/execution/",
                 "AIRFLOW__API__PORT": str(self.api_port),
@@ -192,6 +201,7 @@ class Deployment:
                 "SEGMIND_OUTPUT_DIR": str(self.output),
                 "SEGMIND_EXPECTED_DURATION": f"{FLUX_SECONDS * FAST_SCALE:.3f}",
                 "PYTHONUNBUFFERED": "1",
+                **self.extra_env,
             }
         )
         return env
@@ -245,10 +255,13 @@ class Deployment:
         return max((int(c["seq"]) for c in calls), default=0)
 
     def trigger(self, run_id: str, logical_date: str, products: list[str] | None = None) -> None:
-        conf = json.dumps({"products": products or []})
-        self._airflow(
-            "dags", "trigger", DAG_ID, "--run-id", run_id, "--logical-date", logical_date, "--conf", conf
-        )
+        self.trigger_dag(DAG_ID, run_id, {"products": products or []}, logical_date)
+
+    def trigger_dag(
+        self, dag_id: str, run_id: str, conf: dict[str, Any], logical_date: str | None = None
+    ) -> None:
+        args = ["dags", "trigger", dag_id, "--run-id", run_id, "--conf", json.dumps(conf)]
+        self._airflow(*args, *(["--logical-date", logical_date] if logical_date else []))
 
     def run_state(self, run_id: str) -> str | None:
         rows = self.query("SELECT state FROM dag_run WHERE dag_id = ? AND run_id = ?", DAG_ID, run_id)
@@ -327,16 +340,22 @@ class Deployment:
         return "\n".join(lines)
 
 
-@pytest.fixture(scope="module")
-def deployment(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Deployment]:
-    root = tmp_path_factory.mktemp("airflow-e2e")
-    deployment = Deployment(home=root / "home", output=root / "output")
+@contextlib.contextmanager
+def deployed(root: Path, **options: Any) -> Iterator[Deployment]:
+    """A started deployment under ``root`` (its home and output inside), stopped on the way out."""
+    deployment = Deployment(home=root / "home", output=root / "output", **options)
     deployment.home.mkdir()
     try:
         deployment.start()
         yield deployment
     finally:
         deployment.stop()
+
+
+@pytest.fixture(scope="module")
+def deployment(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Deployment]:
+    with deployed(tmp_path_factory.mktemp("airflow-e2e")) as running:
+        yield running
 
 
 @dataclass
@@ -477,3 +496,59 @@ def test_a_killed_triggerer_loses_no_image_and_pays_for_none_twice(deployment: D
     retried = {products[i]: t for i, t in deployment.try_numbers(run_id, "generate").items() if t > 1}
     assert len(deployment.submissions_since(first_seq)) == len(products), f"retried tasks: {retried}"
     check_published(deployment, day, products)
+
+
+def _readable(text: str, home: Path) -> str:
+    """Trigger kwargs as stored: plain JSON, or Fernet-encrypted with the deployment's key."""
+    if text.startswith("{"):
+        return text
+    import configparser
+
+    from cryptography.fernet import Fernet
+
+    config = configparser.ConfigParser(interpolation=None)
+    config.read(home / "airflow.cfg")
+    return Fernet(config["core"]["fernet_key"].encode()).decrypt(text.encode()).decode()
+
+
+def test_the_api_key_is_in_no_log_and_no_database_row(deployment: Deployment) -> None:
+    """Issue 10, secrets. After the runs above and one more (watched while its tasks are deferred,
+    since a fired trigger's row is deleted), the key is in no file the deployment wrote (component,
+    task and trigger logs, outputs, the database file) and in no row of the metadata database
+    (trigger kwargs, XCom, rendered fields, next_kwargs, task state); the emulator saw it only on
+    Segmind's hosts, never on the media host."""
+    products = [p for p in _catalog_ids() if p != BLOCKED_PRODUCT][:2]
+    run_id = "e2e-secrets"
+    deployment.trigger(run_id, "2026-03-04T06:00:00+00:00", products)
+    deferred_rows: list[str] = []
+
+    def snapshot(_: Observed) -> None:
+        kwargs = deployment.query("SELECT kwargs FROM trigger")
+        deferred_rows.extend(_readable(str(row[0]), deployment.home) for row in kwargs)
+        next_kwargs = deployment.query("SELECT next_kwargs FROM task_instance WHERE next_kwargs IS NOT NULL")
+        deferred_rows.extend(str(row[0]) for row in next_kwargs)
+
+    observed = watch_run(deployment, run_id, timeout=240, on_poll=snapshot)
+    assert observed.final_state == "success", deployment.describe(run_id)
+    key = deployment.api_key
+    # What was scanned could show a leak: the trigger kwargs were read, request ids and all.
+    assert any("request_id" in row and "segmind_conn_id" in row for row in deferred_rows)
+    assert not [row for row in deferred_rows if key in row]
+
+    files = [p for root in (deployment.home, deployment.output) for p in root.rglob("*") if p.is_file()]
+    assert any(p.name.endswith(".log") and "trigger" in p.name for p in files)  # trigger logs were written
+    assert [str(p) for p in files if key.encode() in p.read_bytes()] == []
+
+    with contextlib.closing(
+        sqlite3.connect(f"file:{deployment.home / 'airflow.db'}?mode=ro", uri=True)
+    ) as db:
+        dump = "\n".join(db.iterdump())
+    for table in ("xcom", "rendered_task_instance_fields", "task_instance", "task_state_store", "log"):
+        assert f'CREATE TABLE "{table}"' in dump or f"CREATE TABLE {table}" in dump, table
+    assert "request_id" in dump  # XCom and task state hold the request ids the runs made
+    assert key not in dump
+
+    calls = deployment.emulator("GET", "/calls")
+    media = [c for c in calls if c["endpoint"] == "media"]
+    assert media and not any(c["key_present"] for c in media)  # the media host never saw the key
+    assert all(c["key_present"] for c in calls if c["endpoint"] != "media")  # the API host always did

@@ -161,6 +161,37 @@ def test_redirect_to_another_host_is_not_followed(
     assert "token" not in str(info.value)
 
 
+@pytest.mark.parametrize(
+    ("path", "method", "call"),
+    [
+        (SUBMIT, "POST", lambda hook: hook.submit("flux-1.1-pro", PAYLOAD)),
+        ("/account/inference-request/request-history", "GET", lambda hook: hook.request_history()),
+        ("/storage/upload-asset", "POST", lambda hook: hook.upload(b"\x89PNG\r\n\x1a\n", "image/png")),
+    ],
+)
+def test_a_redirect_from_the_api_storage_or_account_host_is_not_followed(
+    httpserver: HTTPServer,
+    make_conn: Callable[..., str],
+    base_url: str,
+    other_server: HTTPServer,
+    path: str,
+    method: str,
+    call: Callable[[SegmindHook], object],
+) -> None:
+    """Every host the key goes to answers a redirect to another host: nothing reaches that host."""
+    conn_id = make_conn(
+        base_url, storage_url=f"{base_url}/storage", account_url=f"{base_url}/account", max_retries=0
+    )
+    httpserver.expect_request(path, method=method).respond_with_data(
+        "", status=307, headers={"Location": other_server.url_for(path)}
+    )
+    other_server.expect_request(path).respond_with_json({"request_id": "r9", "file_urls": ["x"], "data": []})
+    with pytest.raises(SegmindError, match="redirect"):
+        call(SegmindHook(conn_id))
+    assert other_server.log == []
+    assert httpserver.log[0][0].headers.get("x-api-key") == KEY
+
+
 def test_key_only_sent_to_api_base(httpserver: HTTPServer, conn_id: str, other_server: HTTPServer) -> None:
     import io
 

@@ -1,0 +1,62 @@
+"""DAGs that defer and resume within seconds, for Airflow's stale-executor-event race.
+
+apache/airflow#72716: a deferred task's worker exits, its executor reports SUCCESS for that try;
+when the scheduler drains that report only after the trigger fired and the resumed attempt is
+already queued or running, it fails the task. Each DAG here has ``SEGMIND_RACE_FANOUT`` mapped
+tasks that resume a few seconds after deferring. ``bench/stale_event_race.py`` runs them many times
+and counts the races (audit log ``state mismatch``) and the failures; ``tests/e2e/test_stale_event_race.py``
+runs them a few times in CI.
+
+* ``segmind_race_sensor``: deferrable sensors (``poll_interval=2``) with their default retries;
+* ``segmind_race_sensor_no_retries``: the same with ``retries=0``, the sensors before the fix;
+* ``segmind_race_operator``: deferrable operators with ``retries=2`` (as the content pipeline).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+
+import pendulum
+from airflow.sdk import DAG, task
+
+from segmind_provider.hooks.segmind import SegmindHook
+from segmind_provider.operators.segmind import SegmindOperator
+from segmind_provider.sensors.segmind import SegmindRequestSensor
+
+FANOUT = int(os.environ.get("SEGMIND_RACE_FANOUT", "5"))
+EXPECTED = float(os.environ.get("SEGMIND_EXPECTED_DURATION", "14"))
+OUT = os.environ.get("SEGMIND_OUTPUT_DIR", "/tmp/segmind-race")
+START = pendulum.datetime(2026, 1, 1, tz="UTC")
+
+
+@task
+def submit(label: str) -> list[str]:
+    """Start the jobs the sensors wait on (someone else's requests, from the sensors' view)."""
+    hook = SegmindHook()
+    payloads = [{"prompt": f"{label} {i}", "output_format": "png"} for i in range(FANOUT)]
+    return [str(hook.submit("flux-1.1-pro", payload)["request_id"]) for payload in payloads]
+
+
+for dag_id, extra in (("segmind_race_sensor", {}), ("segmind_race_sensor_no_retries", {"retries": 0})):
+    with DAG(dag_id=dag_id, start_date=START, schedule=None, catchup=False, tags=["segmind", "race"]):
+        SegmindRequestSensor.partial(
+            task_id="wait", deferrable=True, poll_interval=2, timeout=300, **extra
+        ).expand(request_id=submit("{{ dag.dag_id }}/{{ run_id }}"))
+
+with DAG(
+    dag_id="segmind_race_operator", start_date=START, schedule=None, catchup=False, tags=["segmind", "race"]
+):
+    SegmindOperator.partial(
+        task_id="generate",
+        model="flux-1.1-pro",
+        deferrable=True,
+        poll_interval=2,
+        timeout=300,
+        expected_duration=EXPECTED,
+        retries=2,
+        retry_delay=dt.timedelta(seconds=15),
+        output_path=OUT + "/race/{{ run_id }}/image-{{ ti.map_index }}",
+    ).expand(
+        payload=[{"prompt": f"race {{{{ run_id }}}} {i}", "output_format": "png"} for i in range(FANOUT)]
+    )
