@@ -19,6 +19,7 @@ from airflow.sdk import Asset, BaseOperator, BaseOperatorLink
 
 from segmind_provider.events import failure_reason, make_event, raise_for_event
 from segmind_provider.exceptions import SegmindError
+from segmind_provider.operators.batch import SegmindBatchOperator
 from segmind_provider.operators.durable import STATE_STORE_KEY, RequestJournal
 from segmind_provider.outputs import DEFAULT_MAX_BYTES
 from segmind_provider.triggers.polling import DEFAULT_POLL_INTERVAL
@@ -36,7 +37,7 @@ if TYPE_CHECKING:
 
     from segmind_provider.hooks.segmind import SegmindHook
 
-__all__ = ["STATE_STORE_KEY", "SegmindOperator", "SegmindOutputLink"]
+__all__ = ["STATE_STORE_KEY", "SegmindBatchOperator", "SegmindOperator", "SegmindOutputLink"]
 
 #: Extra time given to a deferral beyond the trigger's own deadline, so the trigger's timeout event
 #: (which names the request id) arrives before Airflow's blunt TaskDeferralTimeout.
