@@ -12,7 +12,7 @@ import hashlib
 import json
 import logging
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
 from segmind_provider.exceptions import SegmindNotFoundError
@@ -52,11 +52,15 @@ class RequestJournal:
             log.debug("No task_state_store (Airflow < 3.3 or durable=False): a retry cannot re-attach")
 
     def attach_or_submit(
-        self, payload: dict[str, Any], identity: Mapping[str, Any] | None = None
+        self,
+        payload: dict[str, Any],
+        identity: Mapping[str, Any] | None = None,
+        before_submit: Callable[[], None] | None = None,
     ) -> tuple[str, float, dict[str, Any]]:
         """Re-attach to the request a previous try left running or finished, else submit a new one.
 
         ``identity`` is the payload to fingerprint when it differs from the one sent (input files).
+        ``before_submit`` runs only when a new request is about to be paid for (the credit floor).
         Returns ``(request_id, submitted_at, answer)``.
         """
         digest = fingerprint(self.model, payload if identity is None else identity)
@@ -65,6 +69,8 @@ class RequestJournal:
             reused = self._reuse(saved, digest)
             if reused is not None:
                 return reused
+        if before_submit is not None:
+            before_submit()
         answer = self.hook.submit(self.model, payload)
         # Stamped on the answer, not before the call: the submit may wait for the key's budget first,
         # and the poll schedule must be anchored on when Segmind got the job.

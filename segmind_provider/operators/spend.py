@@ -12,11 +12,12 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+import time
 from collections.abc import Collection, Mapping
 from typing import TYPE_CHECKING, Any
 
 from segmind_provider.catalog import estimate_cost
-from segmind_provider.exceptions import SegmindValidationError
+from segmind_provider.exceptions import SegmindCreditFloorError, SegmindValidationError
 from segmind_provider.hooks.account import HISTORY_PAGE_SIZE
 from segmind_provider.hooks.credits import balance_usd
 from segmind_provider.runtime import process_state
@@ -24,12 +25,14 @@ from segmind_provider.runtime import process_state
 if TYPE_CHECKING:
     from segmind_provider.hooks.segmind import SegmindHook
 
-__all__ = ["BALANCE_MAX_AGE", "CreditGuard", "costs_from_history", "price_of"]
+__all__ = ["BALANCE_MAX_AGE", "CreditGuard", "check_floor", "costs_from_history", "price_of"]
 
 #: Seconds a balance read stays good; in between, submits lower it by their estimated price.
 BALANCE_MAX_AGE = 60.0
 #: History pages read beyond what the wanted requests would fill: other work on the key interleaves.
 EXTRA_HISTORY_PAGES = 3
+#: The history answers windows of at most 31 days.
+MAX_HISTORY_DAYS = 30
 
 
 def price_of(model: str, payload: Mapping[str, Any] | None = None) -> float:
@@ -82,6 +85,27 @@ class CreditGuard:
         return f"spent ${self.spent:.4f} (estimated), balance about {left_text}, floor ${self.floor:.4f}"
 
 
+def check_floor(
+    hook: SegmindHook,
+    floor: float | None,
+    model: str,
+    payload: Mapping[str, Any],
+    log: logging.Logger | Any,
+) -> None:
+    """SegmindOperator's check before it pays: the floor (argument, else the connection's) holds after it."""
+    if floor is None:
+        floor = hook.get_settings().credit_floor
+    if floor is None:
+        return
+    price = price_of(model, payload)
+    guard = CreditGuard(hook, floor, log)
+    if not guard.allow(price):
+        raise SegmindCreditFloorError(
+            f"Not submitted: ${price:.4f} for this {model} request would take the balance (about "
+            f"${guard.available():.4f}) below the credit floor ${floor:.4f}; this task spent nothing"
+        )
+
+
 def _day(epoch: float) -> str:
     return dt.datetime.fromtimestamp(epoch, dt.timezone.utc).date().isoformat()
 
@@ -111,10 +135,9 @@ def costs_from_history(
     if not wanted:
         return found
     pages = -(-len(wanted) // HISTORY_PAGE_SIZE) + EXTRA_HISTORY_PAGES
+    first_day = _day(max(since - 86400.0, time.time() - MAX_HISTORY_DAYS * 86400.0))
     for page in range(1, pages + 1):
-        rows = hook.request_history(
-            model=model, from_date=_day(since - 86400.0), page=page, per_page=HISTORY_PAGE_SIZE
-        )
+        rows = hook.request_history(model=model, from_date=first_day, page=page, per_page=HISTORY_PAGE_SIZE)
         for row in rows:
             request_id = str(row.get("request_id") or "")
             cost = row.get("credits_deduction")
