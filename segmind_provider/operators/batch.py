@@ -35,6 +35,7 @@ from segmind_provider.operators.batch_state import (
     Ledger,
 )
 from segmind_provider.operators.durable import fingerprint
+from segmind_provider.operators.manifest import manifest_uri, read_manifest
 from segmind_provider.outputs import DEFAULT_MAX_BYTES
 from segmind_provider.triggers.batch import POLL_ENDPOINTS, SegmindBatchTrigger
 from segmind_provider.triggers.polling import DEFAULT_POLL_INTERVAL
@@ -168,24 +169,31 @@ class SegmindBatchOperator(BaseOperator):
         payloads = batch_items.checked_payloads(self.model, self.payloads, validate=self.validate)
         guard = self._guard(payloads)
         ledger = Ledger((Item(key, fingerprint(self.model, p)) for key, p in payloads.items()), time.time())
-        if self.reuse and self.output_dir:
-            reused = batch_items.reuse_stored(ledger, self.output_dir, self.output_conn_id)
+        manifest = read_manifest(self.output_dir, self.output_conn_id) if self.output_dir else None
+        if self.reuse and manifest is not None:
+            reused = batch_items.reuse_stored(ledger, manifest, self.output_conn_id)
             self.log.info(
                 "Reusing %d of %d items stored by an earlier run (same fingerprint, intact)",
                 reused,
                 len(ledger.items),
             )
-        store = self._store(context)
-        batch_items.reattach(ledger, store, self.hook, self.log)
+        batch_items.reattach(ledger, self._store(context), manifest, self.hook, self.log)
         if guard is not None:
             self._preflight(guard, payloads, ledger)
         return self._advance(context, ledger, payloads, guard)
 
-    def execute_wave(self, context: Context, event: dict[str, Any], ledger: dict[str, Any]) -> dict[str, Any]:
-        """Resume after a wave's event: store what ended, submit the next wave or finish."""
+    def execute_wave(
+        self, context: Context, ledger: dict[str, Any], event: dict[str, Any] | None = None
+    ) -> dict[str, Any]:
+        """Resume after a wave's event: store what ended, submit the next wave or finish.
+
+        Without an event (a task resumed from its deferral some other way) the running requests are
+        simply watched again.
+        """
         payloads = batch_items.checked_payloads(self.model, self.payloads, validate=self.validate)
         state = Ledger.unpack(ledger)
-        self._apply(state, event, payloads)
+        if event is not None:
+            self._apply(state, event, payloads)
         return self._advance(context, state, payloads, self._guard(payloads))
 
     # ------------------------------------------------------------------ waves
@@ -200,7 +208,8 @@ class SegmindBatchOperator(BaseOperator):
         """Submit up to ``max_in_flight``, then wait for the wave (deferred or here); finish when all ended."""
         store = self._store(context)
         while True:
-            self._submit_wave(ledger, payloads, store, guard)
+            if self._submit_wave(ledger, payloads, store, guard) and self.output_dir:
+                self._write_manifest(ledger)  # the requests just paid for, for a run killed before they end
             running = ledger.with_status(RUNNING)
             if not running:
                 return self._finish(context, ledger, guard)
@@ -245,8 +254,11 @@ class SegmindBatchOperator(BaseOperator):
         payloads: Mapping[str, dict[str, Any]],
         store: Any,
         guard: CreditGuard | None,
-    ) -> None:
-        """Submit pending items up to ``max_in_flight``; below the credit floor, leave the rest unstarted."""
+    ) -> int:
+        """Submit pending items up to ``max_in_flight``; below the credit floor, leave the rest unstarted.
+
+        Returns how many were sent.
+        """
         room = self.max_in_flight - len(ledger.with_status(RUNNING))
         chosen: list[Item] = []
         for item in ledger.with_status(PENDING)[: max(room, 0)]:
@@ -259,6 +271,7 @@ class SegmindBatchOperator(BaseOperator):
             batch_items.submit_all(
                 chosen, payloads, self.model, store, self._thread_hooks, self.log, WORKER_THREADS
             )
+        return len(chosen)
 
     def _apply(self, ledger: Ledger, event: Any, payloads: Mapping[str, dict[str, Any]]) -> None:
         """Record a wave's ended requests: fetch and store the completed ones, list the failed ones."""
@@ -352,7 +365,6 @@ class SegmindBatchOperator(BaseOperator):
     # ------------------------------------------------------------------ the end
 
     def _write_manifest(self, ledger: Ledger) -> str:
-        from segmind_provider.operators.manifest import manifest_uri
         from segmind_provider.outputs import store_document
 
         data = json.dumps(ledger.manifest(self.model, with_output=False), indent=1, sort_keys=True)

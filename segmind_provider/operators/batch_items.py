@@ -38,7 +38,7 @@ from segmind_provider.operators.batch_state import (
     store_key,
 )
 from segmind_provider.operators.durable import ACTIVE_STATUSES
-from segmind_provider.operators.manifest import item_path, output_intact, read_manifest
+from segmind_provider.operators.manifest import item_path, output_intact
 from segmind_provider.triggers.batch import WAVE_EVENT
 
 if TYPE_CHECKING:
@@ -122,9 +122,8 @@ def expected_format(model: str, payload: Mapping[str, Any]) -> str | None:
     return expected_output_format(model, payload)
 
 
-def reuse_stored(ledger: Ledger, output_dir: Any, conn_id: str | None) -> int:
+def reuse_stored(ledger: Ledger, manifest: Mapping[str, Any] | None, conn_id: str | None) -> int:
     """Mark items whose manifest entry matches (fingerprint) and whose stored outputs are intact as reused."""
-    manifest = read_manifest(output_dir, conn_id)
     if manifest is None:
         return 0
     entries = manifest["items"]
@@ -152,13 +151,36 @@ def reuse_stored(ledger: Ledger, output_dir: Any, conn_id: str | None) -> int:
     return sum(verdicts)
 
 
-def reattach(ledger: Ledger, store: Any, hook: SegmindHook, log: logging.Logger | Any) -> None:
-    """A retry: every request an earlier try submitted (and paid for) is watched again, not submitted again."""
-    if store is None or not store.get(STORE_MARKER):
-        return
+def _earlier_requests(ledger: Ledger, store: Any, manifest: Mapping[str, Any] | None) -> dict[str, Any]:
+    """Item key -> what an earlier try remembered of its request: the store's record (written at each
+    submit), else a manifest entry still RUNNING (written at each wave; survives a new run too)."""
+    records: dict[str, Any] = {}
+    if manifest is not None:
+        for key, entry in manifest["items"].items():
+            if isinstance(entry, dict) and entry.get("status") == RUNNING and entry.get("request_id"):
+                records[str(key)] = entry
+    if store is not None and store.get(STORE_MARKER):
+        for item in ledger.with_status(PENDING):
+            record = store.get(store_key(item.key))
+            if isinstance(record, dict):
+                records[item.key] = record
+    return records
+
+
+def reattach(
+    ledger: Ledger,
+    store: Any,
+    manifest: Mapping[str, Any] | None,
+    hook: SegmindHook,
+    log: logging.Logger | Any,
+) -> None:
+    """Every request an earlier try (or a run killed mid-batch) submitted and paid for is watched again,
+    not submitted again; one gone (results are kept an hour) or FAILED is submitted anew, except a
+    content block (the same input is blocked again)."""
+    records = _earlier_requests(ledger, store, manifest)
     attached = 0
     for item in ledger.with_status(PENDING):
-        record = store.get(store_key(item.key))
+        record = records.get(item.key)
         if not isinstance(record, dict) or record.get("fingerprint") != item.fingerprint:
             continue
         if record.get("uncertain"):
@@ -186,7 +208,8 @@ def reattach(ledger: Ledger, store: Any, hook: SegmindHook, log: logging.Logger 
             item.request_id, item.status = request_id, RUNNING
             item.submitted_at = float(record.get("submitted_at") or time.time())
             attached += 1
-    log.info("Re-attached to %d requests an earlier try submitted (not paid again)", attached)
+    if records:
+        log.info("Re-attached to %d requests an earlier try submitted (not paid again)", attached)
 
 
 def _remember(store: Any, item: Item, record: dict[str, Any], log: logging.Logger | Any) -> None:

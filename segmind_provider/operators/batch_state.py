@@ -10,8 +10,11 @@ Three places, each for what survives there:
   each write small (the store warns above 64 KB per value) and costs one write per submit, as the
   single operator's does; a marker key says whether anything was ever submitted, so a first try
   reads nothing back;
-- **across runs** the manifest in ``output_dir`` (``operators.manifest``), written after every wave,
-  says what is stored and for which fingerprint: a later run reuses what did not change.
+- **across runs** the manifest in ``output_dir`` (``operators.manifest``), written after each wave's
+  submits and after its results are stored, says what is stored and for which fingerprint (a later
+  run reuses what did not change) and which requests are still running (a run killed mid-batch and
+  started again re-attaches to them: on Airflow 3.2, or where ``airflow dags test`` replaced the run
+  and its ``task_state_store`` with it).
 """
 
 from __future__ import annotations
@@ -106,6 +109,7 @@ class Item:
             "cost": self.cost,
             "reused": self.reused,
             "fingerprint": self.fingerprint,
+            "submitted_at": self.submitted_at,
         }
         if with_output:
             entry["output"] = self.output
