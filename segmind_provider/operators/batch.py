@@ -169,6 +169,28 @@ class SegmindBatchOperator(BaseOperator):
         payloads = batch_items.checked_payloads(self.model, self.payloads, validate=self.validate)
         guard = self._guard(payloads)
         ledger = Ledger((Item(key, fingerprint(self.model, p)) for key, p in payloads.items()), time.time())
+        self._recover(ledger, self._store(context))
+        if guard is not None:
+            self._preflight(guard, payloads, ledger)
+        return self._advance(context, ledger, payloads, guard)
+
+    def execute_wave(self, context: Context, event: dict[str, Any]) -> dict[str, Any]:
+        """Resume after a wave's event: store what ended, submit the next wave or finish.
+
+        The batch's ledger comes back in the event (the trigger carries it untouched).
+        """
+        payloads = batch_items.checked_payloads(self.model, self.payloads, validate=self.validate)
+        if not isinstance(event, dict) or not isinstance(event.get("state"), dict):
+            raise SegmindError(f"unexpected batch trigger event: {str(event)[:300]}")
+        state = Ledger.unpack(event["state"])
+        store = self._store(context)
+        if batch_items.behind(store, state):  # resumed from an old event: a later round was submitted
+            self._recover(state, store)
+        self._apply(state, event, payloads)
+        return self._advance(context, state, payloads, self._guard(payloads))
+
+    def _recover(self, ledger: Ledger, store: Any) -> None:
+        """What earlier runs or tries paid for: reuse what is stored and intact, re-attach what runs."""
         manifest = read_manifest(self.output_dir, self.output_conn_id) if self.output_dir else None
         if self.reuse and manifest is not None:
             reused = batch_items.reuse_stored(ledger, manifest, self.output_conn_id)
@@ -177,24 +199,7 @@ class SegmindBatchOperator(BaseOperator):
                 reused,
                 len(ledger.items),
             )
-        batch_items.reattach(ledger, self._store(context), manifest, self.hook, self.log)
-        if guard is not None:
-            self._preflight(guard, payloads, ledger)
-        return self._advance(context, ledger, payloads, guard)
-
-    def execute_wave(
-        self, context: Context, ledger: dict[str, Any], event: dict[str, Any] | None = None
-    ) -> dict[str, Any]:
-        """Resume after a wave's event: store what ended, submit the next wave or finish.
-
-        Without an event (a task resumed from its deferral some other way) the running requests are
-        simply watched again.
-        """
-        payloads = batch_items.checked_payloads(self.model, self.payloads, validate=self.validate)
-        state = Ledger.unpack(ledger)
-        if event is not None:
-            self._apply(state, event, payloads)
-        return self._advance(context, state, payloads, self._guard(payloads))
+        batch_items.reattach(ledger, store, manifest, self.hook, self.log)
 
     # ------------------------------------------------------------------ waves
 
@@ -213,15 +218,14 @@ class SegmindBatchOperator(BaseOperator):
             running = ledger.with_status(RUNNING)
             if not running:
                 return self._finish(context, ledger, guard)
-            trigger = self._trigger(ledger, running, payloads)
             ledger.waves += 1
+            trigger = self._trigger(ledger, running, payloads)
             if self.deferrable:
                 deadline = max(item.submitted_at or 0.0 for item in running) + self.timeout
                 grace = max(WAVE_GRACE_SECONDS, 2 * self.poll_interval)
                 self.defer(
                     trigger=trigger,
                     method_name="execute_wave",
-                    kwargs={"ledger": ledger.pack()},
                     timeout=timedelta(seconds=max(deadline - time.time(), 0.0) + grace),
                 )
             self._apply(ledger, asyncio.run(_first_event(trigger)), payloads)
@@ -246,6 +250,7 @@ class SegmindBatchOperator(BaseOperator):
             expected_duration=self.expected_duration,
             time_scale=self.hook.get_settings().time_scale,
             poll_endpoint=self.poll_endpoint,
+            state=ledger.pack(),
         )
 
     def _submit_wave(
@@ -268,6 +273,7 @@ class SegmindBatchOperator(BaseOperator):
                 break
             chosen.append(item)
         if chosen:
+            batch_items.begin_round(store, ledger)
             batch_items.submit_all(
                 chosen, payloads, self.model, store, self._thread_hooks, self.log, WORKER_THREADS
             )

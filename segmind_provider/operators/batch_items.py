@@ -10,7 +10,7 @@ import logging
 import re
 import time
 from collections.abc import Mapping
-from concurrent.futures import ThreadPoolExecutor, as_completed
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from typing import TYPE_CHECKING, Any
 
 from airflow.sdk import Asset
@@ -49,6 +49,8 @@ if TYPE_CHECKING:
 
 __all__ = [
     "announce",
+    "begin_round",
+    "behind",
     "checked_payloads",
     "collect",
     "expected_format",
@@ -230,6 +232,44 @@ def _submit_one(hooks: Any, model: str, payload: dict[str, Any]) -> tuple[dict[s
     return answer, time.time()
 
 
+def _record_submit(
+    item: Item, future: Future[tuple[dict[str, Any], float]], store: Any, log: Any
+) -> SegmindError | None:
+    """Record one submit's outcome on its item and in the store; returns an error that stops the batch."""
+    try:
+        answer, submitted_at = future.result()
+    except SegmindSubmitUncertainError as exc:
+        item.end(FAILED, error=f"{exc}; {UNCERTAIN.format(key=store_key(item.key))}")
+        item.uncertain = True
+        _remember(store, item, {"uncertain": True}, log)
+    except SegmindInsufficientCreditsError as exc:
+        item.end(NOT_STARTED, error=str(exc))
+    except SegmindValidationError as exc:
+        item.end(FAILED, error=str(exc))
+    except SegmindError as exc:
+        if exc.status_code not in (400, 422):
+            return exc
+        item.end(FAILED, error=str(exc))
+    else:
+        item.request_id, item.submitted_at, item.status = str(answer["request_id"]), submitted_at, RUNNING
+        _remember(store, item, {"request_id": item.request_id, "submitted_at": submitted_at}, log)
+    return None
+
+
+def begin_round(store: Any, ledger: Ledger) -> None:
+    """Say in the store that a round of submits starts, before it does: a resume that finds a later
+    round than its ledger knows (a try killed mid-round) re-attaches before submitting anything."""
+    ledger.rounds += 1
+    if store is not None:
+        store.set(STORE_MARKER, {"rounds": ledger.rounds, "at": time.time()})
+
+
+def behind(store: Any, ledger: Ledger) -> bool:
+    """True when a submit round happened that this ledger does not know of."""
+    marker = store.get(STORE_MARKER) if store is not None else None
+    return isinstance(marker, dict) and int(marker.get("rounds") or 0) > ledger.rounds
+
+
 def submit_all(
     items: list[Item],
     payloads: Mapping[str, dict[str, Any]],
@@ -239,36 +279,28 @@ def submit_all(
     log: logging.Logger | Any,
     threads: int,
 ) -> None:
-    """Submit ``items`` (a few at a time; the key's budget paces them) and remember each request at once."""
-    if store is not None and not store.get(STORE_MARKER):
-        store.set(STORE_MARKER, {"started_at": time.time()})
+    """Submit ``items`` a few at a time (the key's budget paces them), each remembered as soon as it is
+    answered; a new submit starts only once an earlier one is remembered, so a worker killed mid-wave
+    leaves at most ``threads`` paid requests unrecorded (those whose answers were on their way)."""
+    queue = iter(items)
+    outstanding: dict[Future[tuple[dict[str, Any], float]], Item] = {}
     fatal: SegmindError | None = None
     with ThreadPoolExecutor(threads, thread_name_prefix="segmind-submit") as pool:
-        futures = {pool.submit(_submit_one, hooks, model, payloads[item.key]): item for item in items}
-        for future in as_completed(futures):
-            item = futures[future]
-            try:
-                answer, submitted_at = future.result()
-            except SegmindSubmitUncertainError as exc:
-                item.end(FAILED, error=f"{exc}; {UNCERTAIN.format(key=store_key(item.key))}")
-                item.uncertain = True
-                _remember(store, item, {"uncertain": True}, log)
-            except SegmindInsufficientCreditsError as exc:
-                item.end(NOT_STARTED, error=str(exc))
-            except SegmindValidationError as exc:
-                item.end(FAILED, error=str(exc))
-            except SegmindError as exc:
-                if exc.status_code in (400, 422):
-                    item.end(FAILED, error=str(exc))
-                else:
-                    fatal = fatal or exc
-            else:
-                item.request_id, item.submitted_at, item.status = (
-                    str(answer["request_id"]),
-                    submitted_at,
-                    RUNNING,
-                )
-                _remember(store, item, {"request_id": item.request_id, "submitted_at": submitted_at}, log)
+
+        def launch() -> None:
+            item = next(queue, None)
+            if item is not None:
+                outstanding[pool.submit(_submit_one, hooks, model, payloads[item.key])] = item
+
+        for _ in range(threads):
+            launch()
+        while outstanding:
+            done, _ = wait(outstanding, return_when=FIRST_COMPLETED)
+            for future in done:
+                item = outstanding.pop(future)
+                fatal = fatal or _record_submit(item, future, store, log)
+                if fatal is None and item.status != NOT_STARTED:
+                    launch()
     if any(item.status == NOT_STARTED for item in items):
         for rest in (i for i in items if i.status == PENDING):
             rest.end(NOT_STARTED, error="not submitted: the account is out of credits")

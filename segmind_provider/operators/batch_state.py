@@ -2,14 +2,16 @@
 
 Three places, each for what survives there:
 
-- **between waves of one try** the whole ledger travels in the deferral's ``next_kwargs`` (the
-  metadata database keeps them while the task is deferred; on Airflow 3.2 too);
+- **between waves of one try** the whole ledger travels through the trigger, untouched (its kwargs
+  and its event, both kept in the metadata database while the task is deferred, on Airflow 3.2
+  too; not the deferral's ``next_kwargs``, which ``airflow dags test`` replaces with the event);
 - **across tries** (a retry, a worker killed mid-batch) each submitted item's request id is written
   to the task's ``task_state_store`` (Airflow 3.3+, kept across tries) right after its submit, one
   small key per item: a retry re-attaches to every request already paid for. One key per item keeps
   each write small (the store warns above 64 KB per value) and costs one write per submit, as the
-  single operator's does; a marker key says whether anything was ever submitted, so a first try
-  reads nothing back;
+  single operator's does. A marker key counts the rounds of submits started: a first try finds none
+  and reads nothing back; a resume whose ledger is behind it (a try killed mid-round, then resumed
+  from its last event) re-attaches before it submits;
 - **across runs** the manifest in ``output_dir`` (``operators.manifest``), written after each wave's
   submits and after its results are stored, says what is stored and for which fingerprint (a later
   run reuses what did not change) and which requests are still running (a run killed mid-batch and
@@ -119,22 +121,24 @@ class Item:
 class Ledger:
     """Every item of the batch, in the order given, with the batch's own facts (start, waves)."""
 
-    def __init__(self, items: Iterable[Item], started_at: float, waves: int = 0) -> None:
+    def __init__(self, items: Iterable[Item], started_at: float, waves: int = 0, rounds: int = 0) -> None:
         self.items: dict[str, Item] = {item.key: item for item in items}
         self.started_at = started_at
         self.waves = waves
+        self.rounds = rounds  # rounds of submits this ledger has seen (see batch_items.begin_round)
 
     def pack(self) -> dict[str, Any]:
         return {
             "started_at": self.started_at,
             "waves": self.waves,
+            "rounds": self.rounds,
             "items": {key: item.pack() for key, item in self.items.items()},
         }
 
     @classmethod
     def unpack(cls, data: Mapping[str, Any]) -> Ledger:
         items = (Item.unpack(key, packed) for key, packed in data["items"].items())
-        return cls(items, float(data["started_at"]), int(data.get("waves", 0)))
+        return cls(items, float(data["started_at"]), int(data.get("waves", 0)), int(data.get("rounds", 0)))
 
     def with_status(self, *statuses: str) -> list[Item]:
         return [item for item in self.items.values() if item.status in statuses]

@@ -79,6 +79,9 @@ class SegmindBatchTrigger(BaseTrigger):
     :param patient: first polls past the high end of the expected range (about one poll a job); None
         decides by the key: patient when it has a request limit, where a poll costs an image.
     :param max_consecutive_errors: transient poll errors tolerated in a row per request.
+    :param state: what the operator needs back on resume (its ledger: ids, paths, errors, costs; no
+        payloads, no key), returned untouched in the event. Carried here rather than in the deferral's
+        ``next_kwargs`` because ``airflow dags test`` replaces those with the event.
     """
 
     def __init__(
@@ -94,6 +97,7 @@ class SegmindBatchTrigger(BaseTrigger):
         poll_endpoint: str = "status",
         patient: bool | None = None,
         max_consecutive_errors: int = DEFAULT_MAX_CONSECUTIVE_ERRORS,
+        state: Mapping[str, Any] | None = None,
     ) -> None:
         super().__init__()
         if poll_endpoint not in POLL_ENDPOINTS:
@@ -110,6 +114,14 @@ class SegmindBatchTrigger(BaseTrigger):
         self.poll_endpoint = poll_endpoint
         self.patient = patient
         self.max_consecutive_errors = int(max_consecutive_errors)
+        self.state = dict(state) if state is not None else None
+
+    def __repr__(self) -> str:
+        """Short: the triggerer logs this, and the kwargs of a wave of thousands are long."""
+        return (
+            f"<{type(self).__qualname__} model={self.model} requests={len(self.requests)} "
+            f"refill_after={self.refill_after} poll_endpoint={self.poll_endpoint}>"
+        )
 
     def serialize(self) -> tuple[str, dict[str, Any]]:
         return (
@@ -126,6 +138,7 @@ class SegmindBatchTrigger(BaseTrigger):
                 "poll_endpoint": self.poll_endpoint,
                 "patient": self.patient,
                 "max_consecutive_errors": self.max_consecutive_errors,
+                "state": self.state,
             },
         )
 
@@ -223,6 +236,7 @@ class SegmindBatchTrigger(BaseTrigger):
                 "polls": polls,
                 "poll_endpoint": mode[0],
                 "message": message,
+                "state": self.state,
             }
         )
 
