@@ -24,7 +24,9 @@ from typing import TYPE_CHECKING, Any, ClassVar
 from airflow.sdk import BaseOperator
 
 from segmind_provider.exceptions import SegmindBatchItemsFailedError, SegmindCreditFloorError, SegmindError
+from segmind_provider.hooks.account import HISTORY_PAGE_SIZE
 from segmind_provider.operators import batch_items
+from segmind_provider.operators.batch_recovery import reattach
 from segmind_provider.operators.batch_state import (
     COMPLETED,
     FAILED,
@@ -184,7 +186,7 @@ class SegmindBatchOperator(BaseOperator):
             raise SegmindError(f"unexpected batch trigger event: {str(event)[:300]}")
         state = Ledger.unpack(event["state"])
         store = self._store(context)
-        if batch_items.behind(store, state):  # resumed from an old event: a later round was submitted
+        if batch_items.rounds_started(store) > state.rounds:  # resumed from an old event: a later round ran
             self._recover(state, store)
         self._apply(state, event, payloads)
         return self._advance(context, state, payloads, self._guard(payloads))
@@ -199,7 +201,9 @@ class SegmindBatchOperator(BaseOperator):
                 reused,
                 len(ledger.items),
             )
-        batch_items.reattach(ledger, store, manifest, self.hook, self.log)
+        pages = math.ceil(self.max_in_flight / HISTORY_PAGE_SIZE) + 1
+        reattach(ledger, store, manifest, self.hook, self.log, model=self.model, pages=pages)
+        ledger.rounds = max(ledger.rounds, batch_items.rounds_started(store))  # all known now
 
     # ------------------------------------------------------------------ waves
 
@@ -356,7 +360,7 @@ class SegmindBatchOperator(BaseOperator):
         ]
         if not unknown or (not final and len(unknown) < COST_LOOKUP_BATCH):
             return
-        from segmind_provider.operators.spend import costs_from_history
+        from segmind_provider.operators.history import costs_from_history
 
         try:
             costs = costs_from_history(

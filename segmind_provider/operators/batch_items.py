@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 from airflow.sdk import Asset
 
 from segmind_provider.catalog import expected_output_format, validate_payload
-from segmind_provider.events import failure_reason, is_content_block
+from segmind_provider.events import is_content_block
 from segmind_provider.exceptions import (
     SegmindError,
     SegmindInsufficientCreditsError,
@@ -37,7 +37,6 @@ from segmind_provider.operators.batch_state import (
     Ledger,
     store_key,
 )
-from segmind_provider.operators.durable import ACTIVE_STATUSES
 from segmind_provider.operators.manifest import item_path, output_intact
 from segmind_provider.triggers.batch import WAVE_EVENT
 
@@ -50,16 +49,15 @@ if TYPE_CHECKING:
 __all__ = [
     "announce",
     "begin_round",
-    "behind",
     "checked_payloads",
     "collect",
     "expected_format",
     "failure_listing",
     "floor_message",
     "price",
-    "reattach",
     "record_wave",
     "reuse_stored",
+    "rounds_started",
     "submit_all",
 ]
 
@@ -69,11 +67,6 @@ _KEY = re.compile(r"[^/\\\x00-\x1f.][^/\\\x00-\x1f]*")
 #: Invalid items named in one validation error (the rest are counted).
 NAMED_PROBLEMS = 10
 CHECK_THREADS = 8
-UNCERTAIN = (
-    "an earlier submit of this item may have created a billed job whose answer was lost; it is not "
-    "submitted again automatically: look for it in the account's request history "
-    "(SegmindHook.request_history) and delete its task_state_store key {key!r} to submit it anew"
-)
 
 
 def _keyed(payloads: Any) -> dict[str, Any]:
@@ -153,67 +146,6 @@ def reuse_stored(ledger: Ledger, manifest: Mapping[str, Any] | None, conn_id: st
     return sum(verdicts)
 
 
-def _earlier_requests(ledger: Ledger, store: Any, manifest: Mapping[str, Any] | None) -> dict[str, Any]:
-    """Item key -> what an earlier try remembered of its request: the store's record (written at each
-    submit), else a manifest entry still RUNNING (written at each wave; survives a new run too)."""
-    records: dict[str, Any] = {}
-    if manifest is not None:
-        for key, entry in manifest["items"].items():
-            if isinstance(entry, dict) and entry.get("status") == RUNNING and entry.get("request_id"):
-                records[str(key)] = entry
-    if store is not None and store.get(STORE_MARKER):
-        for item in ledger.with_status(PENDING):
-            record = store.get(store_key(item.key))
-            if isinstance(record, dict):
-                records[item.key] = record
-    return records
-
-
-def reattach(
-    ledger: Ledger,
-    store: Any,
-    manifest: Mapping[str, Any] | None,
-    hook: SegmindHook,
-    log: logging.Logger | Any,
-) -> None:
-    """Every request an earlier try (or a run killed mid-batch) submitted and paid for is watched again,
-    not submitted again; one gone (results are kept an hour) or FAILED is submitted anew, except a
-    content block (the same input is blocked again)."""
-    records = _earlier_requests(ledger, store, manifest)
-    attached = 0
-    for item in ledger.with_status(PENDING):
-        record = records.get(item.key)
-        if not isinstance(record, dict) or record.get("fingerprint") != item.fingerprint:
-            continue
-        if record.get("uncertain"):
-            item.end(FAILED, error=UNCERTAIN.format(key=store_key(item.key)))
-            item.uncertain = True
-            continue
-        request_id = str(record.get("request_id") or "")
-        try:
-            answer = hook.get_status(request_id)
-        except SegmindNotFoundError:
-            log.info(
-                "Item %s: request %s is gone (results are kept an hour); submitting it anew",
-                item.key,
-                request_id,
-            )
-            continue
-        status = str(answer.get("status") or "").upper()
-        if status == "FAILED":
-            reason = failure_reason(answer)
-            if is_content_block(reason):
-                item.request_id = request_id
-                item.end(FAILED, error=reason)
-            continue
-        if status in ACTIVE_STATUSES or status == COMPLETED:
-            item.request_id, item.status = request_id, RUNNING
-            item.submitted_at = float(record.get("submitted_at") or time.time())
-            attached += 1
-    if records:
-        log.info("Re-attached to %d requests an earlier try submitted (not paid again)", attached)
-
-
 def _remember(store: Any, item: Item, record: dict[str, Any], log: logging.Logger | Any) -> None:
     if store is None:
         return
@@ -239,9 +171,9 @@ def _record_submit(
     try:
         answer, submitted_at = future.result()
     except SegmindSubmitUncertainError as exc:
-        item.end(FAILED, error=f"{exc}; {UNCERTAIN.format(key=store_key(item.key))}")
+        item.end(FAILED, error=f"{exc}; a retry looks it up in the request history before paying again")
         item.uncertain = True
-        _remember(store, item, {"uncertain": True}, log)
+        _remember(store, item, {"uncertain": True, "at": time.time()}, log)
     except SegmindInsufficientCreditsError as exc:
         item.end(NOT_STARTED, error=str(exc))
     except SegmindValidationError as exc:
@@ -264,10 +196,10 @@ def begin_round(store: Any, ledger: Ledger) -> None:
         store.set(STORE_MARKER, {"rounds": ledger.rounds, "at": time.time()})
 
 
-def behind(store: Any, ledger: Ledger) -> bool:
-    """True when a submit round happened that this ledger does not know of."""
+def rounds_started(store: Any) -> int:
+    """How many rounds of submits this task instance started, over all its tries."""
     marker = store.get(STORE_MARKER) if store is not None else None
-    return isinstance(marker, dict) and int(marker.get("rounds") or 0) > ledger.rounds
+    return int(marker.get("rounds") or 0) if isinstance(marker, dict) else 0
 
 
 def submit_all(

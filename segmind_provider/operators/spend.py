@@ -3,36 +3,27 @@
 Before a submit, the key's balance (``GET /v1/get-user-credits``, read at most once a minute per
 key and process, lowered in between by the catalog's price of every submit) must stay at or above
 the floor after the submit's estimated price; otherwise nothing more is submitted. What a request
-really cost comes from the account API's request history (``credits_deduction``), read in pages
-of up to 100 rows, never one call per request: on a 50-per-minute key every extra call is an
-image not made.
+really cost comes from the account's request history (``operators.history``).
 """
 
 from __future__ import annotations
 
-import datetime as dt
 import logging
-import time
-from collections.abc import Collection, Mapping
+from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 from segmind_provider.catalog import estimate_cost
 from segmind_provider.exceptions import SegmindCreditFloorError, SegmindValidationError
-from segmind_provider.hooks.account import HISTORY_PAGE_SIZE
 from segmind_provider.hooks.credits import balance_usd
 from segmind_provider.runtime import process_state
 
 if TYPE_CHECKING:
     from segmind_provider.hooks.segmind import SegmindHook
 
-__all__ = ["BALANCE_MAX_AGE", "CreditGuard", "check_floor", "costs_from_history", "price_of"]
+__all__ = ["BALANCE_MAX_AGE", "CreditGuard", "check_floor", "price_of"]
 
 #: Seconds a balance read stays good; in between, submits lower it by their estimated price.
 BALANCE_MAX_AGE = 60.0
-#: History pages read beyond what the wanted requests would fill: other work on the key interleaves.
-EXTRA_HISTORY_PAGES = 3
-#: The history answers windows of at most 31 days.
-MAX_HISTORY_DAYS = 30
 
 
 def price_of(model: str, payload: Mapping[str, Any] | None = None) -> float:
@@ -104,47 +95,3 @@ def check_floor(
             f"Not submitted: ${price:.4f} for this {model} request would take the balance (about "
             f"${guard.available():.4f}) below the credit floor ${floor:.4f}; this task spent nothing"
         )
-
-
-def _day(epoch: float) -> str:
-    return dt.datetime.fromtimestamp(epoch, dt.timezone.utc).date().isoformat()
-
-
-def _created(row: Mapping[str, Any]) -> float | None:
-    text = row.get("created_at")
-    if not isinstance(text, str):
-        return None
-    try:
-        return dt.datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp()
-    except ValueError:
-        return None
-
-
-def costs_from_history(
-    hook: SegmindHook, model: str, request_ids: Collection[str], since: float
-) -> dict[str, float]:
-    """What each of ``request_ids`` cost (``credits_deduction``, USD), from the key's request history.
-
-    Pages of up to 100 rows, newest first, filtered by model and starting the day before ``since``
-    (the first submit), until every id is found, a row older than ``since`` appears, or the pages
-    the ids could fill (plus a few for other work on the key) are read. A request listed once per
-    output counts once. Ids not found are left out: their cost stays unknown, never guessed.
-    """
-    wanted = set(request_ids)
-    found: dict[str, float] = {}
-    if not wanted:
-        return found
-    pages = -(-len(wanted) // HISTORY_PAGE_SIZE) + EXTRA_HISTORY_PAGES
-    first_day = _day(max(since - 86400.0, time.time() - MAX_HISTORY_DAYS * 86400.0))
-    for page in range(1, pages + 1):
-        rows = hook.request_history(model=model, from_date=first_day, page=page, per_page=HISTORY_PAGE_SIZE)
-        for row in rows:
-            request_id = str(row.get("request_id") or "")
-            cost = row.get("credits_deduction")
-            if request_id in wanted and request_id not in found and isinstance(cost, (int, float)):
-                found[request_id] = float(cost)
-        created = [c for c in map(_created, rows) if c is not None]
-        older = bool(created) and min(created) < since - 60.0
-        if len(found) == len(wanted) or len(rows) < HISTORY_PAGE_SIZE or older:
-            break
-    return found

@@ -344,3 +344,53 @@ async def test_without_output_dir_the_urls_are_returned(
     manifest = await Run(batch(None, payloads(3)), make_context()).all()
     assert all(e["output"].startswith("http") and e["output_uris"] == [] for e in manifest["items"].values())
     assert len(emulator.calls(endpoint="media")) == 0
+
+
+class Killed(BaseException):
+    """The worker dying: nothing after it runs, not even an ``except Exception``."""
+
+
+class DyingStore(dict):  # type: ignore[type-arg]
+    """A task_state_store whose worker is killed when it is about to remember the ``die_at``-th request."""
+
+    def __init__(self, shared: Any, die_at: int) -> None:
+        super().__init__()
+        self.shared, self.die_at, self.writes = shared, die_at, 0
+
+    def get(self, key: str, default: Any = None) -> Any:
+        return self.shared.get(key, default)
+
+    def set(self, key: str, value: Any, *, retention: Any = None) -> None:
+        if "request_id" in value:
+            self.writes += 1
+            if self.writes == self.die_at:
+                raise Killed
+        self.shared.set(key, value)
+
+
+async def test_submits_a_killed_try_never_recorded_are_found_in_the_request_history(
+    emulator: SegmindEmulator, tmp_path: Path, make_context: Callable[..., dict[str, Any]], state_store: Any
+) -> None:
+    """Killed while remembering its 15th submit, the other submits already on their way still got paid:
+    the retry finds them in the account's request history (one page) instead of paying again."""
+    with pytest.raises(Killed):
+        batch(tmp_path, payloads(30), max_in_flight=20).execute(make_context(DyingStore(state_store, 15)))
+    paid = len(emulator.requests())
+    assert paid > 14  # more were paid for than remembered
+    emulator.clear_calls()
+    retry = await Run(batch(tmp_path, payloads(30), max_in_flight=20), make_context(state_store)).all()
+    assert len(emulator.requests()) == 30 and submits(emulator) == 30 - paid
+    assert retry["completed"] == 30
+    assert len(emulator.calls(endpoint="history")) == 2  # one page to look, one for the costs
+
+
+async def test_a_submit_whose_answer_was_lost_is_settled_by_the_history_on_retry(
+    emulator: SegmindEmulator, tmp_path: Path, make_context: Callable[..., dict[str, Any]], state_store: Any
+) -> None:
+    emulator.lose_answer("submit", how="drop", count=1)  # the job is made and billed, the answer lost
+    with pytest.raises(SegmindBatchItemsFailedError) as raised:
+        await Run(batch(tmp_path, payloads(5)), make_context(state_store)).all()
+    assert "looks it up in the request history" in str(raised.value)
+    assert len(emulator.requests()) == 5
+    retry = await Run(batch(tmp_path, payloads(5)), make_context(state_store)).all()
+    assert retry["completed"] == 5 and len(emulator.requests()) == 5  # nothing paid twice

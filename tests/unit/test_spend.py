@@ -15,8 +15,8 @@ from airflow.sdk.execution_time.context import OutletEventAccessors
 from segmind_provider.exceptions import SegmindCreditFloorError, SegmindValidationError
 from segmind_provider.hooks.credits import CreditBalance, balance_usd
 from segmind_provider.hooks.segmind import SegmindHook
+from segmind_provider.operators.history import costs_from_history
 from segmind_provider.operators.segmind import SegmindOperator
-from segmind_provider.operators.spend import costs_from_history
 from segmind_provider.runtime import reset_process_state
 from segmind_provider.testing.emulator.runner import SegmindEmulator
 from segmind_provider.triggers.segmind import SegmindRequestTrigger
