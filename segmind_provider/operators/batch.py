@@ -196,11 +196,12 @@ class SegmindBatchOperator(BaseOperator):
         manifest = read_manifest(self.output_dir, self.output_conn_id) if self.output_dir else None
         if self.reuse and manifest is not None:
             reused = batch_items.reuse_stored(ledger, manifest, self.output_conn_id)
-            self.log.info(
-                "Reusing %d of %d items stored by an earlier run (same fingerprint, intact)",
-                reused,
-                len(ledger.items),
-            )
+            if reused:
+                self.log.info(
+                    "Reusing %d of %d items stored by an earlier run (same fingerprint, intact)",
+                    reused,
+                    len(ledger.items),
+                )
         pages = math.ceil(self.max_in_flight / HISTORY_PAGE_SIZE) + 1
         reattach(ledger, store, manifest, self.hook, self.log, model=self.model, pages=pages)
         ledger.rounds = max(ledger.rounds, batch_items.rounds_started(store))  # all known now
