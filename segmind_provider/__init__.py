@@ -29,7 +29,10 @@ def get_provider_info() -> dict[str, Any]:
         ],
         "sensors": [{"integration-name": "Segmind", "python-modules": ["segmind_provider.sensors.segmind"]}],
         "triggers": [
-            {"integration-name": "Segmind", "python-modules": ["segmind_provider.triggers.segmind"]}
+            {
+                "integration-name": "Segmind",
+                "python-modules": ["segmind_provider.triggers.segmind", "segmind_provider.triggers.batch"],
+            }
         ],
         "extra-links": ["segmind_provider.operators.segmind.SegmindOutputLink"],
         "connection-types": [
@@ -60,6 +63,11 @@ def get_provider_info() -> dict[str, Any]:
                         "label": "Requests per minute",
                         "description": "Client-side budget for this key (Free 5, Pro 50); empty learns from 429s.",
                         "schema": {"type": ["integer", "null"]},
+                    },
+                    "credit_floor": {
+                        "label": "Credit floor (USD)",
+                        "description": "Never submit below this balance (checked before each submit); empty: no check.",
+                        "schema": {"type": ["number", "null"], "minimum": 0},
                     },
                 },
             }

@@ -15,7 +15,9 @@ except ImportError:  # pragma: no cover - Airflow without the task SDK exception
 __all__ = [
     "SegmindAuthError",
     "SegmindBadRequestError",
+    "SegmindBatchItemsFailedError",
     "SegmindContentBlockedError",
+    "SegmindCreditFloorError",
     "SegmindError",
     "SegmindInsufficientCreditsError",
     "SegmindNotFoundError",
@@ -176,3 +178,19 @@ class SegmindSubmitUncertainError(SegmindError, AirflowFailException):
 
 class SegmindOutputError(SegmindError):
     """Downloading, verifying or storing an output failed."""
+
+
+class SegmindCreditFloorError(SegmindError, AirflowFailException):
+    """Submitting more would take the balance below the ``credit_floor``: nothing more was submitted.
+
+    The message says what was spent, what is left and which items were not started. Airflow does not
+    retry it: nothing changes until credits are added (then clear the task; finished items are kept).
+    """
+
+
+class SegmindBatchItemsFailedError(SegmindError):
+    """Some items of a batch ended FAILED (listed with their reasons in the message and the manifest).
+
+    Retried like any failure: a retry keeps what finished, re-attaches to what is still running and
+    submits the failed items again, except content blocks (the same input is blocked again).
+    """

@@ -45,6 +45,7 @@ __all__ = [
     "DownloadFn",
     "check_path_format",
     "store_bytes",
+    "store_document",
     "store_output",
 ]
 
@@ -290,6 +291,25 @@ def store_bytes(
     """Store bytes already received (the sync ``POST /v1/{model}`` answer) with the same rules as :func:`store_output`."""
     source = _Source(data=bytes(content), content_type=content_type or "")
     return _store([source], output_path, None, output_conn_id, expected_format, max_bytes)
+
+
+def store_document(data: bytes, output_path: Any, *, output_conn_id: str | None = None) -> str:
+    """Publish a small non-media file (a batch's manifest) at ``output_path`` the same atomic way; its URI."""
+    dest = destination(output_path, output_conn_id)
+    path, fileobj = _new_temp(dest.local_dir, dest.stem)
+    try:
+        with fileobj:
+            fileobj.write(data)
+            fileobj.flush()
+            os.fsync(fileobj.fileno())
+        staged = _Staged(path, None, "application/json")
+        if dest.local_dir is not None:
+            _publish_local(staged, dest.local_dir / dest.stem)
+        else:
+            _publish_remote([(staged, dest.stem)], dest)
+        return dest.uri(dest.stem)
+    finally:
+        path.unlink(missing_ok=True)
 
 
 def _store(

@@ -4,7 +4,8 @@ A worker or triggerer process shares, between all its hooks and triggers:
 
 - the resolved connection settings, per connection id, each kept ``settings_ttl`` (60 s)
   seconds: a changed key or host reaches running triggers within that time;
-- the request budget of each API key (``hooks.budget``);
+- the request budget of each API key (``hooks.budget``) and its known credit balance
+  (``hooks.credits``);
 - the pooled async HTTP client of each running event loop (``hooks.client``);
 - the durations observed per model (``triggers.polling``) and one random generator;
 - the clock and the sleeps every wait uses, given to the constructor (tests pass virtual ones):
@@ -27,6 +28,7 @@ from collections.abc import Awaitable, Callable, Mapping
 from segmind_provider.hooks.budget import RequestBudget
 from segmind_provider.hooks.client import LoopClient, LoopClients
 from segmind_provider.hooks.connection import ConnectionSettings, afetch_settings, fetch_settings
+from segmind_provider.hooks.credits import CreditBalance
 from segmind_provider.triggers.polling import DurationObserver
 
 __all__ = ["ProcessState", "process_state", "reset_process_state"]
@@ -74,6 +76,7 @@ class ProcessState:
         self._lock = threading.Lock()
         self._settings: dict[str, tuple[float, ConnectionSettings]] = {}
         self._budgets: dict[str, RequestBudget] = {}
+        self._balances: dict[str, CreditBalance] = {}
         self._loops: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _LoopState] = (
             weakref.WeakKeyDictionary()
         )
@@ -123,6 +126,11 @@ class ProcessState:
         if settings.requests_per_minute:
             budget.configure(settings.requests_per_minute)
         return budget
+
+    def balance(self, settings: ConnectionSettings) -> CreditBalance:
+        """The known credit balance of the settings' API key."""
+        with self._lock:
+            return self._balances.setdefault(settings.key_id, CreditBalance(self.clock))
 
     def _loop_state(self) -> _LoopState:
         loop = asyncio.get_running_loop()

@@ -2,7 +2,7 @@
 
 Connection: password = API key; host = optional API base URL; extras ``timeout``,
 ``max_retries``, ``requests_per_minute``, ``run_timeout``, ``storage_url``,
-``account_url``, ``time_scale``. With no such connection, ``SEGMIND_API_KEY`` (and
+``account_url``, ``time_scale``, ``credit_floor``. With no such connection, ``SEGMIND_API_KEY`` (and
 ``SEGMIND_BASE_URL``) are used, as the official SDK does.
 
 The API key is sent to the three Segmind hosts named here (API, storage, account) and
@@ -65,6 +65,8 @@ class ConnectionSettings:
     account_url: str = DEFAULT_ACCOUNT_URL
     time_scale: float = 1.0
     """Multiplies the catalog's typical durations in the poll schedule (a time-scaled emulator)."""
+    credit_floor: float | None = None
+    """USD the operators never spend below (their ``credit_floor`` argument overrides it); None: no check."""
     key_source: str = ""
     """Where the key came from, for an auth error that says what to fix."""
     key_id: str = field(default="", repr=False)
@@ -143,6 +145,7 @@ def settings_from(conn: Any | None, conn_id: str, environ: Mapping[str, str]) ->
         storage_url=normalise_url(extras.get("storage_url"), default=DEFAULT_STORAGE_URL),
         account_url=normalise_url(extras.get("account_url"), default=DEFAULT_ACCOUNT_URL),
         time_scale=_number(extras, "time_scale", 1.0) or 1.0,
+        credit_floor=_number(extras, "credit_floor", None),
         key_source=source,
         key_id=key_id(key),
     )

@@ -424,6 +424,19 @@ class SegmindHook(BaseHook):
             self._object(body, f"GET {path}", settings, request_id), request_id, settings
         )
 
+    async def apoll_result(self, request_id: str) -> dict[str, Any]:
+        """``GET /v2/requests/{id}`` used as a poll: any state's answer, FAILED (422) returned, not raised.
+
+        The emulator answers non-final states there with their status, saving the separate result
+        fetch; the real service's answer before completion is undocumented, so callers fall back to
+        :meth:`aget_status` on anything else (``triggers.batch``).
+        """
+        path = f"/v2/requests/{path_segment(request_id, 'request_id')}"
+        status, body = await self._aget(
+            path, priority=Priority.POLL, request_id=request_id, accept_failed=True
+        )
+        return self._status_answer(status, body, await self.aget_settings(), request_id)
+
     async def aget_credits(self) -> dict[str, Any]:
         """Async :meth:`get_credits`."""
         _, body = await self._aget("/v1/get-user-credits", priority=Priority.RESULT)

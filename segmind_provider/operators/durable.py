@@ -24,7 +24,7 @@ import hashlib
 import json
 import logging
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from typing import TYPE_CHECKING, Any
 
 from segmind_provider.exceptions import SegmindError, SegmindNotFoundError, SegmindSubmitUncertainError
@@ -185,11 +185,15 @@ class RequestJournal:
         return cls(hook, model, store, log, retry_since=retry_since(context) if durable else None)
 
     def attach_or_submit(
-        self, payload: dict[str, Any], identity: Mapping[str, Any] | None = None
+        self,
+        payload: dict[str, Any],
+        identity: Mapping[str, Any] | None = None,
+        before_submit: Callable[[], None] | None = None,
     ) -> Attached:
         """Re-attach to the request a previous try left running or finished, else submit a new one.
 
         ``identity`` is the payload to fingerprint when it differs from the one sent (input files).
+        ``before_submit`` runs only when a new request is about to be paid for (the credit floor).
         Returns ``(request_id, submitted_at, answer)``.
         """
         digest = fingerprint(self.model, payload if identity is None else identity)
@@ -207,6 +211,8 @@ class RequestJournal:
             if found is not None:
                 self.remember(self._record(found, digest))
                 return found
+        if before_submit is not None:
+            before_submit()
         attached = self._submit(payload)
         self.remember(self._record(attached, digest))
         return attached

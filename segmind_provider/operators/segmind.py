@@ -17,14 +17,16 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 from airflow.sdk import Asset, BaseOperator, BaseOperatorLink
 
-from segmind_provider.catalog import get_model
+from segmind_provider.catalog import estimate_cost, get_model
 from segmind_provider.events import failure_reason, make_event, raise_for_event
 from segmind_provider.exceptions import SegmindError
+from segmind_provider.operators.batch import SegmindBatchOperator
 from segmind_provider.operators.durable import STATE_STORE_KEY, RequestJournal
 from segmind_provider.outputs import DEFAULT_MAX_BYTES
 from segmind_provider.triggers.polling import DEFAULT_POLL_INTERVAL
 from segmind_provider.triggers.segmind import SegmindRequestTrigger
 from segmind_provider.triggers.watch import watch_request
+from segmind_provider.triggers.workload import workload
 
 try:
     from airflow.providers.common.compat.sdk import conf
@@ -37,7 +39,7 @@ if TYPE_CHECKING:
 
     from segmind_provider.hooks.segmind import SegmindHook
 
-__all__ = ["STATE_STORE_KEY", "SegmindOperator", "SegmindOutputLink"]
+__all__ = ["STATE_STORE_KEY", "SegmindBatchOperator", "SegmindOperator", "SegmindOutputLink"]
 
 #: Extra time given to a deferral beyond the trigger's own deadline, so the trigger's timeout event
 #: (which names the request id) arrives before Airflow's blunt TaskDeferralTimeout.
@@ -99,6 +101,8 @@ class SegmindOperator(BaseOperator):
     :param max_output_bytes: size cap for each stored output.
     :param expected_duration: typical submit-to-completion seconds, overriding the model's default for
         the poll schedule (a model without a default, or a time-scaled emulator).
+    :param credit_floor: USD the balance must stay at or above after this submit (overrides the
+        connection's ``credit_floor``); None: no check, no balance read.
     """
 
     template_fields: Sequence[str] = ("payload", "output_path")
@@ -122,6 +126,7 @@ class SegmindOperator(BaseOperator):
         durable: bool = True,
         max_output_bytes: int = DEFAULT_MAX_BYTES,
         expected_duration: float | None = None,
+        credit_floor: float | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
@@ -145,6 +150,7 @@ class SegmindOperator(BaseOperator):
         self.durable = durable
         self.max_output_bytes = max_output_bytes
         self.expected_duration = expected_duration
+        self.credit_floor = credit_floor
         #: The last return value, for the extra link (links are computed on this object after the try).
         self.segmind_result: dict[str, Any] | None = None
         #: The input files' URIs this try read, for lineage.
@@ -164,10 +170,16 @@ class SegmindOperator(BaseOperator):
             from segmind_provider.destination import check_output_path
 
             check_output_path(self.output_path, self._expected_format(), self.output_conn_id)
+        from segmind_provider.operators.spend import check_floor
+
+        def floor() -> None:
+            check_floor(self.hook, self.credit_floor, self.model, payload, self.log)
+
         if self.mode == "sync":
+            floor()
             return self._run_sync(context, payload)
         journal = RequestJournal.for_task(self.hook, self.model, context, self.log, durable=self.durable)
-        request_id, submitted_at, answer = journal.attach_or_submit(payload)
+        request_id, submitted_at, answer = journal.attach_or_submit(payload, before_submit=floor)
         context["ti"].xcom_push(key="request_id", value=request_id)
         event = self._terminal_event(request_id, answer)
         if event is not None:
@@ -184,6 +196,7 @@ class SegmindOperator(BaseOperator):
                     submitted_at=submitted_at,
                     expected_duration=self.expected_duration,
                     time_scale=self.hook.get_settings().time_scale,
+                    workload=workload(self.model, self.payload),
                 ),
                 method_name="execute_complete",
                 timeout=timedelta(seconds=self.timeout + max(DEFER_GRACE_SECONDS, 2 * self.poll_interval)),
@@ -252,6 +265,7 @@ class SegmindOperator(BaseOperator):
             submitted_at=submitted_at,
             expected_duration=self.expected_duration,
             time_scale=self.hook.get_settings().time_scale,
+            workload=workload(self.model, self.payload),
         )
         outcome: dict[str, Any] | float = watch.start(time.time())
         while not isinstance(outcome, dict):
@@ -306,7 +320,10 @@ class SegmindOperator(BaseOperator):
         metrics: dict[str, Any],
     ) -> dict[str, Any]:
         """Announce the stored files to the outlets and build the return value (docs/architecture.md)."""
-        self._record_outlets(context, request_id, uris)
+        # The catalog's price: the actual one is in the account's history, a request per image to read
+        # (SegmindBatchOperator reads it for a hundred images at a time).
+        cost = estimate_cost(self.model, self.payload)
+        self._record_outlets(context, request_id, uris, cost)
         self.segmind_result = {
             "request_id": request_id,
             "model": self.model,
@@ -314,6 +331,7 @@ class SegmindOperator(BaseOperator):
             "output": output,
             "output_uris": uris,
             "metrics": metrics,
+            "cost": cost,
         }
         return self.segmind_result
 
@@ -338,7 +356,9 @@ class SegmindOperator(BaseOperator):
             max_bytes=max_bytes,
         )
 
-    def _record_outlets(self, context: Context, request_id: str | None, uris: list[str]) -> None:
+    def _record_outlets(
+        self, context: Context, request_id: str | None, uris: list[str], cost: float | None
+    ) -> None:
         """Attach the stored URIs to each outlet asset's event, so consumers find the files."""
         outlets = [o for o in (self.outlets or []) if isinstance(o, Asset)]
         if not outlets:
@@ -350,5 +370,6 @@ class SegmindOperator(BaseOperator):
             extra = events[asset].extra
             extra["model"] = self.model
             extra["output_uris"] = list(uris)
+            extra["cost"] = cost
             if request_id is not None:
                 extra["request_id"] = request_id

@@ -3,18 +3,21 @@
 Every status poll spends a request from a rate-limited key (Free 5, Pro 50 per
 minute), so a fixed 1 s cadence costs ~16 requests for a ~14 s image. This
 module places the first poll near the job's likely end, using the model's
-typical duration (a per-model default, refined by the durations observed in
-this process, else the catalog's typical duration), then polls close behind it, and backs off to ``poll_interval``
-when the model is cold (``QUEUED`` for minutes) or the job overruns.
+typical duration (the catalog's figure, refined by the durations observed in
+this process for requests of the same size class), then polls close behind it,
+and backs off to ``poll_interval`` when the model is cold (``QUEUED`` for
+minutes) or the job overruns.
 
-Pure: no I/O and no clock. Callers pass the time in, which keeps it testable and
-lets the trigger (async), the worker loop (sync) and the benches share it.
+Pure: no clock and no network (the catalog's data is read once). Callers pass the
+time in, which keeps it testable and lets the trigger (async), the worker loop
+(sync) and the benches share it.
 See ``docs/operator.md`` for the schedule with a timeline.
 """
 
 from __future__ import annotations
 
 import functools
+import math
 import random
 import statistics
 import threading
@@ -22,12 +25,15 @@ from collections import deque
 from dataclasses import dataclass, replace
 
 from segmind_provider.catalog import typical_seconds
+from segmind_provider.triggers.workload import size_class
 
 __all__ = [
     "DEFAULT_POLL_INTERVAL",
+    "OVERRUN_EVIDENCE",
     "DurationEstimate",
     "DurationObserver",
     "PollSchedule",
+    "duration_key",
     "error_delay",
     "estimate_duration",
     "follow_gap",
@@ -56,6 +62,20 @@ LOW_QUANTILE_CUTS = 50
 #: 1.63 s for 0.06 more requests a job.
 LOW_MARGIN = 2.0
 
+#: Waits of one size class that found their job running past the learned range, with no completion in
+#: between, before the learned durations are doubted: the schedule falls back to the catalog's figure
+#: until the next completion says whether the service changed pace (a new range) or not (the tail).
+OVERRUN_EVIDENCE = 3
+#: A payload's workload moves the catalog's figure by its square root: the fixed part of a job (queue,
+#: load, encode) does not grow with size, the rest does; the root is off by at most the root of the
+#: ratio whichever it is, and observations of that size class replace it after the first completion.
+WORKLOAD_EXPONENT = 0.5
+
+
+def duration_key(model: str, size_class: int = 0) -> str:
+    """Durations are learned per model and size class (``triggers.workload``); the default class is the model."""
+    return model if size_class == 0 else f"{model}@{size_class:+d}"
+
 
 @dataclass(frozen=True, slots=True)
 class DurationEstimate:
@@ -74,34 +94,54 @@ class DurationEstimate:
 
 
 class DurationObserver:
-    """A small per-model memory of recent job durations in this process (thread-safe, bounded)."""
+    """A small memory of recent job durations per key (``duration_key``) in this process.
+
+    Thread-safe and bounded. Recent evidence wins: once ``OVERRUN_EVIDENCE`` waits in a row found
+    their job running past the learned range, the learned durations are doubted (:meth:`estimate`
+    gives None, so the catalog's figure applies) until the next completion, which replaces them if
+    it falls outside their range (the pace changed) and joins them if not (those were the tail).
+    """
 
     def __init__(self, maxlen: int = 64) -> None:
         self._maxlen = maxlen
         self._samples: dict[str, deque[float]] = {}
-        # One estimate object per model until the next observation: thousands of waits share it.
+        # One estimate object per key until the next observation: thousands of waits share it.
         self._estimates: dict[str, DurationEstimate] = {}
+        self._overruns: dict[str, int] = {}
         self._lock = threading.Lock()
 
-    def observe(self, model: str, seconds: float) -> None:
+    def observe(self, key: str, seconds: float) -> None:
         """Record one completed job's submit-to-completion duration."""
         if seconds < 0 or seconds != seconds:  # negative or NaN: a clock went backwards
             return
         with self._lock:
-            self._samples.setdefault(model, deque(maxlen=self._maxlen)).append(float(seconds))
-            self._estimates.pop(model, None)
+            samples = self._samples.setdefault(key, deque(maxlen=self._maxlen))
+            if self._overruns.pop(key, 0) >= OVERRUN_EVIDENCE and samples:
+                before = _estimate_from(sorted(samples))
+                if not before.low <= seconds <= before.high:
+                    samples.clear()  # the pace changed: what was learned describes another service
+            samples.append(float(seconds))
+            self._estimates.pop(key, None)
 
-    def estimate(self, model: str) -> DurationEstimate | None:
-        """Quantiles of what was observed for ``model``, or None before the first observation."""
+    def note_overrun(self, key: str) -> None:
+        """A wait ran past the learned range for ``key``; enough in a row doubt what was learned."""
         with self._lock:
-            cached = self._estimates.get(model)
+            count = self._overruns.get(key, 0) + 1
+            self._overruns[key] = count
+            if count >= OVERRUN_EVIDENCE:
+                self._estimates.pop(key, None)
+
+    def estimate(self, key: str) -> DurationEstimate | None:
+        """Quantiles of what was observed for ``key``; None before the first observation or when doubted."""
+        with self._lock:
+            cached = self._estimates.get(key)
             if cached is not None:
                 return cached
-            samples = sorted(self._samples.get(model, ()))
-            if not samples:
+            samples = sorted(self._samples.get(key, ()))
+            if not samples or self._overruns.get(key, 0) >= OVERRUN_EVIDENCE:
                 return None
             estimate = _estimate_from(samples)
-            self._estimates[model] = estimate
+            self._estimates[key] = estimate
             return estimate
 
     def clear(self) -> None:
@@ -109,6 +149,7 @@ class DurationObserver:
         with self._lock:
             self._samples.clear()
             self._estimates.clear()
+            self._overruns.clear()
 
 
 def _estimate_from(samples: list[float]) -> DurationEstimate:
@@ -135,23 +176,26 @@ def estimate_duration(
     observer: DurationObserver,
     expected_duration: float | None = None,
     time_scale: float = 1.0,
+    workload: float = 1.0,
 ) -> DurationEstimate | None:
-    """What we believe about this model's duration: an explicit override, then observations, then defaults.
+    """What we believe about this request's duration: an override, then observations, then the catalog.
 
-    ``time_scale`` (a connection extra) shrinks the model's default for a time-scaled emulator;
-    observations are already in the scaled time.
+    ``workload`` (``triggers.workload``) picks the size class whose observations apply and moves
+    the catalog's figure (given for a default request) by its square root. ``time_scale`` (a
+    connection extra) shrinks the catalog's figure for a time-scaled emulator; observations are
+    already in the scaled time.
     """
     if expected_duration is not None:
         return DurationEstimate.around(expected_duration, "override")
     if not model:
         return None
-    observed = observer.estimate(model)
+    observed = observer.estimate(duration_key(model, size_class(workload)))
     if observed is not None:
         return observed
     typical = typical_seconds(model)
-    if typical is not None:
-        return _default_estimate(typical * time_scale)
-    return None
+    if typical is None:
+        return None
+    return _default_estimate(round(typical * time_scale * math.pow(workload, WORKLOAD_EXPONENT), 6))
 
 
 @functools.lru_cache(maxsize=64)
@@ -202,6 +246,11 @@ class PollSchedule:
 
     Every gap is shortened by a random fraction (at most ``JITTER``) so many
     waits spread out; jitter never lengthens a gap, so the bounds above hold.
+    A first poll already due (a trigger rebuilt after a restart, or a burst the
+    triggerer picked up late) is spread over the next gap instead of all of them
+    polling at once. ``patient`` waits (a batch on a rate-limited key, where a
+    poll costs an image and a late notice costs nothing) poll first past the high
+    end of the range instead of the low one: about one poll per job.
     """
 
     # Slots: a triggerer may hold 10,000 of these; no per-instance dict to allocate and scan.
@@ -213,6 +262,7 @@ class PollSchedule:
         "_was_queued",
         "anchor",
         "estimate",
+        "patient",
         "poll_interval",
         "reanchored",
     )
@@ -224,8 +274,10 @@ class PollSchedule:
         poll_interval: float,
         estimate: DurationEstimate | None,
         rng: random.Random,
+        patient: bool = False,
     ) -> None:
         self.poll_interval = max(float(poll_interval), MIN_GAP)
+        self.patient = patient
         self.estimate = estimate
         self.anchor = float(submitted_at)
         self._rng = rng
@@ -245,6 +297,11 @@ class PollSchedule:
     def _jittered(self, gap: float) -> float:
         return gap * (1.0 - JITTER * self._rng.random())
 
+    def _start(self) -> float:
+        """Where the first poll goes, before its gap: the low end, or the high end for patient waits."""
+        assert self.estimate is not None
+        return self.estimate.high if self.patient else self.estimate.low
+
     def overrunning(self, now: float) -> bool:
         """True once the job runs past the high end of its usual duration (plus a gap)."""
         return self.estimate is not None and now > self.anchor + self.estimate.high + self.gap
@@ -253,14 +310,17 @@ class PollSchedule:
         """When the first poll is due, absolute (an anchor in the past makes it due at once)."""
         if self.estimate is None:
             return self.anchor + self._jittered(self.poll_interval)
-        return self.anchor + self.estimate.low + self._jittered(self.gap)
+        return self.anchor + self._start() + self._jittered(self.gap)
 
     def next_poll_at(self, now: float, last_status: str | None) -> float:
         """The absolute time of the next poll, given the status the poll at ``now`` returned."""
         previous, self._last_poll = self._last_poll, now
         if last_status is None:
             self._last_poll = previous
-            return max(now, self.first_poll_at())
+            first = self.first_poll_at()
+            if first > now:
+                return first
+            return now + self._rng.random() * min(self.gap, MAX_FOLLOW_GAP)
         status = last_status.upper()
         if self.estimate is None:
             return now + self._jittered(self.poll_interval)
@@ -275,6 +335,9 @@ class PollSchedule:
             self._overrun_polls = 0
             self.anchor = previous if previous is not None else now
             self.reanchored = True
+            return max(now + MIN_GAP, self.first_poll_at())
+        if now < self.anchor + self._start():
+            # The estimate moved later since the last poll (a stale one was doubted): go by the new one.
             return max(now + MIN_GAP, self.first_poll_at())
         if not self.overrunning(now):
             return now + self._jittered(self.gap)

@@ -41,6 +41,8 @@ class SegmindRequestTrigger(BaseTrigger):
     :param max_consecutive_errors: transient poll errors tolerated in a row before an ``error`` event.
     :param time_scale: the connection's ``time_scale`` extra, read by the operator on the worker
         (a time-scaled emulator); scales the model's typical duration.
+    :param workload: how much the payload asks relative to a default request (``triggers.workload``):
+        picks the durations learned for its size and scales the model's typical duration.
     """
 
     def __init__(
@@ -54,6 +56,7 @@ class SegmindRequestTrigger(BaseTrigger):
         expected_duration: float | None = None,
         max_consecutive_errors: int = DEFAULT_MAX_CONSECUTIVE_ERRORS,
         time_scale: float = 1.0,
+        workload: float = 1.0,
     ) -> None:
         super().__init__()
         now = time.time()
@@ -66,6 +69,7 @@ class SegmindRequestTrigger(BaseTrigger):
         self.expected_duration = float(expected_duration) if expected_duration is not None else None
         self.max_consecutive_errors = int(max_consecutive_errors)
         self.time_scale = float(time_scale)
+        self.workload = float(workload)
 
     def serialize(self) -> tuple[str, dict[str, Any]]:
         """Ids and numbers only: the kwargs are stored as plain JSON in the metadata database."""
@@ -81,6 +85,7 @@ class SegmindRequestTrigger(BaseTrigger):
                 "expected_duration": self.expected_duration,
                 "max_consecutive_errors": self.max_consecutive_errors,
                 "time_scale": self.time_scale,
+                "workload": self.workload,
             },
         )
 
@@ -103,11 +108,13 @@ class SegmindRequestTrigger(BaseTrigger):
             expected_duration=self.expected_duration,
             time_scale=self.time_scale,
             max_consecutive_errors=self.max_consecutive_errors,
+            workload=self.workload,
         )
         delay = watch.start(time.time())
         while True:
-            if delay > 0:
+            while delay > 0:
                 await asyncio.sleep(delay)
+                delay = watch.wake(time.time())
             try:
                 answer = await self._hook().aget_status(self.request_id)
             except Exception as exc:  # CancelledError is a BaseException: it still propagates

@@ -3,7 +3,8 @@
 Shared by the trigger (async), the operator's worker wait and the benches, so every path
 spends requests the same way, says the same things, and ends in the same event shape.
 ``start``/``on_status``/``on_error`` return either seconds to sleep before the next poll
-or a final event dict; :meth:`RequestWatch.news` is what is worth a log line since the
+or a final event dict (``wake`` says whether what was learned while sleeping moved the first
+poll later); :meth:`RequestWatch.news` is what is worth a log line since the
 last poll (a status change, an overrun, a streak of transient errors, a long wait).
 """
 
@@ -21,12 +22,15 @@ from segmind_provider.exceptions import (
 )
 from segmind_provider.runtime import process_state
 from segmind_provider.triggers.polling import (
+    DurationEstimate,
     DurationObserver,
     PollSchedule,
+    duration_key,
     error_delay,
     estimate_duration,
     observed_duration,
 )
+from segmind_provider.triggers.workload import size_class
 
 __all__ = [
     "DEFAULT_MAX_CONSECUTIVE_ERRORS",
@@ -51,12 +55,16 @@ class RequestWatch:
     """One wait's state and decisions (see the module docstring)."""
 
     __slots__ = (
+        "_doubted",
+        "_expected_duration",
         "_last_poll_at",
         "_news",
         "_observer",
         "_overran",
         "_rng",
         "_spoken_at",
+        "_time_scale",
+        "_workload",
         "consecutive_errors",
         "end_time",
         "last_status",
@@ -82,6 +90,8 @@ class RequestWatch:
         expected_duration: float | None = None,
         time_scale: float = 1.0,
         max_consecutive_errors: int = DEFAULT_MAX_CONSECUTIVE_ERRORS,
+        workload: float = 1.0,
+        patient: bool = False,
     ) -> None:
         self.request_id = request_id
         self.model = model
@@ -91,24 +101,61 @@ class RequestWatch:
         self.max_consecutive_errors = max_consecutive_errors
         self._rng = rng
         self._observer = observer
-        estimate = estimate_duration(
-            model, observer=observer, expected_duration=expected_duration, time_scale=time_scale
-        )
+        self._expected_duration = expected_duration
+        self._time_scale = time_scale
+        self._workload = workload
         self.schedule = PollSchedule(
-            submitted_at=self.submitted_at, poll_interval=self.poll_interval, estimate=estimate, rng=rng
+            submitted_at=self.submitted_at,
+            poll_interval=self.poll_interval,
+            estimate=self._estimate(),
+            rng=rng,
+            patient=patient,
         )
         self.polls = 0
         self.consecutive_errors = 0
         self.last_status: str | None = None
         self._last_poll_at: float | None = None
         self._overran = False
+        self._doubted = False
         self._spoken_at = self.submitted_at
         self._news: str | None = None
+
+    def _estimate(self) -> DurationEstimate | None:
+        return estimate_duration(
+            self.model,
+            observer=self._observer,
+            expected_duration=self._expected_duration,
+            time_scale=self._time_scale,
+            workload=self._workload,
+        )
+
+    def _refresh(self) -> None:
+        """Adopt what other waits learned since (shared, cached estimates: an identity check)."""
+        if self._expected_duration is None and self.model:
+            estimate = self._estimate()
+            if estimate is not self.schedule.estimate:
+                self.schedule.estimate = estimate
 
     def news(self) -> str | None:
         """What the last poll learned that is worth a log line (then forgotten), or None."""
         news, self._news = self._news, None
         return news
+
+    def _doubt(self, now: float) -> None:
+        """Tell the shared memory once when this job runs past the range it learned (see DurationObserver)."""
+        estimate = self.schedule.estimate
+        if (
+            not self._doubted
+            and self.model
+            and estimate is not None
+            and estimate.source == "observed"
+            and now > self.schedule.anchor + estimate.high
+        ):
+            self._doubted = True
+            self._observer.note_overrun(self._key())
+
+    def _key(self) -> str:
+        return duration_key(self.model or "", size_class(self._workload))
 
     def _say(self, text: str, now: float) -> None:
         self._news = f"Segmind request {self.request_id}: {text}"
@@ -118,8 +165,23 @@ class RequestWatch:
         return max(0.0, min(at, self.end_time) - now)
 
     def start(self, now: float) -> float:
-        """Seconds until the first poll (0 when a rebuilt trigger is already past it)."""
+        """Seconds until the first poll (spread over one gap when a rebuilt trigger is already past it)."""
         return self._sleep_until(self.schedule.next_poll_at(now, None), now)
+
+    def wake(self, now: float) -> float:
+        """After a sleep: seconds more to wait when what was learned meanwhile puts the first poll later.
+
+        A burst of waits started on a stale estimate (quick jobs seen before slow ones) moves its
+        first polls as soon as the first of them find the estimate wrong; later polls follow the
+        schedule of the moment anyway (:meth:`on_status` refreshes it).
+        """
+        if self.polls:
+            return 0.0
+        before = self.schedule.estimate
+        self._refresh()
+        if self.schedule.estimate is before:
+            return 0.0
+        return self._sleep_until(max(now, self.schedule.first_poll_at()), now)
 
     def _timeout(self, now: float) -> dict[str, Any]:
         state = self.last_status or "not yet seen"
@@ -151,6 +213,8 @@ class RequestWatch:
         self.consecutive_errors = 0
         status = str(answer.get("status") or "").upper()
         self._note_status(status, now)
+        if status == "PROCESSING":
+            self._doubt(now)
         self.last_status = status or None
         if status == "COMPLETED":
             inference = inference_time(answer)
@@ -158,7 +222,7 @@ class RequestWatch:
             # says little about the model's usual duration, so only clean runs are remembered.
             if self.model and not self.schedule.reanchored:
                 self._observer.observe(
-                    self.model,
+                    self._key(),
                     observed_duration(
                         anchor=self.schedule.anchor,
                         detected_at=now,
@@ -183,6 +247,7 @@ class RequestWatch:
             )
         if now >= self.end_time:
             return self._timeout(now)
+        self._refresh()
         return self._sleep_until(self.schedule.next_poll_at(now, status), now)
 
     def on_error(self, exc: BaseException, now: float) -> dict[str, Any] | float:
@@ -225,6 +290,8 @@ def watch_request(
     expected_duration: float | None = None,
     time_scale: float = 1.0,
     max_consecutive_errors: int = DEFAULT_MAX_CONSECUTIVE_ERRORS,
+    workload: float = 1.0,
+    patient: bool = False,
 ) -> RequestWatch:
     """A watch using this process's learned durations and random generator (``segmind_provider.runtime``)."""
     state = process_state()
@@ -239,4 +306,6 @@ def watch_request(
         expected_duration=expected_duration,
         time_scale=time_scale,
         max_consecutive_errors=max_consecutive_errors,
+        workload=workload,
+        patient=patient,
     )

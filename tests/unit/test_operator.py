@@ -32,6 +32,7 @@ from segmind_provider.exceptions import (
     SegmindTimeoutError,
     SegmindValidationError,
 )
+from segmind_provider.hooks.connection import ConnectionSettings, settings_from
 from segmind_provider.hooks.segmind import SegmindHook
 from segmind_provider.operators.segmind import STATE_STORE_KEY, SegmindOperator, SegmindOutputLink
 from segmind_provider.testing.emulator.runner import SegmindEmulator
@@ -39,7 +40,7 @@ from segmind_provider.triggers.segmind import SegmindRequestTrigger
 
 FLUX = "flux-1.1-pro"
 PAYLOAD = {"prompt": "a lighthouse at dawn", "output_format": "png"}
-RESULT_KEYS = {"request_id", "model", "status", "output", "output_uris", "metrics"}
+RESULT_KEYS = {"request_id", "model", "status", "output", "output_uris", "metrics", "cost"}
 
 
 def operator(**kw: Any) -> SegmindOperator:
@@ -116,6 +117,10 @@ class FakeHook:
 
     def download(self, url: str, fileobj: Any, *, max_bytes: int) -> str:
         raise AssertionError("nothing to download in these tests")
+
+    def get_settings(self) -> ConnectionSettings:
+        """A connection without a credit floor: nothing to read before a submit."""
+        return settings_from(None, "fake", {"SEGMIND_API_KEY": "fake-key"})
 
 
 # ---------------------------------------------------------------- the deferrable journey

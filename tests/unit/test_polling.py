@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import heapq
 import random
 import statistics
+from typing import Any
 
 import pytest
 
@@ -13,15 +15,17 @@ from segmind_provider.triggers.polling import (
     DurationEstimate,
     DurationObserver,
     PollSchedule,
+    duration_key,
     error_delay,
     estimate_duration,
     follow_gap,
     observed_duration,
 )
 from segmind_provider.triggers.watch import RequestWatch
+from segmind_provider.triggers.workload import size_class, workload
 
-FLUX_TYPICAL = typical_seconds("flux-1.1-pro") or 0.0
 FLUX = "flux-1.1-pro"
+TYPICAL = typical_seconds(FLUX) or 0.0  # the catalog's figure (14.05 s), the default before any observation
 
 
 def schedule(
@@ -39,7 +43,7 @@ def test_estimate_prefers_override_then_observations_then_default() -> None:
     assert estimate_duration("some-unknown-model", observer=observer) is None
     assert estimate_duration(None, observer=observer) is None
     default = estimate_duration(FLUX, observer=observer)
-    assert default is not None and default.source == "default" and default.typical == FLUX_TYPICAL
+    assert default is not None and default.source == "default" and default.typical == TYPICAL
     for seconds in (10.0, 11.0, 12.0, 13.0):
         observer.observe(FLUX, seconds)
     observed = estimate_duration(FLUX, observer=observer)
@@ -103,13 +107,16 @@ def test_follow_gap_bounds() -> None:
 def test_first_poll_lands_just_after_the_likely_earliest_end() -> None:
     s = schedule()
     first = s.next_poll_at(0.0, None)
-    gap = follow_gap(FLUX_TYPICAL, 5.0)
-    assert 0.85 * FLUX_TYPICAL + gap * (1 - polling.JITTER) <= first <= 0.85 * FLUX_TYPICAL + gap
+    gap = follow_gap(TYPICAL, 5.0)
+    assert 0.85 * TYPICAL + gap * (1 - polling.JITTER) <= first <= 0.85 * TYPICAL + gap
 
 
-def test_rebuilt_schedule_past_its_first_poll_polls_at_once() -> None:
-    s = schedule()
-    assert s.next_poll_at(100.0, None) == 100.0
+def test_rebuilt_schedules_past_their_first_poll_spread_over_one_gap() -> None:
+    """Triggers rebuilt together (a restart, a burst picked up late) must not all poll at one instant."""
+    gap = follow_gap(TYPICAL, 5.0)
+    firsts = [schedule(seed=seed).next_poll_at(100.0, None) for seed in range(50)]
+    assert all(100.0 <= t <= 100.0 + gap for t in firsts)
+    assert max(firsts) - min(firsts) > gap / 2
 
 
 def test_processing_polls_stay_within_one_gap_then_back_off_to_poll_interval() -> None:
@@ -120,7 +127,7 @@ def test_processing_polls_stay_within_one_gap_then_back_off_to_poll_interval() -
         nxt = s.next_poll_at(now, "PROCESSING")
         gaps.append(nxt - now)
         now = nxt
-    gap = follow_gap(FLUX_TYPICAL, 4.0)
+    gap = follow_gap(TYPICAL, 4.0)
     in_range = [g for g in gaps if g <= gap]
     assert len(in_range) >= 3  # close behind the likely end
     assert max(gaps) <= 4.0  # never beyond poll_interval
@@ -139,9 +146,7 @@ def test_cold_model_backs_off_while_queued_and_reanchors_when_it_starts() -> Non
     assert gaps[0] < gaps[2] < 5.0  # grows toward poll_interval
     nxt = s.next_poll_at(now, "PROCESSING")  # started somewhere in (last_queued, now]
     assert s.anchor == last_queued and s.reanchored
-    assert (
-        nxt >= last_queued + 0.85 * FLUX_TYPICAL
-    )  # expects the full run time from the start, not from submit
+    assert nxt >= last_queued + 0.85 * TYPICAL  # expects the full run time from the start, not from submit
 
 
 def test_unknown_model_polls_every_poll_interval() -> None:
@@ -157,8 +162,8 @@ def test_unknown_model_polls_every_poll_interval() -> None:
 def test_jitter_spreads_waits_but_never_lengthens_a_gap() -> None:
     firsts = {round(schedule(seed=seed).next_poll_at(0.0, None), 6) for seed in range(50)}
     assert len(firsts) > 40
-    gap = follow_gap(FLUX_TYPICAL, 5.0)
-    assert max(firsts) <= 0.85 * FLUX_TYPICAL + gap
+    gap = follow_gap(TYPICAL, 5.0)
+    assert max(firsts) <= 0.85 * TYPICAL + gap
 
 
 def test_error_delay_backs_off_and_honours_retry_after() -> None:
@@ -232,3 +237,133 @@ def test_a_cold_model_is_still_noticed_promptly_after_minutes_queued() -> None:
     per_job, latencies = simulate(50, learn=True, queue=120.0)
     assert latencies[-1] <= 2.5
     assert per_job < 40  # about one poll per poll_interval while queued
+
+
+# ---------------------------------------------------------------- drift: a burst after other work
+
+
+def run_burst(
+    observer: DurationObserver,
+    durations: list[float],
+    *,
+    workload: float = 1.0,
+    submit_every: float = 0.0,
+    poll_interval: float = 5.0,
+) -> float:
+    """Waits started ``submit_every`` apart on one shared observer, driven in time order as a triggerer
+    runs them (what one learns, the others use); returns status polls per job (the slowest notice is
+    kept in ``LATEST_NOTICE``)."""
+    heap: list[tuple[float, int]] = []
+    watches = []
+    for i, _ in enumerate(durations):
+        start = i * submit_every
+        w = RequestWatch(
+            request_id=f"r{i}",
+            model=FLUX,
+            poll_interval=poll_interval,
+            end_time=1e9,
+            submitted_at=start,
+            rng=random.Random(i),
+            observer=observer,
+            workload=workload,
+        )
+        watches.append(w)
+        heapq.heappush(heap, (start + w.start(start), i))
+    polls = 0
+    LATEST_NOTICE[0] = 0.0
+    while heap:
+        now, i = heapq.heappop(heap)
+        w, done_at = watches[i], i * submit_every + durations[i]
+        more = w.wake(now)
+        if more > 0:
+            heapq.heappush(heap, (now + more, i))
+            continue
+        answer: dict[str, Any] = {"status": "PROCESSING"}
+        if now >= done_at:  # Segmind reports the run time, as the emulator does
+            answer = {"status": "COMPLETED", "metrics": {"inference_time": durations[i]}}
+        outcome = w.on_status(answer, now)
+        if isinstance(outcome, dict):
+            polls += outcome["polls"]
+            LATEST_NOTICE[0] = max(LATEST_NOTICE[0], now - done_at)
+        else:
+            heapq.heappush(heap, (now + outcome, i))
+    return polls / len(durations)
+
+
+LATEST_NOTICE = [0.0]
+
+
+def flux_durations(n: int, seed: int = 3, typical: float = 14.05) -> list[float]:
+    rng = random.Random(seed)
+    return [typical * (1 + rng.uniform(-0.15, 0.15)) for _ in range(n)]
+
+
+def test_workload_keeps_small_jobs_from_scheduling_a_burst_of_large_ones() -> None:
+    """Issue 13's drift: 30 quick small images first, then a burst of default ones. The small ones are
+    learned in their own size class, so the burst is scheduled as in a fresh process."""
+    burst = flux_durations(300)
+    fresh = run_burst(DurationObserver(), burst, submit_every=0.02)
+    warmed = DurationObserver()
+    small = workload(FLUX, {"prompt": "x", "aspect_ratio": "custom", "width": 256, "height": 256})
+    assert small == pytest.approx(1 / 16)
+    run_burst(warmed, [1.5] * 30, workload=small, submit_every=0.5)
+    assert warmed.estimate(duration_key(FLUX, size_class(small))) is not None
+    after = run_burst(warmed, burst, submit_every=0.02)
+    assert after <= fresh + 0.5
+    # and the small ones keep what was learned for them: noticed within a gap of 1.5 s, not 14 s late
+    run_burst(warmed, [1.5] * 30, workload=small, submit_every=0.5)
+    assert LATEST_NOTICE[0] < 0.5
+
+
+@pytest.mark.parametrize("submit_every", [0.0, 0.02])
+def test_a_burst_after_quick_jobs_of_the_same_size_is_scheduled_as_in_a_fresh_process(
+    submit_every: float,
+) -> None:
+    """The same payload, the service slower than what was learned: the first waits to find their job
+    running past the learned range doubt it, and the waits not yet polled move to the catalog's figure
+    until the burst's own completions teach the new pace."""
+    burst = flux_durations(300)
+    fresh = run_burst(DurationObserver(), burst, submit_every=submit_every)
+    warmed = DurationObserver()
+    run_burst(warmed, [1.5] * 30, submit_every=0.5)
+    assert warmed.estimate(FLUX).high < 2.0  # type: ignore[union-attr]
+    assert run_burst(warmed, burst, submit_every=submit_every) <= fresh + 0.5
+    assert warmed.estimate(FLUX).low > 10.0  # type: ignore[union-attr]  # the new pace, learned
+
+
+def test_overruns_doubt_what_was_learned_and_the_next_completion_starts_afresh() -> None:
+    observer = DurationObserver()
+    for seconds in (1.4, 1.5, 1.6):
+        observer.observe(FLUX, seconds)
+    assert observer.estimate(FLUX) is not None
+    for _ in range(polling.OVERRUN_EVIDENCE - 1):
+        observer.note_overrun(FLUX)
+    assert observer.estimate(FLUX) is not None  # one or two slow jobs are the tail, not a new pace
+    observer.note_overrun(FLUX)
+    assert observer.estimate(FLUX) is None
+    assert estimate_duration(FLUX, observer=observer).source == "default"  # type: ignore[union-attr]
+    observer.observe(FLUX, 1.5)  # inside the old range: those overruns were the tail
+    assert observer.estimate(FLUX).typical == 1.5  # type: ignore[union-attr]
+    for _ in range(polling.OVERRUN_EVIDENCE):
+        observer.note_overrun(FLUX)
+    observer.observe(FLUX, 14.0)  # outside it: the pace changed, the old samples go
+    assert observer.estimate(FLUX).typical == 14.0  # type: ignore[union-attr]
+
+
+def test_patient_waits_poll_first_past_the_high_end() -> None:
+    est = estimate_duration(FLUX, observer=DurationObserver())
+    assert est is not None
+    s = PollSchedule(submitted_at=0.0, poll_interval=5.0, estimate=est, rng=random.Random(0), patient=True)
+    assert est.high < s.next_poll_at(0.0, None) <= est.high + follow_gap(TYPICAL, 5.0)
+
+
+def test_workload_reads_sizes_lengths_and_factors_from_the_catalog() -> None:
+    assert workload(FLUX, {"prompt": "x"}) == 1.0
+    assert workload(FLUX, {"prompt": "x", "aspect_ratio": "custom", "width": 1440, "height": 1440}) == (
+        pytest.approx(1440 * 1440 / 1024**2)
+    )
+    assert workload("kling-o1-image-to-video", {"duration": 10}) == 2.0
+    assert workload("no-such-model", {"width": 99999}) == 1.0
+    big = estimate_duration(FLUX, observer=DurationObserver(), workload=4.0)
+    assert big is not None and big.typical == pytest.approx(TYPICAL * 2)  # the square root of 4
+    assert size_class(1.0) == 0 and size_class(1 / 16) == -4 and size_class(1.3) == 0

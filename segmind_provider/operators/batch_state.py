@@ -1,0 +1,162 @@
+"""A batch's state: one record per item, where it travels between waves and where it survives a retry.
+
+Three places, each for what survives there:
+
+- **between waves of one try** the whole ledger travels through the trigger, untouched (its kwargs
+  and its event, both kept in the metadata database while the task is deferred, on Airflow 3.2
+  too; not the deferral's ``next_kwargs``, which ``airflow dags test`` replaces with the event);
+- **across tries** (a retry, a worker killed mid-batch) each submitted item's request id is written
+  to the task's ``task_state_store`` (Airflow 3.3+, kept across tries) right after its submit, one
+  small key per item: a retry re-attaches to every request already paid for. One key per item keeps
+  each write small (the store warns above 64 KB per value) and costs one write per submit, as the
+  single operator's does. A marker key counts the rounds of submits started: a first try finds none
+  and reads nothing back; a resume whose ledger is behind it (a try killed mid-round, then resumed
+  from its last event) re-attaches before it submits;
+- **across runs** the manifest in ``output_dir`` (``operators.manifest``), written after each wave's
+  submits and after its results are stored, says what is stored and for which fingerprint (a later
+  run reuses what did not change) and which requests are still running (a run killed mid-batch and
+  started again re-attaches to them: on Airflow 3.2, or where ``airflow dags test`` replaced the run
+  and its ``task_state_store`` with it).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+__all__ = [
+    "COMPLETED",
+    "FAILED",
+    "NOT_STARTED",
+    "PENDING",
+    "RUNNING",
+    "STORE_MARKER",
+    "Item",
+    "Ledger",
+    "store_key",
+]
+
+PENDING = "PENDING"  # not submitted yet
+RUNNING = "RUNNING"  # submitted, not ended
+COMPLETED = "COMPLETED"
+FAILED = "FAILED"
+NOT_STARTED = "NOT_STARTED"  # left unsubmitted (the credit floor)
+ENDED = (COMPLETED, FAILED, NOT_STARTED)
+
+#: ``task_state_store`` keys; renaming them breaks in-flight retries.
+STORE_MARKER = "segmind_batch"
+STORE_PREFIX = "segmind_batch/"
+
+
+_PACKED = (
+    "fingerprint",
+    "request_id",
+    "submitted_at",
+    "status",
+    "output_uris",
+    "output",
+    "error",
+    "cost",
+    "reused",
+    "uncertain",
+)
+
+
+def store_key(key: str) -> str:
+    """The ``task_state_store`` key of item ``key``'s request."""
+    return STORE_PREFIX + key
+
+
+@dataclass
+class Item:
+    """One item of the batch."""
+
+    key: str
+    fingerprint: str
+    request_id: str | None = None
+    submitted_at: float | None = None
+    status: str = PENDING
+    output_uris: list[str] = field(default_factory=list)
+    output: Any = None
+    error: str | None = None
+    cost: float | None = None
+    reused: bool = False
+    uncertain: bool = False
+
+    def pack(self) -> list[Any]:
+        """A compact JSON form (a list in field order) for next_kwargs."""
+        return [getattr(self, name) for name in _PACKED]
+
+    @classmethod
+    def unpack(cls, key: str, packed: list[Any]) -> Item:
+        return cls(key, **dict(zip(_PACKED, packed, strict=True)))
+
+    def end(
+        self, status: str, *, error: str | None = None, uris: Iterable[str] = (), output: Any = None
+    ) -> None:
+        self.status = status
+        self.error = error
+        self.output_uris = list(uris)
+        if output is not None:
+            self.output = output
+
+    def entry(self, with_output: bool) -> dict[str, Any]:
+        """The item's manifest entry."""
+        entry: dict[str, Any] = {
+            "request_id": self.request_id,
+            "status": self.status,
+            "output_uris": list(self.output_uris),
+            "error": self.error,
+            "cost": self.cost,
+            "reused": self.reused,
+            "fingerprint": self.fingerprint,
+            "submitted_at": self.submitted_at,
+        }
+        if with_output:
+            entry["output"] = self.output
+        return entry
+
+
+class Ledger:
+    """Every item of the batch, in the order given, with the batch's own facts (start, waves)."""
+
+    def __init__(self, items: Iterable[Item], started_at: float, waves: int = 0, rounds: int = 0) -> None:
+        self.items: dict[str, Item] = {item.key: item for item in items}
+        self.started_at = started_at
+        self.waves = waves
+        self.rounds = rounds  # rounds of submits this ledger has seen (see batch_items.begin_round)
+
+    def pack(self) -> dict[str, Any]:
+        return {
+            "started_at": self.started_at,
+            "waves": self.waves,
+            "rounds": self.rounds,
+            "items": {key: item.pack() for key, item in self.items.items()},
+        }
+
+    @classmethod
+    def unpack(cls, data: Mapping[str, Any]) -> Ledger:
+        items = (Item.unpack(key, packed) for key, packed in data["items"].items())
+        return cls(items, float(data["started_at"]), int(data.get("waves", 0)), int(data.get("rounds", 0)))
+
+    def with_status(self, *statuses: str) -> list[Item]:
+        return [item for item in self.items.values() if item.status in statuses]
+
+    def by_request(self) -> dict[str, Item]:
+        return {item.request_id: item for item in self.items.values() if item.request_id}
+
+    def manifest(self, model: str, with_output: bool) -> dict[str, Any]:
+        """``{"items": {key: entry}, "completed": n, "failed": m, "cost": total, ...}``."""
+        items = {key: item.entry(with_output) for key, item in self.items.items()}
+        costs = [item.cost for item in self.items.values() if item.cost is not None]
+        return {
+            "items": items,
+            "completed": sum(1 for item in self.items.values() if item.status == COMPLETED),
+            "failed": sum(1 for item in self.items.values() if item.status == FAILED),
+            "cost": round(sum(costs), 6),
+            "model": model,
+            "reused": sum(1 for item in self.items.values() if item.reused),
+            "not_started": [item.key for item in self.items.values() if item.status == NOT_STARTED],
+            "waves": self.waves,
+        }
