@@ -104,13 +104,15 @@ class CallCounts:
     submit: int = 0
     status: int = 0
     result: int = 0
+    history: int = 0
     throttled: int = 0
     other: int = 0
 
     @property
     def api_requests(self) -> int:
-        """Requests that reached the API (429s included: they count against a real key's minute too)."""
-        return self.submit + self.status + self.result
+        """Requests that reached the API (429s included: they count against a real key's minute too);
+        the account's history pages count too (a batch reads one per 100 results)."""
+        return self.submit + self.status + self.result + self.history
 
     @classmethod
     def from_calls(cls, calls: Iterable[Mapping[str, Any]]) -> CallCounts:
@@ -125,6 +127,8 @@ class CallCounts:
                 counts.status += 1
             elif endpoint == "result":
                 counts.result += 1
+            elif endpoint == "history":
+                counts.history += 1
             else:
                 counts.other += 1
         return counts
