@@ -325,6 +325,29 @@ def markdown_table(headers: Sequence[str], rows: Iterable[Sequence[Any]]) -> str
     return "\n".join(lines)
 
 
+def report(
+    bench: str,
+    argv: Sequence[str] | None,
+    info: Mapping[str, Any],
+    rows: list[dict[str, Any]],
+    table_text: str,
+    checks: list[dict[str, Any]],
+) -> dict[str, Any]:
+    """Print each target's verdict and build the results file's content (command, machine, rows)."""
+    for check in checks:
+        verdict = "MET" if check["met"] else "NOT MET" if check["met"] is False else "n/a"
+        print(f"[{verdict}] {check['target']}: {check['measured']}")
+    return {
+        "bench": bench,
+        "command": f"python bench/{bench}.py " + " ".join(argv if argv is not None else sys.argv[1:]),
+        "machine": dict(info),
+        "loadavg_at_end": [round(x, 2) for x in os.getloadavg()],
+        "rows": rows,
+        "targets": checks,
+        "table": table_text,
+    }
+
+
 def write_json(name: str, data: Mapping[str, Any], directory: Path | None = None) -> Path:
     out_dir = directory or RESULTS_DIR
     out_dir.mkdir(parents=True, exist_ok=True)

@@ -30,7 +30,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _common import MODEL, PROMPT, CallCounts, machine, markdown_table, start_emulator, write_json
+from _common import MODEL, PROMPT, CallCounts, machine, markdown_table, report, start_emulator, write_json
 from _deferral import DeferralRunner
 
 APPROACHES = ("triggers", "batch")
@@ -159,6 +159,41 @@ def table(rows: list[dict[str, Any]]) -> str:
     return markdown_table([c for c, _ in COLUMNS], [[r.get(k) for _, k in COLUMNS] for r in rows])
 
 
+def targets(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """What the batch should show against the same campaign as one trigger per image."""
+    by = {r["approach"]: r for r in rows}
+    batch, each = by.get("batch"), by.get("triggers")
+    if batch is None:
+        return []
+    n = batch["n"]
+    checks = [
+        (
+            "batch: every image made, each paid once",
+            batch["completed"] == n == batch["jobs_created"],
+            f"{batch['completed']}/{n} completed, {batch['jobs_created']} jobs created",
+        ),
+        (
+            "batch: one trigger at a time",
+            batch["triggers_held_max"] == 1,
+            f"{batch['triggers_held_max']} held at once, {batch['triggers_total']} in all",
+        ),
+    ]
+    if each is not None:
+        for name, key in (
+            ("triggerer CPU", "triggerer_cpu_s"),
+            ("triggerer RSS growth", "triggerer_rss_growth_mb"),
+            ("longest loop stall", "max_stall_ms"),
+        ):
+            checks.append(
+                (
+                    f"batch: {name} below the per-image triggers'",
+                    batch[key] < each[key],
+                    f"{batch[key]:.2f} vs {each[key]:.2f}",
+                )
+            )
+    return [{"target": t, "met": ok, "measured": m} for t, ok, m in checks]
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -183,14 +218,7 @@ def main(argv: list[str] | None = None) -> int:
         rows.append(run_approach(approach, args.n, args.time_scale, args.max_in_flight, args.timeout))
         print(table(rows[-1:]), flush=True)
     print("\n" + table(rows))
-    payload = {
-        "bench": "campaign",
-        "command": "python bench/campaign.py " + " ".join(argv if argv is not None else sys.argv[1:]),
-        "machine": info,
-        "loadavg_at_end": [round(x, 2) for x in os.getloadavg()],
-        "rows": rows,
-        "table": table(rows),
-    }
+    payload = report("campaign", argv, info, rows, table(rows), targets(rows))
     print(f"results: {write_json(args.name, payload, args.results_dir)}")
     return 0
 

@@ -43,6 +43,7 @@ from _common import (
     machine,
     markdown_table,
     model_latency,
+    report,
     start_emulator,
     write_json,
 )
@@ -212,17 +213,7 @@ def main(argv: list[str] | None = None) -> int:
         for r in rows
         if r["case"] != "fresh" and r["extra_polls"] is not None and fresh is not None
     ]
-    for check in checks:
-        print(f"[{'MET' if check['met'] else 'NOT MET'}] {check['target']}: {check['measured']}")
-    payload = {
-        "bench": "drift",
-        "command": "python bench/drift.py " + " ".join(argv if argv is not None else sys.argv[1:]),
-        "machine": info,
-        "loadavg_at_end": [round(x, 2) for x in os.getloadavg()],
-        "rows": rows,
-        "targets": checks,
-        "table": text,
-    }
+    payload = report("drift", argv, info, rows, text, checks)
     print(f"results: {write_json(args.name, payload, args.results_dir)}")
     return 0
 
