@@ -104,13 +104,15 @@ class CallCounts:
     submit: int = 0
     status: int = 0
     result: int = 0
+    history: int = 0
     throttled: int = 0
     other: int = 0
 
     @property
     def api_requests(self) -> int:
-        """Requests that reached the API (429s included: they count against a real key's minute too)."""
-        return self.submit + self.status + self.result
+        """Requests that reached the API (429s included: they count against a real key's minute too);
+        the account's history pages count too (a batch reads one per 100 results)."""
+        return self.submit + self.status + self.result + self.history
 
     @classmethod
     def from_calls(cls, calls: Iterable[Mapping[str, Any]]) -> CallCounts:
@@ -125,6 +127,8 @@ class CallCounts:
                 counts.status += 1
             elif endpoint == "result":
                 counts.result += 1
+            elif endpoint == "history":
+                counts.history += 1
             else:
                 counts.other += 1
         return counts
@@ -319,6 +323,29 @@ def markdown_table(headers: Sequence[str], rows: Iterable[Sequence[Any]]) -> str
     lines.append("|" + "|".join("-" * (w + 2) for w in widths) + "|")
     lines += ["| " + " | ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)) + " |" for r in body]
     return "\n".join(lines)
+
+
+def report(
+    bench: str,
+    argv: Sequence[str] | None,
+    info: Mapping[str, Any],
+    rows: list[dict[str, Any]],
+    table_text: str,
+    checks: list[dict[str, Any]],
+) -> dict[str, Any]:
+    """Print each target's verdict and build the results file's content (command, machine, rows)."""
+    for check in checks:
+        verdict = "MET" if check["met"] else "NOT MET" if check["met"] is False else "n/a"
+        print(f"[{verdict}] {check['target']}: {check['measured']}")
+    return {
+        "bench": bench,
+        "command": f"python bench/{bench}.py " + " ".join(argv if argv is not None else sys.argv[1:]),
+        "machine": dict(info),
+        "loadavg_at_end": [round(x, 2) for x in os.getloadavg()],
+        "rows": rows,
+        "targets": checks,
+        "table": table_text,
+    }
 
 
 def write_json(name: str, data: Mapping[str, Any], directory: Path | None = None) -> Path:

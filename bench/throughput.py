@@ -14,6 +14,12 @@ use). The approaches run one after another, so none slows another down:
   one interval (more patient than a bare task, which would fail and resubmit).
 - ``floor``: a bare aiohttp client that spaces requests evenly under the limit and spends exactly
   submit + 1 status (at the known completion time) + 1 result.
+- ``batch``: one ``SegmindBatchOperator`` over all the jobs (``--max-in-flight``), each wave's trigger on
+  the event loop, its worker steps in a thread; on a limited key its polls are patient (first poll
+  past the expected range: about one a job). ``batch_result``: the same with
+  ``poll_endpoint="result"`` (a finished job's output comes with its last poll: no separate fetch).
+  Their detection latency is not measured (a wave ends as a whole); their images per minute count
+  the campaign from its first submit to its last stored result.
 
 Time is scaled (``--time-scale``, default 0.1): latencies, intervals and the limit. The key's
 50 requests per minute become 50 / time_scale requests per real 60 s window in the emulator and in the
@@ -62,7 +68,10 @@ from _common import (
     write_json,
 )
 
-APPROACHES = ("provider", "naive", "sdk", "floor")
+APPROACHES = ("provider", "naive", "sdk", "floor", "batch", "batch_result")
+DEFAULT_APPROACHES = ("provider", "naive", "sdk", "floor")
+DEFAULT_MAX_IN_FLIGHT = 30
+"""The batch's requests in flight: ~40 s of submits at 48/min, so polls always have jobs due."""
 DEFAULT_POOL = 4
 """Slots: rpm / 3 requests per job * 14 s / 60 = 50 / 3 * 14 / 60 = 3.9, rounded up."""
 SDK_INTERVAL = 1.0
@@ -246,6 +255,62 @@ class OperatorPath:
                     polls=polls,
                 )
                 return event, time.time()
+
+
+class BatchPath:
+    """``batch`` / ``batch_result``: one SegmindBatchOperator task through all its waves."""
+
+    def __init__(self, approach: str, scale: float, max_in_flight: int, clock: SubmitClock) -> None:
+        self.approach = approach
+        self.scale = scale
+        self.max_in_flight = max_in_flight
+        self.clock = clock
+        self.workers = concurrent.futures.ThreadPoolExecutor(2, thread_name_prefix=f"worker-{approach}")
+        self.campaign = Campaign(approach)
+
+    async def run(self, jobs: int) -> Campaign:
+        from airflow.sdk.exceptions import TaskDeferred
+
+        from segmind_provider.operators.segmind import SegmindBatchOperator
+        from segmind_provider.triggers.polling import DEFAULT_POLL_INTERVAL
+
+        op = SegmindBatchOperator(
+            task_id="campaign",
+            model=MODEL,
+            payloads=[{"prompt": f"{PROMPT} #{i}", "seed": i} for i in range(jobs)],
+            segmind_conn_id=_conn_id(self.approach),
+            deferrable=True,
+            max_in_flight=self.max_in_flight,
+            poll_interval=DEFAULT_POLL_INTERVAL * self.scale,
+            timeout=SDK_TIMEOUT * self.scale,
+            expected_duration=TYPICAL_SECONDS * self.scale,  # as for provider (the emulator's clock)
+            poll_endpoint="result" if self.approach == "batch_result" else "status",
+        )
+        loop = asyncio.get_running_loop()
+        context = _context()
+        step: Callable[[], Any] = lambda: op.execute(context)  # noqa: E731
+        self.campaign.started = time.time()
+        while True:
+            try:
+                manifest = await loop.run_in_executor(self.workers, step)
+                break
+            except TaskDeferred as deferred:
+                event, _ = await _first_event(deferred.trigger)
+                step = lambda e=event: op.execute_wave(context, event=e)  # noqa: E731
+        self.campaign.ended = time.time()
+        for entry in manifest["items"].values():
+            rid = str(entry["request_id"])
+            ok = entry["status"] == "COMPLETED"
+            self.campaign.records.append(
+                JobRecord(
+                    rid,
+                    self.clock.sent.get(rid, 0.0),
+                    finished=self.campaign.ended,
+                    ok=ok,
+                    error=entry["error"] or "",
+                )
+            )
+        return self.campaign
 
 
 class SdkPath:
@@ -467,6 +532,31 @@ def targets(rows: list[dict[str, Any]], rpm: float) -> list[tuple[str, bool | No
     ]
 
 
+def batch_targets(rows: list[dict[str, Any]]) -> list[tuple[str, bool | None, str]]:
+    """Issue 13's: a batch on the same key makes at least 14 images a minute with no 429."""
+    out: list[tuple[str, bool | None, str]] = []
+    for row in rows:
+        if row["approach"] not in ("batch", "batch_result") or "images_per_minute" not in row:
+            continue
+        name = row["approach"]
+        out.append(
+            (
+                f"{name}: all jobs completed",
+                row["completed"] == row["jobs"],
+                f"{row['completed']}/{row['jobs']}",
+            )
+        )
+        out.append(
+            (
+                f"{name}: >= 14 images per minute",
+                row["images_per_minute"] >= 14,
+                f"{row['images_per_minute']:.1f}",
+            )
+        )
+        out.append((f"{name}: zero 429s", row["throttled_429"] == 0, str(row["throttled_429"])))
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -479,7 +569,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--pool", type=int, default=DEFAULT_POOL, help="concurrent jobs per approach (an Airflow pool)"
     )
-    parser.add_argument("--approaches", default=",".join(APPROACHES))
+    parser.add_argument(
+        "--approaches", default=",".join(DEFAULT_APPROACHES), help=f"any of {','.join(APPROACHES)}"
+    )
+    parser.add_argument(
+        "--max-in-flight", type=int, default=DEFAULT_MAX_IN_FLIGHT, help="the batch approaches'"
+    )
     parser.add_argument("--timeout", type=float, default=3600.0, help="for the whole run, real seconds")
     parser.add_argument("--name", default="throughput", help="results file bench/results/<name>.json")
     parser.add_argument("--results-dir", type=Path, default=None)
@@ -493,9 +588,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.client:
         return _client_main(args)
     info = machine()
-    rows = run(approaches, args.jobs, args.rpm, args.time_scale, args.pool, args.timeout)
+    rows = run(approaches, args.jobs, args.rpm, args.time_scale, args.pool, args.timeout, args.max_in_flight)
     print("\n" + table(rows))
-    checks = targets(rows, args.rpm)
+    checks = targets(rows, args.rpm) + batch_targets(rows)
     for name, ok, measured in checks:
         print(f"[{'MET' if ok else 'NOT MET'}] {name}: {measured}")
     limit = round(args.rpm / args.time_scale)
@@ -511,6 +606,7 @@ def main(argv: list[str] | None = None) -> int:
             "emulator_rate_limit": f"{limit} requests per 60 s real window per key (= {args.rpm:g}/min x 1/{args.time_scale:g})",
             "connection_requests_per_minute": limit,
             "pool": args.pool,
+            "batch_max_in_flight": args.max_in_flight,
         },
         "rows": rows,
         "targets": [{"target": t, "met": ok, "measured": m} for t, ok, m in checks],
@@ -533,13 +629,13 @@ def main(argv: list[str] | None = None) -> int:
 def _client_main(args: argparse.Namespace) -> int:
     """One approach's campaign, alone in this process (no other approach shares its loop or GIL)."""
     approach, scale, limit = args.client, args.time_scale, round(args.rpm / args.time_scale)
-    if approach in ("provider", "naive"):
+    if approach in ("provider", "naive", "batch", "batch_result"):
         os.environ[f"AIRFLOW_CONN_{_conn_id(approach).upper()}"] = json.dumps(
             {
                 "conn_type": "segmind",
                 "host": args.url,
                 "password": _key(approach),
-                "extra": {"requests_per_minute": limit, "timeout": 30},
+                "extra": {"requests_per_minute": limit, "timeout": 30, "account_url": args.url + "/account"},
             }
         )
     campaign = asyncio.run(_client_campaign(args, approach, scale, limit))
@@ -555,6 +651,13 @@ async def _client_campaign(args: argparse.Namespace, approach: str, scale: float
             return await _run_async(OperatorPath(approach, scale, args.pool, clock), args.jobs)
         finally:
             clock.uninstall()
+    if approach in ("batch", "batch_result"):
+        clock = SubmitClock()
+        clock.install()
+        try:
+            return await BatchPath(approach, scale, args.max_in_flight, clock).run(args.jobs)
+        finally:
+            clock.uninstall()
     if approach == "sdk":
         return await _run_sdk(SdkPath(args.url, scale, args.pool), args.jobs)
     from segmind_provider.testing.emulator import EmulatorControl
@@ -568,7 +671,13 @@ async def _client_campaign(args: argparse.Namespace, approach: str, scale: float
 
 
 def run(
-    approaches: list[str], jobs: int, rpm: float, scale: float, pool: int, timeout: float = 3600.0
+    approaches: list[str],
+    jobs: int,
+    rpm: float,
+    scale: float,
+    pool: int,
+    timeout: float = 3600.0,
+    max_in_flight: int = DEFAULT_MAX_IN_FLIGHT,
 ) -> list[dict[str, Any]]:
     """One approach after another, each with its own emulator and client process; counts from its log.
 
@@ -584,18 +693,26 @@ def run(
             time_scale=scale, workers=jobs + 8, rate_limit=limit, rate_limit_window=60.0
         )
         try:
-            rows.append(_run_client(a, emulator, jobs, rpm, scale, pool, deadline))
+            rows.append(_run_client(a, emulator, jobs, rpm, scale, pool, deadline, max_in_flight))
         finally:
             emulator.stop()
     return rows
 
 
 def _run_client(
-    approach: str, emulator: Any, jobs: int, rpm: float, scale: float, pool: int, deadline: float
+    approach: str,
+    emulator: Any,
+    jobs: int,
+    rpm: float,
+    scale: float,
+    pool: int,
+    deadline: float,
+    max_in_flight: int = DEFAULT_MAX_IN_FLIGHT,
 ) -> dict[str, Any]:
     with tempfile.TemporaryDirectory() as tmp:
         cmd = [sys.executable, __file__, "--client", approach, "--url", emulator.base_url]
         cmd += ["--jobs", str(jobs), "--rpm", str(rpm), "--time-scale", str(scale), "--pool", str(pool)]
+        cmd += ["--max-in-flight", str(max_in_flight)]
         cmd += ["--out", str(Path(tmp) / "client.json")]
         log_path = Path(tmp) / "client.log"
         with open(log_path, "w") as log:

@@ -312,15 +312,14 @@ def floor_message(
     submitted = [i for i in ledger.items.values() if i.request_id and not i.reused]
     known = [i.cost for i in submitted if i.cost is not None]
     spent = f"${sum(known):.4f} from the request history for {len(known)} of {len(submitted)} submitted items"
-    if guard is not None:
-        spent += f"; {guard.summary()}"
+    left = f"; {guard.summary()}" if guard is not None else ""
     named = ", ".join(not_started[:NAMED_PROBLEMS]) + (
         f" and {len(not_started) - NAMED_PROBLEMS} more" if len(not_started) > NAMED_PROBLEMS else ""
     )
     where = f"; the manifest ({uri}) lists them" if uri else ""
     return (
         f"Stopped before the credit floor: {len(not_started)} of {len(ledger.items)} items were not started "
-        f"({named}); spent {spent}{where}. Add credits (or lower credit_floor) and clear the task: "
+        f"({named}); spent {spent}{left}{where}. Add credits (or lower credit_floor) and clear the task: "
         f"finished items are reused, not paid again"
     )
 

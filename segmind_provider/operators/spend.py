@@ -46,7 +46,6 @@ class CreditGuard:
         self.hook = hook
         self.floor = float(floor)
         self.log = log
-        self.spent = 0.0
         self.balance = process_state().balance(hook.get_settings())
 
     def available(self) -> float:
@@ -59,10 +58,7 @@ class CreditGuard:
     def allow(self, cost: float) -> bool:
         """Count ``cost`` as spent and return True if the balance stays at or above the floor after it."""
         self.available()
-        if not self.balance.try_charge(cost, self.floor):
-            return False
-        self.spent += cost
-        return True
+        return self.balance.try_charge(cost, self.floor)
 
     def affordable(self, cost: float) -> int:
         """How many more calls of ``cost`` fit above the floor now (for the pre-flight message)."""
@@ -70,10 +66,10 @@ class CreditGuard:
         return max(int((room + 1e-9) // cost), 0) if cost > 0 else 10**9
 
     def summary(self) -> str:
-        """Spent, left and the floor, for the task's last words."""
+        """What is left and the floor, for the task's last words."""
         left = self.balance.estimate()
         left_text = f"${left:.4f}" if left is not None else "unknown"
-        return f"spent ${self.spent:.4f} (estimated), balance about {left_text}, floor ${self.floor:.4f}"
+        return f"balance about {left_text}, floor ${self.floor:.4f}"
 
 
 def check_floor(

@@ -22,15 +22,17 @@ pytestmark = pytest.mark.e2e
 REPO = Path(__file__).resolve().parents[2]
 
 
-def _run_bench(script: str, args: list[str], tmp_path: Path, name: str) -> dict[str, Any]:
-    plot = tmp_path / f"{name}.png"
+def _run_bench(script: str, args: list[str], tmp_path: Path, name: str, plot: bool = True) -> dict[str, Any]:
+    image = tmp_path / f"{name}.png"
     cmd = [sys.executable, str(REPO / "bench" / script), *args]
-    cmd += ["--name", name, "--results-dir", str(tmp_path), "--plot", str(plot)]
+    cmd += ["--name", name, "--results-dir", str(tmp_path)]
+    cmd += ["--plot", str(image)] if plot else []
     proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=240)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    with Image.open(plot) as img:
-        assert img.format == "PNG"
-        assert img.size[0] > 200 and img.size[1] > 200
+    if plot:
+        with Image.open(image) as img:
+            assert img.format == "PNG"
+            assert img.size[0] > 200 and img.size[1] > 200
     data: dict[str, Any] = json.loads((tmp_path / f"{name}.json").read_text())
     return data
 
@@ -74,3 +76,50 @@ def test_throughput_smoke(tmp_path: Path) -> None:
     assert rows["provider"]["throttled_429"] == 0
     assert rows["naive"]["throttled_429"] == 0
     assert data["settings"]["connection_requests_per_minute"] == round(50 / 0.02)
+
+
+def test_campaign_smoke(tmp_path: Path) -> None:
+    """Issue 13: one batch task against one trigger per image, the triggerer in its own process."""
+    n = 30
+    args = ["--n", str(n), "--time-scale", "0.05", "--max-in-flight", "15", "--timeout", "200"]
+    data = _run_bench("campaign.py", args, tmp_path, "campaign", plot=False)
+    rows = {r["approach"]: r for r in data["rows"]}
+    assert set(rows) == {"triggers", "batch"}
+    for approach, row in rows.items():
+        assert row["completed"] == n and row["jobs_created"] == n, (approach, row["errors"])
+        assert row["submits"] == n and row["throttled"] == 0, approach
+        assert row["requests_per_image"] >= 2, approach  # at least a submit and a poll each
+    assert rows["triggers"]["triggers_total"] == n
+    assert (
+        rows["batch"]["triggers_held_max"] == 1
+        and rows["batch"]["triggers_total"] == rows["batch"]["deferrals"] >= 2
+    )
+    assert rows["batch"]["history_pages"] >= 1  # costs read from the account, a page at a time
+    assert {t["target"] for t in data["targets"]} >= {"batch: one trigger at a time"}
+
+
+def test_drift_smoke(tmp_path: Path) -> None:
+    burst = 40
+    args = ["--burst", str(burst), "--time-scale", "0.1", "--timeout", "200"]
+    data = _run_bench("drift.py", args, tmp_path, "drift", plot=False)
+    rows = {r["case"]: r for r in data["rows"]}
+    assert set(rows) == {"fresh", "after small", "after same"}
+    for case, row in rows.items():
+        assert row["completed"] == burst, case
+        assert row["polls_per_job"] >= 1, case  # every job was seen done by a poll
+    assert len(data["targets"]) == 2
+
+
+def test_batch_throughput_smoke(tmp_path: Path) -> None:
+    """The batch on a limited key, polling the status endpoint and (opt-in) the result endpoint."""
+    jobs = 12
+    args = ["--jobs", str(jobs), "--time-scale", "0.02", "--approaches", "batch,batch_result"]
+    args += ["--max-in-flight", "6", "--timeout", "200"]
+    data = _run_bench("throughput.py", [*args, "--no-plot"], tmp_path, "batch_throughput", plot=False)
+    rows = {r["approach"]: r for r in data["rows"]}
+    assert set(rows) == {"batch", "batch_result"}
+    for approach, row in rows.items():
+        assert row["completed"] == jobs and row["submits"] == jobs, (approach, row["failures"])
+        assert row["throttled_429"] == 0, approach  # the budget kept the key under its limit
+    assert rows["batch_result"]["status_polls"] == 0  # it polled the result endpoint instead
+    assert rows["batch"]["requests_per_job"] >= 3 > rows["batch_result"]["requests_per_job"] >= 2

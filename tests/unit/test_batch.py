@@ -271,6 +271,7 @@ async def test_a_credit_floor_stops_submitting_and_names_the_spend_and_the_unsta
     text = str(raised.value)
     assert "60 of 100 items were not started" in text and "40, 41, 42" in text
     assert "$2.0000 from the request history for 40 of 40 submitted items" in text
+    assert "balance about $1.0000, floor $1.0000" in text
     manifest = json.loads((tmp_path / "out" / "manifest.json").read_text())
     assert manifest["completed"] == 40 and len(manifest["not_started"]) == 60
     assert manifest["items"]["99"]["status"] == "NOT_STARTED"
