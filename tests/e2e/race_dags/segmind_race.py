@@ -47,16 +47,15 @@ for dag_id, extra in (("segmind_race_sensor", {}), ("segmind_race_sensor_no_retr
 with DAG(
     dag_id="segmind_race_operator", start_date=START, schedule=None, catchup=False, tags=["segmind", "race"]
 ):
+    # The payload in partial() (templated per task); the mapped argument is where each image goes.
     SegmindOperator.partial(
         task_id="generate",
         model="flux-1.1-pro",
+        payload={"prompt": "{{ dag.dag_id }}/{{ run_id }} {{ ti.map_index }}", "output_format": "png"},
         deferrable=True,
         poll_interval=2,
         timeout=300,
         expected_duration=EXPECTED,
         retries=2,
         retry_delay=dt.timedelta(seconds=15),
-        output_path=OUT + "/race/{{ run_id }}/image-{{ ti.map_index }}",
-    ).expand(
-        payload=[{"prompt": f"race {{{{ run_id }}}} {i}", "output_format": "png"} for i in range(FANOUT)]
-    )
+    ).expand(output_path=[f"{OUT}/race/{{{{ run_id }}}}/image-{i}" for i in range(FANOUT)])
