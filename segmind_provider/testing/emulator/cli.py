@@ -1,8 +1,9 @@
 """Command line: `segmind-emulator` / `python -m segmind_provider.testing.emulator`.
 
 Prints one machine-readable line when both ports listen
-(`SEGMIND_EMULATOR_READY {"base_url": ..., "media_url": ...}`) so a parent
-process can start it with `--port 0` and learn the ports it got.
+(`SEGMIND_EMULATOR_READY {"base_url", "media_url", "storage_url", "account_url", "time_scale",
+"connection"}`) so a parent process can start it with `--port 0` and learn the ports it got,
+and the Airflow connection to use on stderr.
 """
 
 from __future__ import annotations
@@ -19,11 +20,15 @@ from collections.abc import Sequence
 from typing import Any
 
 from .app import EmulatorServer
+from .config import EmulatorConfig
+from .control import connection_dict
 from .faults import FaultRule
-from .state import EmulatorConfig, ModelSpec, default_models
+from .models import ModelSpec, default_models
 
 READY_PREFIX = "SEGMIND_EMULATOR_READY "
 KEYS_ENV = "SEGMIND_EMULATOR_API_KEYS"
+# Printed in the connection: any non-empty key works unless keys are configured (never printed).
+PRINTED_KEY = "emulator-key"
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -97,14 +102,22 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--media-public-url", default=None, help="media base URL to put in outputs")
     p.add_argument("--render-cache-mb", type=float, default=128.0)
     p.add_argument("--call-log-size", type=int, default=10_000)
+    p.add_argument("--history-size", type=int, default=100_000, help="requests kept in the account history")
+    p.add_argument("--max-upload-mb", type=float, default=32.0, help="largest file accepted by upload-asset")
+    p.add_argument(
+        "--catalog-dir", default=None, help="read model entries (*.json) from here instead of the package's"
+    )
     p.add_argument("--log-level", default="WARNING")
     return p
 
 
 def parse_models(
-    latency: Sequence[str], extra: Sequence[str], cold_start: Sequence[str] = ()
+    latency: Sequence[str],
+    extra: Sequence[str],
+    cold_start: Sequence[str] = (),
+    catalog_dir: str | None = None,
 ) -> dict[str, ModelSpec]:
-    models = default_models()
+    models = default_models(catalog_dir)
     for item in extra:
         name, _, rest = item.partition("=")
         seconds, _, kind = rest.partition(":")
@@ -133,6 +146,9 @@ def server_from_args(args: argparse.Namespace) -> EmulatorServer:
         public_url=args.public_url,
         media_public_url=args.media_public_url,
         call_log_size=args.call_log_size,
+        history_size=args.history_size,
+        max_upload_mb=args.max_upload_mb,
+        catalog_dir=args.catalog_dir,
         render_cache_mb=args.render_cache_mb,
         fault_seed=args.fault_seed,
     )
@@ -140,7 +156,7 @@ def server_from_args(args: argparse.Namespace) -> EmulatorServer:
     env_keys = os.environ.pop(KEYS_ENV, None)
     if env_keys:
         keys = (keys or []) + [k.strip() for k in env_keys.split(",") if k.strip()]
-    models = parse_models(args.latency, args.model, args.cold_start)
+    models = parse_models(args.latency, args.model, args.cold_start, args.catalog_dir)
     faults = [FaultRule.parse(spec) for spec in args.fault]
     return EmulatorServer(config, api_keys=keys, models=models, faults=faults)
 
@@ -182,9 +198,15 @@ def options_to_argv(options: dict[str, Any]) -> list[str]:
 
 async def _serve(server: EmulatorServer, host: str, port: int, media_port: int) -> None:
     await server.start(host, port, media_port)
-    print(READY_PREFIX + json.dumps({"base_url": server.base_url, "media_url": server.media_url}), flush=True)
+    time_scale = server.state.config.time_scale
+    key = "<one of the configured keys>" if server.state.key_hashes is not None else PRINTED_KEY
+    connection = connection_dict(server.base_url, key, time_scale)
+    ready = {**server.addresses(), "time_scale": time_scale, "connection": connection}
+    print(READY_PREFIX + json.dumps(ready), flush=True)
     print(
-        f"segmind-emulator: API {server.base_url}  media {server.media_url}  admin {server.base_url}/_emulator/config",
+        f"segmind-emulator: API {server.base_url}  media {server.media_url}  storage {server.storage_url}  "
+        f"account {server.account_url}  admin {server.base_url}/_emulator/config\n"
+        f"export AIRFLOW_CONN_SEGMIND_DEFAULT='{json.dumps(connection)}'",
         file=sys.stderr,
         flush=True,
     )

@@ -12,6 +12,22 @@ import urllib.request
 from typing import Any
 
 DEFAULT_TEST_KEY = "emulator-test-key"
+STORAGE_PREFIX = "/storage"
+ACCOUNT_PREFIX = "/account"
+
+
+def connection_dict(base_url: str, api_key: str, time_scale: float) -> dict[str, Any]:
+    """An Airflow connection pointing at an emulator: API host, storage and account URLs, time scale."""
+    return {
+        "conn_type": "segmind",
+        "host": base_url,
+        "password": api_key,
+        "extra": {
+            "storage_url": base_url + STORAGE_PREFIX,
+            "account_url": base_url + ACCOUNT_PREFIX,
+            "time_scale": time_scale,
+        },
+    }
 
 
 class EmulatorControlError(RuntimeError):
@@ -42,6 +58,16 @@ class EmulatorControl:
                 detail = exc.reason
             raise EmulatorControlError(f"{method} /_emulator{path}: {exc.code} {detail}") from None
 
+    @property
+    def storage_url(self) -> str:
+        """Where `POST /upload-asset` is served (the connection extra `storage_url`)."""
+        return self.base_url + STORAGE_PREFIX
+
+    @property
+    def account_url(self) -> str:
+        """Where the request history is served (the connection extra `account_url`)."""
+        return self.base_url + ACCOUNT_PREFIX
+
     # -- config ----------------------------------------------------------------------
     def health(self) -> dict[str, Any]:
         return self._call("GET", "/health")  # type: ignore[no-any-return]
@@ -57,15 +83,16 @@ class EmulatorControl:
     def register_model(
         self,
         name: str,
-        latency: float = 5.0,
+        latency: float | None = None,
         *,
-        output: str = "image",
-        jitter: float = 0.15,
+        output: str | None = None,
+        jitter: float | None = None,
         cost: float | None = None,
-        cold_start: float = 0.0,
-        cold_after: float = 600.0,
+        cold_start: float | None = None,
+        cold_after: float | None = None,
     ) -> dict[str, Any]:
-        """Serve a model (new, or replace one) with its simulated latency and output kind (image, text, json).
+        """Serve a new model (latency 5 s, image output unless given), or change a served one's
+        timing, price or output kind (image, video, text, json); a catalog model keeps its parameters.
 
         `cold_start` simulated seconds are added (as QUEUED time) before the first job
         after `cold_after` idle seconds, like a cold model loading.
@@ -94,7 +121,13 @@ class EmulatorControl:
         when: str = "before",
         body: str | None = None,
     ) -> int:
-        """Inject a fault; returns its id. `kind` defaults to "error" (or "delay" when only `delay` is given)."""
+        """Inject a fault; returns its id. `kind` defaults to "error" (or "delay" when only `delay` is given).
+
+        Kinds: error, delay, drop, hang (hold the connection `delay` seconds, default an hour, then
+        close it unanswered), corrupt (full Content-Length, leading bytes intact, garbage after),
+        truncate (full Content-Length, half the body, then close). `when="after"` does the work
+        first: a submit creates and bills its job, then the answer is lost.
+        """
         if kind is None:
             kind = "delay" if status is None and delay else "error"
         rule: dict[str, Any] = {
@@ -108,6 +141,16 @@ class EmulatorControl:
             "body": body,
         }
         return int(self._call("POST", "/faults", rule)["id"])
+
+    def lose_answer(
+        self, endpoint: str = "submit", *, how: str = "drop", count: int | None = 1, hold: float = 0.0
+    ) -> int:
+        """The call does its work (a submit creates and bills the job), then its answer is lost:
+        `how="drop"` closes the connection at once, `how="hang"` holds it open `hold` seconds
+        (default an hour: the client's read timeout fires first) and then closes it."""
+        if how not in ("drop", "hang"):
+            raise ValueError("how: must be 'drop' or 'hang'")
+        return self.add_fault(endpoint, kind=how, count=count, delay=hold, when="after")
 
     def faults(self) -> list[dict[str, Any]]:
         return self._call("GET", "/faults")  # type: ignore[no-any-return]
@@ -131,6 +174,11 @@ class EmulatorControl:
     def clear_calls(self) -> None:
         self._call("DELETE", "/calls")
 
+    def requests(self, model: str | None = None) -> list[dict[str, Any]]:
+        """Every request the emulator accepted (any key), oldest first: `request_id`, `model`,
+        `status` (PENDING, COMPLETED, FAILED), `body` (the JSON as sent), `cost`, `created_at`."""
+        return self._call("GET", "/requests" + (f"?model={model}" if model else ""))  # type: ignore[no-any-return]
+
     def reset(self) -> None:
         """Forget jobs, calls, faults, rate windows; restore the startup options and credits."""
         self._call("POST", "/reset", {})
@@ -148,7 +196,7 @@ class EmulatorControl:
 
     # -- helpers for clients under test ----------------------------------------------
     def connection_json(self, api_key: str | None = None) -> str:
-        """An Airflow connection (JSON form) pointing at this emulator, for `AIRFLOW_CONN_SEGMIND_DEFAULT`."""
-        return json.dumps(
-            {"conn_type": "segmind", "host": self.base_url, "password": api_key or self.api_key}
-        )
+        """An Airflow connection (JSON form) pointing at this emulator, for `AIRFLOW_CONN_SEGMIND_DEFAULT`:
+        the API host, extras `storage_url`, `account_url` and `time_scale` (the emulator's current one)."""
+        time_scale = float(self.config()["time_scale"])
+        return json.dumps(connection_dict(self.base_url, api_key or self.api_key, time_scale))

@@ -10,9 +10,21 @@ import random
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-ENDPOINTS = ("submit", "sync", "status", "result", "credits", "media")
-ENDPOINT_GROUPS = {"*": ENDPOINTS, "api": ENDPOINTS[:5]}
-KINDS = ("error", "delay", "drop")
+API_ENDPOINTS = ("submit", "sync", "status", "result", "credits")
+ENDPOINTS = (*API_ENDPOINTS, "upload", "history", "history_item", "media")
+ENDPOINT_GROUPS = {
+    "*": ENDPOINTS,
+    "api": API_ENDPOINTS,
+    "account": ("history", "history_item"),
+}
+# error: answer with `status`; delay: answer late; drop: close the connection unanswered;
+# hang: hold the connection open unanswered for `delay` seconds (default an hour), then close it;
+# corrupt: the real answer with its full Content-Length, the first bytes (a valid PNG signature
+# and header) intact and the rest garbage; truncate: the real headers, then half the body, then close.
+KINDS = ("error", "delay", "drop", "hang", "corrupt", "truncate")
+# Kinds that change the real answer: the endpoint always does its work first.
+BODY_KINDS = ("corrupt", "truncate")
+HANG_SECONDS = 3600.0
 WHEN = ("before", "after")
 
 
@@ -22,8 +34,8 @@ class FaultRule:
 
     `count` limits how many times it fires (then it is removed); `probability`
     is rolled per matching call. `when="after"` lets the endpoint do its work
-    first (a submit then creates the job) and replaces only the answer, which is
-    how a lost response looks to a client.
+    first (a submit then creates and bills the job) and replaces only the answer,
+    which is how a lost response looks to a client (`drop` or `hang`).
     """
 
     endpoint: str = "*"
@@ -55,6 +67,11 @@ class FaultRule:
 
     def matches(self, endpoint: str) -> bool:
         return self.endpoint == endpoint or endpoint in ENDPOINT_GROUPS.get(self.endpoint, ())
+
+    @property
+    def hold(self) -> float:
+        """Seconds a `hang` keeps the connection open before closing it."""
+        return self.delay or HANG_SECONDS
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -94,6 +111,7 @@ class Fired:
     delay_after: float = 0.0
     before: FaultRule | None = None
     after: FaultRule | None = None
+    body: FaultRule | None = None
 
 
 @dataclass
@@ -137,7 +155,14 @@ class FaultBook:
             rule.fired += 1
             if rule.count is not None and rule.fired >= rule.count:
                 self.rules.remove(rule)
-            if rule.when == "after":
+            if rule.kind in BODY_KINDS:
+                fired.body = fired.body or rule
+            elif rule.kind == "hang":
+                if rule.when == "after":
+                    fired.after = fired.after or rule
+                else:
+                    fired.before = fired.before or rule
+            elif rule.when == "after":
                 fired.delay_after += rule.delay
                 if rule.kind != "delay":
                     fired.after = fired.after or rule

@@ -1,7 +1,7 @@
-"""Deterministic placeholder images, rendered lazily and cached.
+"""Deterministic placeholder images, and the cache that renders each output once, lazily.
 
-Images are only drawn when someone fetches them: a benchmark that queues ten
-thousand jobs and never downloads them costs no rendering CPU at all.
+Outputs are only drawn when someone fetches them: a benchmark that queues ten thousand jobs
+and never downloads them costs no rendering CPU at all.
 """
 
 from __future__ import annotations
@@ -12,91 +12,112 @@ import io
 import random
 import textwrap
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Hashable
 from concurrent.futures import Executor
-from typing import Any
 
 from PIL import Image, ImageDraw, ImageFont
 
-from .validation import CONTENT_TYPES
+CONTENT_TYPES = {
+    "webp": "image/webp",
+    "jpg": "image/jpeg",
+    "png": "image/png",
+    "gif": "image/gif",
+    "mp4": "video/mp4",
+}
+_PIL_FORMATS = {"png": "PNG", "jpg": "JPEG", "webp": "WEBP", "gif": "GIF"}
 
-RenderKey = tuple[Any, ...]
+
+def content_type(fmt: str) -> str:
+    return CONTENT_TYPES.get(fmt, "application/octet-stream")
 
 
 def seed_from_request_id(request_id: str) -> int:
-    """A stable seed for requests that gave none, so each job still has a fixed image."""
+    """A stable seed for requests that gave none, so each job still has a fixed output."""
     return int.from_bytes(hashlib.sha256(request_id.encode()).digest()[:4], "big")
 
 
-def render_key(model: str, params: dict[str, Any], seed: int) -> RenderKey:
-    """Everything that changes the picture; equal keys give byte-identical images."""
-    return (
-        model,
-        params.get("prompt", ""),
-        seed,
-        params["width"],
-        params["height"],
-        params["output_format"],
-        params.get("output_quality", 80),
-        params.get("aspect_ratio"),
-        params.get("safety_tolerance"),
-        params.get("prompt_upsampling"),
-        params.get("image_prompt"),
+def rng_for(*parts: object) -> random.Random:
+    """A generator seeded by everything that should change the picture."""
+    return random.Random(hashlib.sha256(repr(parts).encode()).digest())
+
+
+def font(size: int) -> ImageFont.FreeTypeFont | ImageFont.ImageFont:
+    return ImageFont.load_default(size=size)
+
+
+def draw_band(img: Image.Image, text: str, footer: str, *, top: bool = False, max_lines: int = 3) -> None:
+    """A black band with `text` in large letters and a small footer: what the output was made from."""
+    width, height = img.size
+    short = min(width, height)
+    draw = ImageDraw.Draw(img)
+    size = max(12, short // 18)
+    lines = textwrap.wrap(text or "(no prompt)", width=max(10, int(width / size * 1.6)))[:max_lines]
+    band_h = int(short * 0.08) * (len(lines) + 1)
+    y0 = 0 if top else height - band_h
+    draw.rectangle((0, y0, width, y0 + band_h), fill=(0, 0, 0) if img.mode == "RGB" else (0, 0, 0, 255))
+    y = y0 + short // 60
+    for line in lines:
+        draw.text((short // 30, y), line, fill="white", font=font(size))
+        y += int(short * 0.075)
+    draw.text((short // 30, y), footer, fill=(200, 200, 200), font=font(max(10, short // 40)))
+
+
+def draw_image(model: str, prompt: str, seed: int, size: tuple[int, int], salt: str = "") -> Image.Image:
+    """A seeded colour field with shapes, the prompt's first eight words and a footer."""
+    width, height = size
+    rng = random.Random(
+        int.from_bytes(hashlib.sha256(repr((model, prompt, salt)).encode()).digest()[:8]) ^ seed
     )
-
-
-def render_image(key: RenderKey) -> bytes:
-    """Draw a seeded colour field with shapes, the prompt's first words and the seed."""
-    model, prompt, seed, width, height, fmt, quality = key[:7]
-    digest = hashlib.sha256(repr(key).encode()).digest()
-    rng = random.Random(int.from_bytes(digest[:8], "big") ^ seed)
     grid = Image.new("RGB", (4, 4))
     grid.putdata([(rng.randrange(256), rng.randrange(256), rng.randrange(256)) for _ in range(16)])
-    img = grid.resize((width, height), Image.Resampling.BICUBIC)
+    img = grid.resize(size, Image.Resampling.BICUBIC)
     draw = ImageDraw.Draw(img)
     short = min(width, height)
     for _ in range(6):
         r = rng.randint(short // 16, short // 5)
         x, y = rng.randrange(width), rng.randrange(height)
         colour = (rng.randrange(256), rng.randrange(256), rng.randrange(256))
+        box = (x - r, y - r, x + r, y + r)
         if rng.random() < 0.5:
-            draw.ellipse((x - r, y - r, x + r, y + r), outline=colour, width=max(2, short // 128))
+            draw.ellipse(box, outline=colour, width=max(2, short // 128))
         else:
-            draw.rectangle((x - r, y - r, x + r, y + r), outline=colour, width=max(2, short // 128))
-    words = " ".join(str(prompt).split()[:8]) or "(no prompt)"
-    title = ImageFont.load_default(size=max(12, short // 18))
-    small = ImageFont.load_default(size=max(10, short // 40))
-    lines = textwrap.wrap(words, width=max(10, int(width / (short // 18) * 1.6)))[:3]
-    band_h = int(short * 0.08) * (len(lines) + 1)
-    draw.rectangle((0, height - band_h, width, height), fill=(0, 0, 0))
-    y = height - band_h + short // 60
-    for line in lines:
-        draw.text((short // 30, y), line, fill=(255, 255, 255), font=title)
-        y += int(short * 0.075)
-    footer = f"segmind-emulator · {model} · seed {seed} · {width}x{height} {fmt}"
-    draw.text((short // 30, y), footer, fill=(200, 200, 200), font=small)
+            draw.rectangle(box, outline=colour, width=max(2, short // 128))
+    words = " ".join(str(prompt).split()[:8])
+    draw_band(img, words, f"segmind-emulator · {model} · seed {seed} · {width}x{height}")
+    return img
+
+
+def encode(img: Image.Image, fmt: str, quality: int = 80) -> bytes:
+    """Save in the requested format; alpha survives in png/webp, is flattened for jpg."""
     out = io.BytesIO()
+    if fmt == "jpg" and img.mode != "RGB":
+        img = img.convert("RGB")
     if fmt == "png":
         img.save(out, "PNG", compress_level=1)
-    elif fmt == "jpg":
-        img.save(out, "JPEG", quality=int(quality))
-    else:
+    elif fmt == "webp":
         img.save(out, "WEBP", quality=int(quality), method=0)
+    elif fmt in _PIL_FORMATS:
+        img.save(out, _PIL_FORMATS[fmt], quality=int(quality))
+    else:
+        raise ValueError(f"cannot encode images as {fmt!r}")
     return out.getvalue()
 
 
-def content_type(fmt: str) -> str:
-    return CONTENT_TYPES[fmt]
+def open_image(data: bytes) -> Image.Image:
+    """Decode fully (not just the header): a broken input is an error here, not a blank output."""
+    img = Image.open(io.BytesIO(data))
+    img.load()
+    return img
 
 
 class RenderCache:
-    """A bytes-bounded LRU of rendered images; concurrent fetches of one key render it once."""
+    """A bytes-bounded LRU of rendered outputs; concurrent fetches of one key render it once."""
 
     def __init__(self, max_bytes: int, executor: Executor | None = None) -> None:
         self.max_bytes = max_bytes
         self._executor = executor
-        self._items: OrderedDict[RenderKey, bytes] = OrderedDict()
-        self._pending: dict[RenderKey, asyncio.Future[bytes]] = {}
+        self._items: OrderedDict[Hashable, bytes] = OrderedDict()
+        self._pending: dict[Hashable, asyncio.Future[bytes]] = {}
         self._size = 0
         self.renders = 0
         self.hits = 0
@@ -105,23 +126,29 @@ class RenderCache:
         return len(self._items)
 
     def clear(self) -> None:
-        """Forget cached images and counters (pending renders finish, then land in the fresh cache)."""
+        """Forget cached outputs and counters (pending renders finish, then land in the fresh cache)."""
         self._items.clear()
         self._size = 0
         self.renders = 0
         self.hits = 0
 
-    async def get(self, key: RenderKey, render: Callable[[RenderKey], bytes] = render_image) -> bytes:
+    def lookup(self, key: Hashable) -> bytes | None:
         data = self._items.get(key)
         if data is not None:
             self._items.move_to_end(key)
             self.hits += 1
+        return data
+
+    async def get(self, key: Hashable, render: Callable[[], bytes]) -> bytes:
+        """The cached bytes for `key`, or `render()` run once in the executor."""
+        data = self.lookup(key)
+        if data is not None:
             return data
         pending = self._pending.get(key)
         if pending is not None:
             return await asyncio.shield(pending)
         loop = asyncio.get_running_loop()
-        future: asyncio.Future[bytes] = loop.run_in_executor(self._executor, render, key)
+        future: asyncio.Future[bytes] = loop.run_in_executor(self._executor, render)
         self._pending[key] = future
         try:
             data = await asyncio.shield(future)
@@ -131,7 +158,7 @@ class RenderCache:
         self._store(key, data)
         return data
 
-    def _store(self, key: RenderKey, data: bytes) -> None:
+    def _store(self, key: Hashable, data: bytes) -> None:
         if len(data) > self.max_bytes or key in self._items:
             return
         self._items[key] = data

@@ -21,9 +21,10 @@ from typing import IO, Any
 
 from .app import EmulatorServer
 from .cli import KEYS_ENV, READY_PREFIX, options_to_argv
+from .config import EmulatorConfig
 from .control import DEFAULT_TEST_KEY, EmulatorControl
 from .faults import FaultRule
-from .state import EmulatorConfig, ModelSpec, default_models
+from .models import ModelSpec, default_models
 
 _CONFIG_FIELDS = {f.name for f in fields(EmulatorConfig)}
 
@@ -101,7 +102,7 @@ class SegmindEmulator(EmulatorControl):
 
     # -- thread mode ---------------------------------------------------------------------
     def _start_thread(self) -> None:
-        models = default_models()
+        models = default_models(self._options.get("catalog_dir"))
         models.update(self._models)
         for option, values in (("latency", self._latency), ("cold_start", self._cold_start)):
             for name, seconds in values.items():

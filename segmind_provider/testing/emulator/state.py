@@ -1,4 +1,4 @@
-"""The emulator's in-memory world: configuration, models, jobs, accounts, call log.
+"""The emulator's in-memory world: models, jobs, request history, uploads, accounts, call log.
 
 No I/O here. A job's life (QUEUED -> PROCESSING -> COMPLETED/FAILED) is fixed
 by two timestamps computed at submit time from a simulated worker pool, so a
@@ -6,7 +6,8 @@ status poll is a dict lookup and two comparisons: ten thousand queued jobs cost
 no timers and no CPU while they wait.
 
 API keys are never stored: only salted hashes (salt made per process), used to
-check a configured key list and to keep per-key rate-limit windows.
+check a configured key list, to keep per-key rate-limit windows and to show each
+key its own request history.
 """
 
 from __future__ import annotations
@@ -19,154 +20,21 @@ import os
 import random
 import time
 import uuid
-from collections import deque
-from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field, fields
+from collections import OrderedDict, deque
+from collections.abc import Iterable
+from dataclasses import dataclass, field
 from typing import Any
 
+from .config import RUNTIME_OPTIONS, EmulatorConfig, coerce_option
 from .faults import FaultBook, FaultRule
+from .models import ModelSpec, default_models
+from .recipes import Recipe
 from .render import seed_from_request_id
-from .validation import validate_flux_1_1_pro, validate_generic
-
-OUTPUT_KINDS = ("image", "text", "json")
-
-
-@dataclass
-class ModelSpec:
-    """A model the emulator serves: its simulated latency and what it outputs."""
-
-    name: str
-    latency: float
-    jitter: float = 0.15
-    output: str = "image"
-    cost: float | None = None
-    # A model idle for `cold_after` simulated seconds needs `cold_start` more before its next job
-    # runs (it stays QUEUED while it "loads"), like Segmind's cold models.
-    cold_start: float = 0.0
-    cold_after: float = 600.0
-
-    def __post_init__(self) -> None:
-        if self.output not in OUTPUT_KINDS:
-            raise ValueError(f"output: must be one of {', '.join(OUTPUT_KINDS)}")
-        if self.latency < 0 or not 0 <= self.jitter < 1:
-            raise ValueError("latency must be >= 0 and jitter in [0, 1)")
-        if self.cold_start < 0 or self.cold_after < 0:
-            raise ValueError("cold_start and cold_after must be >= 0")
-
-    @property
-    def validator(self) -> Callable[[dict[str, Any]], dict[str, Any]]:
-        return validate_flux_1_1_pro if self.name == "flux-1.1-pro" else validate_generic
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "name": self.name,
-            "latency": self.latency,
-            "jitter": self.jitter,
-            "output": self.output,
-            "cost": self.cost,
-            "cold_start": self.cold_start,
-            "cold_after": self.cold_after,
-        }
-
-
-def default_models() -> dict[str, ModelSpec]:
-    return {"flux-1.1-pro": ModelSpec("flux-1.1-pro", latency=14.05, jitter=0.15, output="image")}
-
-
-# Options that may change while the emulator runs (admin endpoint, Python API).
-RUNTIME_OPTIONS = (
-    "time_scale",
-    "workers",
-    "credits",
-    "free_credits",
-    "cost_per_image",
-    "rate_limit",
-    "rate_limit_window",
-    "blocked_words",
-    "retention",
-    "retention_scaled",
-    "public_url",
-    "media_public_url",
-    "call_log_size",
-)
-
-
-@dataclass
-class EmulatorConfig:
-    """Every knob, with the defaults that make it "just work" for someone testing a DAG."""
-
-    time_scale: float = 1.0
-    workers: int = 32
-    credits: float | None = None
-    free_credits: float = 0.0
-    cost_per_image: float = 0.05
-    rate_limit: int | None = None
-    rate_limit_window: float = 60.0
-    blocked_words: list[str] = field(default_factory=list)
-    retention: float = 3600.0
-    retention_scaled: bool = False
-    public_url: str | None = None
-    media_public_url: str | None = None
-    call_log_size: int = 10_000
-    render_cache_mb: float = 128.0
-    fault_seed: int = 0
-
-    def check(self) -> None:
-        if self.time_scale <= 0:
-            raise ValueError("time_scale: must be > 0")
-        if self.workers < 1:
-            raise ValueError("workers: must be >= 1")
-        if self.rate_limit is not None and self.rate_limit < 1:
-            raise ValueError("rate_limit: must be >= 1 or null")
-        if self.rate_limit_window <= 0 or self.retention < 0 or self.call_log_size < 1:
-            raise ValueError("rate_limit_window, retention and call_log_size must be positive")
-        if self.credits is not None and self.credits < 0:
-            raise ValueError("credits: must be >= 0 or null (unlimited)")
-
-    def to_dict(self) -> dict[str, Any]:
-        return {f.name: copy.copy(getattr(self, f.name)) for f in fields(self)}
-
-
-_FLOATS = {
-    "time_scale",
-    "free_credits",
-    "cost_per_image",
-    "rate_limit_window",
-    "retention",
-    "render_cache_mb",
-}
-_OPTIONAL_FLOATS = {"credits"}
-_INTS = {"workers", "call_log_size", "fault_seed"}
-_OPTIONAL_INTS = {"rate_limit"}
-
-
-def coerce_option(name: str, value: Any) -> Any:
-    """Turn JSON/CLI input into the option's type, with an error naming the option."""
-    try:
-        if name in _FLOATS:
-            return float(value)
-        if name in _OPTIONAL_FLOATS:
-            return None if value is None else float(value)
-        if name in _INTS:
-            return int(value)
-        if name in _OPTIONAL_INTS:
-            return None if value in (None, 0) else int(value)
-        if name == "retention_scaled":
-            return bool(value)
-        if name == "blocked_words":
-            if isinstance(value, str):
-                value = [w for w in value.split(",") if w.strip()]
-            return [str(w).strip().lower() for w in value]
-        if name in ("public_url", "media_public_url"):
-            return None if not value else str(value).rstrip("/")
-    except (TypeError, ValueError) as exc:
-        raise ValueError(f"{name}: {exc}") from exc
-    raise ValueError(f"{name}: unknown option")
 
 
 @dataclass(slots=True)
 class Job:
-    """One v2 request. Its status is a function of the clock, never updated in place."""
+    """One request. Its status is a function of the clock, never updated in place."""
 
     request_id: str
     model: str
@@ -177,6 +45,15 @@ class Job:
     end: float
     inference_time: float
     error: str | None
+    recipe: Recipe | None = None
+    body: dict[str, Any] = field(default_factory=dict)
+    key_hash: str | None = None
+    cost: float = 0.0
+    wall_created: float = 0.0
+
+    def wall(self, t: float) -> float:
+        """Epoch seconds of the emulator time `t` (which `advance` may have moved)."""
+        return self.wall_created + (t - self.created)
 
 
 def job_status(job: Job, now: float) -> str:
@@ -185,6 +62,16 @@ def job_status(job: Job, now: float) -> str:
     if now < job.end:
         return "PROCESSING"
     return "FAILED" if job.error else "COMPLETED"
+
+
+@dataclass(frozen=True, slots=True)
+class Asset:
+    """An uploaded file, served from the media host."""
+
+    data: bytes
+    content_type: str
+    ext: str
+    sha256: str
 
 
 class EmulatorState:
@@ -201,7 +88,7 @@ class EmulatorState:
         config.check()
         self._salt = os.urandom(16)
         self._initial_config = copy.deepcopy(config)
-        self._initial_models = copy.deepcopy(models or default_models())
+        self._initial_models = copy.deepcopy(models or default_models(config.catalog_dir))
         self._initial_faults = [copy.deepcopy(f) for f in faults]
         self._initial_key_hashes = self._hash_keys(api_keys)
         self.clock_offset = 0.0
@@ -216,6 +103,8 @@ class EmulatorState:
         for rule in self._initial_faults:
             self.faults.add(copy.deepcopy(rule))
         self.jobs: dict[str, Job] = {}
+        self.history: OrderedDict[str, Job] = OrderedDict()
+        self.assets: dict[str, Asset] = {}
         self.calls: deque[dict[str, Any]] = deque(maxlen=self.config.call_log_size)
         self.call_seq = 0
         self.rate_windows: dict[str, deque[float]] = {}
@@ -226,15 +115,18 @@ class EmulatorState:
         self._last_used: dict[str, float] = {}
         self._warm_at: dict[str, float] = {}
         self._last_sweep = self.now()
-        self.counters = {"submitted": 0, "sync": 0, "expired": 0}
+        self.counters = {"submitted": 0, "sync": 0, "expired": 0, "uploads": 0}
 
     def reset(self) -> None:
-        """Back to the startup options: jobs, calls, faults, windows, credits and config."""
+        """Back to the startup options: jobs, history, uploads, calls, faults, windows, credits, config."""
         self.clock_offset = 0.0
         self._reset()
 
     def now(self) -> float:
         return time.monotonic() + self.clock_offset
+
+    def wall_now(self) -> float:
+        return time.time() + self.clock_offset
 
     def advance(self, seconds: float) -> None:
         """Jump the emulator's clock forward by wall-clock seconds: completion, expiry and
@@ -315,6 +207,7 @@ class EmulatorState:
         return None
 
     def cost_of(self, model: ModelSpec) -> float:
+        """The model's catalog price per call; `cost_per_image` for models without one."""
         return self.config.cost_per_image if model.cost is None else model.cost
 
     def can_pay(self, cost: float) -> bool:
@@ -346,11 +239,23 @@ class EmulatorState:
                 )
         return None
 
-    def schedule(self, model: ModelSpec, params: dict[str, Any], error: str | None) -> Job:
-        """Create a job and place it on the simulated worker pool (earliest free worker)."""
+    def new_request(self, params: dict[str, Any]) -> tuple[str, int]:
+        """A fresh request id and the job's seed (the given one, else derived from the id)."""
         request_id = str(uuid.uuid4())
         seed = params.get("seed")
-        seed = seed_from_request_id(request_id) if seed is None else int(seed)
+        return request_id, seed_from_request_id(request_id) if seed is None else int(seed)
+
+    def schedule(
+        self,
+        model: ModelSpec,
+        params: dict[str, Any],
+        error: str | None,
+        *,
+        request: tuple[str, int] | None = None,
+        **extra: Any,
+    ) -> Job:
+        """Create a job and place it on the simulated worker pool (earliest free worker)."""
+        request_id, seed = request or self.new_request(params)
         jitter_rng = random.Random(request_id)
         simulated = model.latency * (1 + jitter_rng.uniform(-model.jitter, model.jitter))
         if error:
@@ -368,12 +273,19 @@ class EmulatorState:
         start = max(now, free_at, warm_at)
         end = start + simulated * scale
         heapq.heappush(self._workers, end)
-        return Job(request_id, model.name, params, seed, now, start, end, simulated, error)
+        job = Job(request_id, model.name, params, seed, now, start, end, simulated, error, **extra)
+        job.wall_created = self.wall_now()
+        return job
 
-    def add_job(self, job: Job) -> None:
-        self.jobs[job.request_id] = job
-        self.counters["submitted"] += 1
-        self.sweep()
+    def add_job(self, job: Job, *, pollable: bool = True) -> None:
+        """Record a job in the history; v2 jobs (`pollable`) also answer status and result calls."""
+        self.history[job.request_id] = job
+        while len(self.history) > self.config.history_size:
+            self.history.popitem(last=False)
+        if pollable:
+            self.jobs[job.request_id] = job
+            self.counters["submitted"] += 1
+            self.sweep()
 
     def retention_real(self) -> float:
         scale = self.config.time_scale if self.config.retention_scaled else 1.0
@@ -418,21 +330,40 @@ class EmulatorState:
             counts[job_status(job, now)] += 1
         return counts
 
+    # -- uploads ---------------------------------------------------------------------
+    def add_asset(self, data: bytes, content_type: str, ext: str) -> tuple[str, Asset]:
+        """Store an uploaded file under a new id (each upload gets its own URL, as Segmind's do)."""
+        asset = Asset(data, content_type, ext, hashlib.sha256(data).hexdigest())
+        asset_id = uuid.uuid4().hex
+        self.assets[asset_id] = asset
+        self.counters["uploads"] += 1
+        return asset_id, asset
+
     # -- calls -----------------------------------------------------------------------
-    def record(self, method: str, path: str, endpoint: str, status: int, key_present: bool) -> None:
-        """Log a call without any header values: only whether a key was sent."""
+    def record(
+        self,
+        method: str,
+        path: str,
+        endpoint: str,
+        status: int,
+        key_present: bool,
+        detail: dict[str, Any] | None = None,
+    ) -> None:
+        """Log a call without any header values: only whether a key was sent (and, for uploads
+        and submits, what was stored or created)."""
         self.call_seq += 1
-        self.calls.append(
-            {
-                "seq": self.call_seq,
-                "time": round(time.time(), 6),
-                "method": method,
-                "path": path,
-                "endpoint": endpoint,
-                "status": status,
-                "key_present": key_present,
-            }
-        )
+        entry = {
+            "seq": self.call_seq,
+            "time": round(time.time(), 6),
+            "method": method,
+            "path": path,
+            "endpoint": endpoint,
+            "status": status,
+            "key_present": key_present,
+        }
+        if detail:
+            entry.update(detail)
+        self.calls.append(entry)
 
 
 def retry_after_header(seconds: float) -> str:

@@ -7,7 +7,9 @@ from typing import Protocol
 
 import httpx
 import pytest
+from emulator_helpers import KEY, Upload, data_url
 
+from segmind_provider.testing.emulator import SegmindEmulator
 from segmind_provider.testing.emulator.pytest_plugin import pytest_configure as pytest_configure
 from segmind_provider.testing.emulator.pytest_plugin import (
     segmind_emulator,
@@ -16,8 +18,6 @@ from segmind_provider.testing.emulator.pytest_plugin import (
 )
 
 __all__ = ["segmind_emulator", "segmind_emulator_connection", "segmind_emulator_session"]
-
-KEY = "emulator-test-key"
 
 
 @pytest.fixture
@@ -43,5 +43,21 @@ def submit(http: httpx.Client) -> Submit:
         headers = {"x-api-key": key} if key else {}
         params.setdefault("prompt", "a lighthouse at dawn")
         return http.post(f"{base_url}/v2/{model}", json=params, headers=headers)
+
+    return call
+
+
+@pytest.fixture
+def upload(http: httpx.Client, segmind_emulator: SegmindEmulator) -> Upload:
+    """Upload one file to the emulator's storage; returns its media URL."""
+
+    def call(data: bytes, content_type: str = "image/png") -> str:
+        response = http.post(
+            segmind_emulator.storage_url + "/upload-asset",
+            json={"data_urls": [data_url(data, content_type)]},
+            headers={"x-api-key": KEY},
+        )
+        assert response.status_code == 200, response.text
+        return str(response.json()["file_urls"][0])
 
     return call

@@ -10,8 +10,8 @@ import pytest
 from PIL import Image
 
 from segmind_provider.testing.emulator import ASPECT_RATIOS, SegmindEmulator
-from segmind_provider.testing.emulator.render import render_image, render_key, seed_from_request_id
-from segmind_provider.testing.emulator.validation import round16, validate_flux_1_1_pro
+from segmind_provider.testing.emulator.render import seed_from_request_id
+from segmind_provider.testing.emulator.validation import round16
 
 if TYPE_CHECKING:
     from .conftest import Submit
@@ -66,30 +66,42 @@ def test_no_seed_derives_one_from_the_request_id(
     assert seed_from_request_id(a["request_id"]) == seed_from_request_id(a["request_id"])
 
 
-def test_quality_changes_the_bytes() -> None:
-    low = validate_flux_1_1_pro({"prompt": "q", "output_format": "jpg", "output_quality": 10})
-    high = validate_flux_1_1_pro({"prompt": "q", "output_format": "jpg", "output_quality": 95})
-    small = render_image(render_key("flux-1.1-pro", low, 1))
-    large = render_image(render_key("flux-1.1-pro", high, 1))
-    assert len(small) < len(large)
+def sync_image(http: httpx.Client, emu: SegmindEmulator, **params: object) -> Image.Image:
+    emu.configure(time_scale=0.0001)
+    response = http.post(f"{emu.base_url}/v1/flux-1.1-pro", json=params, headers=H)
+    assert response.status_code == 200, response.text
+    return Image.open(io.BytesIO(response.content))
+
+
+def test_quality_changes_the_bytes(http: httpx.Client, segmind_emulator: SegmindEmulator) -> None:
+    sizes = []
+    for quality in (10, 95):
+        params = {"prompt": "q", "output_format": "jpg", "output_quality": quality, "seed": 1}
+        response = http.post(f"{segmind_emulator.base_url}/v1/flux-1.1-pro", json=params, headers=H)
+        sizes.append(len(response.content))
+    assert sizes[0] < sizes[1]
+
+
+FLUX_RATIOS = ["1:1", "16:9", "9:16", "3:2", "2:3", "4:3", "3:4", "5:4", "4:5"]
 
 
 @pytest.mark.parametrize("aspect_ratio", sorted(ASPECT_RATIOS))
-def test_every_aspect_ratio_size(
-    http: httpx.Client, segmind_emulator: SegmindEmulator, aspect_ratio: str
-) -> None:
+def test_every_named_ratio_is_about_a_megapixel(aspect_ratio: str) -> None:
     width, height = ASPECT_RATIOS[aspect_ratio]
     assert width % 16 == 0 and height % 16 == 0
     assert 0.97 <= width * height / 1024**2 <= 1.01
     w, h = (int(x) for x in aspect_ratio.split(":"))
     assert abs(width / height - w / h) < 0.02
-    segmind_emulator.configure(time_scale=0.0001)
-    response = http.post(
-        f"{segmind_emulator.base_url}/v1/flux-1.1-pro",
-        json={"prompt": "size check", "aspect_ratio": aspect_ratio, "output_format": "jpg"},
-        headers=H,
+
+
+@pytest.mark.parametrize("aspect_ratio", FLUX_RATIOS)
+def test_every_aspect_ratio_size(
+    http: httpx.Client, segmind_emulator: SegmindEmulator, aspect_ratio: str
+) -> None:
+    image = sync_image(
+        http, segmind_emulator, prompt="size check", aspect_ratio=aspect_ratio, output_format="jpg"
     )
-    assert Image.open(io.BytesIO(response.content)).size == (width, height)
+    assert image.size == ASPECT_RATIOS[aspect_ratio]
 
 
 def test_one_to_one_is_exactly_1024() -> None:
@@ -109,24 +121,22 @@ def test_custom_size_rounds_to_16(
     http: httpx.Client, segmind_emulator: SegmindEmulator, width: int, height: int, expected: tuple[int, int]
 ) -> None:
     assert (round16(width), round16(height)) == expected
-    segmind_emulator.configure(time_scale=0.0001)
-    response = http.post(
-        f"{segmind_emulator.base_url}/v1/flux-1.1-pro",
-        json={
-            "prompt": "c",
-            "aspect_ratio": "custom",
-            "width": width,
-            "height": height,
-            "output_format": "jpg",
-        },
-        headers=H,
+    image = sync_image(
+        http,
+        segmind_emulator,
+        prompt="c",
+        aspect_ratio="custom",
+        width=width,
+        height=height,
+        output_format="jpg",
     )
-    assert Image.open(io.BytesIO(response.content)).size == expected
+    assert image.size == expected
 
 
-def test_width_is_ignored_without_custom() -> None:
-    params = validate_flux_1_1_pro({"prompt": "x", "aspect_ratio": "16:9", "width": 512, "height": 512})
-    assert (params["width"], params["height"]) == (1360, 768)
+def test_width_is_ignored_without_custom(http: httpx.Client, segmind_emulator: SegmindEmulator) -> None:
+    """The catalog's `only_with` rule: the service ignores width/height unless aspect_ratio=custom."""
+    image = sync_image(http, segmind_emulator, prompt="x", aspect_ratio="16:9", width=512, height=512)
+    assert image.size == (1360, 768)
 
 
 def test_rendering_is_lazy_and_cached(

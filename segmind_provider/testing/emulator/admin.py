@@ -1,0 +1,202 @@
+"""Admin endpoints under `/_emulator` on the API port: no key, not logged, not rate limited.
+
+Runtime options, faults, the call log, the requests made (bodies as sent), models, the
+clock, expiry and reset, for tests and benchmarks to steer the emulator over plain HTTP.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import TYPE_CHECKING, Any
+
+from aiohttp import web
+
+from .account import iso, model_status
+from .faults import FaultRule
+from .models import ModelSpec
+from .responses import error, json_response, server_of
+
+if TYPE_CHECKING:
+    from .app import EmulatorServer
+
+_TIMING = ("latency", "jitter", "cost", "cold_start", "cold_after")
+
+
+def add_routes(app: web.Application, server: EmulatorServer, prefix: str) -> None:
+    get, post, delete = app.router.add_get, app.router.add_post, app.router.add_delete
+    get(prefix + "/health", health)
+    get(prefix + "/config", config)
+    app.router.add_route("PATCH", prefix + "/config", set_config)
+    post(prefix + "/config", set_config)
+    get(prefix + "/faults", faults)
+    post(prefix + "/faults", add_fault)
+    delete(prefix + "/faults", clear_faults)
+    delete(prefix + "/faults/{fault_id}", remove_fault)
+    get(prefix + "/calls", calls)
+    delete(prefix + "/calls", clear_calls)
+    get(prefix + "/requests", requests)
+    post(prefix + "/reset", reset)
+    post(prefix + "/models", register_model)
+    post(prefix + "/advance", advance)
+    post(prefix + "/expire", expire)
+    get(prefix + "/stats", stats)
+
+
+async def _body(request: web.Request) -> dict[str, Any]:
+    if not request.can_read_body:
+        return {}
+    try:
+        data = await request.json()
+    except ValueError as exc:
+        raise web.HTTPBadRequest(
+            text='{"error":"body must be JSON"}', content_type="application/json"
+        ) from exc
+    if not isinstance(data, dict):
+        raise web.HTTPBadRequest(
+            text='{"error":"body must be a JSON object"}', content_type="application/json"
+        )
+    return data
+
+
+async def health(request: web.Request) -> web.StreamResponse:
+    server = server_of(request)
+    return json_response({"ok": True, **server.addresses(), "time_scale": server.state.config.time_scale})
+
+
+async def config(request: web.Request) -> web.StreamResponse:
+    return json_response(server_of(request).state.public_config())
+
+
+async def set_config(request: web.Request) -> web.StreamResponse:
+    state = server_of(request).state
+    try:
+        state.update_config(await _body(request))
+    except (TypeError, ValueError) as exc:
+        return error(400, str(exc))
+    return json_response(state.public_config())
+
+
+async def faults(request: web.Request) -> web.StreamResponse:
+    return json_response([rule.to_dict() for rule in server_of(request).state.faults.rules])
+
+
+async def add_fault(request: web.Request) -> web.StreamResponse:
+    try:
+        rule = server_of(request).state.faults.add(FaultRule.from_dict(await _body(request)))
+    except (TypeError, ValueError) as exc:
+        return error(400, str(exc))
+    return json_response(rule.to_dict())
+
+
+async def clear_faults(request: web.Request) -> web.StreamResponse:
+    server_of(request).state.faults.clear()
+    return json_response({"ok": True})
+
+
+async def remove_fault(request: web.Request) -> web.StreamResponse:
+    try:
+        removed = server_of(request).state.faults.remove(int(request.match_info["fault_id"]))
+    except ValueError:
+        removed = False
+    return json_response({"ok": removed}, 200 if removed else 404)
+
+
+async def calls(request: web.Request) -> web.StreamResponse:
+    found = list(server_of(request).state.calls)
+    endpoint = request.query.get("endpoint")
+    if endpoint:
+        found = [c for c in found if c["endpoint"] == endpoint]
+    since = request.query.get("since")
+    if since:
+        if not since.isdigit():
+            return error(400, "since: must be a call sequence number")
+        found = [c for c in found if c["seq"] > int(since)]
+    return json_response(found)
+
+
+async def clear_calls(request: web.Request) -> web.StreamResponse:
+    server_of(request).state.calls.clear()
+    return json_response({"ok": True})
+
+
+async def requests(request: web.Request) -> web.StreamResponse:
+    """Every request accepted (any key), oldest first, with its body exactly as sent (JSON)."""
+    state = server_of(request).state
+    model = request.query.get("model")
+    now = state.now()
+    return json_response(
+        [
+            {
+                "request_id": job.request_id,
+                "model": job.model,
+                "status": model_status(job, now),
+                "body": job.body,
+                "cost": job.cost,
+                "created_at": iso(job.wall_created),
+            }
+            for job in state.history.values()
+            if not model or job.model == model
+        ]
+    )
+
+
+async def reset(request: web.Request) -> web.StreamResponse:
+    server = server_of(request)
+    server.state.reset()
+    server.cache.clear()
+    return json_response({"ok": True})
+
+
+async def register_model(request: web.Request) -> web.StreamResponse:
+    """Serve a new model, or change a served one's timing and price (its catalog data is kept)."""
+    state = server_of(request).state
+    data = await _body(request)
+    try:
+        name = str(data["name"])
+        changes = {k: float(data[k]) for k in _TIMING if data.get(k) is not None}
+        current = state.models.get(name)
+        if current is not None:
+            if data.get("output") is not None:
+                changes["output"] = str(data["output"])  # type: ignore[assignment]
+            spec = dataclasses.replace(current, **changes)  # type: ignore[arg-type]
+        else:
+            changes.setdefault("latency", 5.0)
+            spec = ModelSpec(name=name, output=str(data.get("output") or "image"), **changes)  # type: ignore[arg-type]
+    except (KeyError, TypeError, ValueError) as exc:
+        return error(400, f"invalid model: {exc}")
+    state.models[spec.name] = spec
+    return json_response(spec.to_dict())
+
+
+async def advance(request: web.Request) -> web.StreamResponse:
+    state = server_of(request).state
+    data = await _body(request)
+    try:
+        state.advance(float(data.get("seconds", 0)))
+    except (TypeError, ValueError) as exc:
+        return error(400, str(exc))
+    return json_response({"ok": True, "clock_offset": state.clock_offset})
+
+
+async def expire(request: web.Request) -> web.StreamResponse:
+    data = await _body(request)
+    return json_response({"expired": server_of(request).state.expire(data.get("request_id"))})
+
+
+async def stats(request: web.Request) -> web.StreamResponse:
+    server = server_of(request)
+    state = server.state
+    return json_response(
+        {
+            "jobs": len(state.jobs),
+            "by_status": state.status_counts(),
+            "history": len(state.history),
+            "calls_logged": len(state.calls),
+            "calls_total": state.call_seq,
+            "renders": server.cache.renders,
+            "cache_hits": server.cache.hits,
+            "cache_items": len(server.cache),
+            "spent": round(state.spent, 6),
+            **state.counters,
+        }
+    )

@@ -1,0 +1,143 @@
+"""The models the emulator serves, read from the catalog's JSON files (the API contract as data).
+
+The emulator reads `segmind_provider/catalog/models/*.json` directly and never imports the
+client's catalog code: it writes its own checks from the same data, so a mistake in the
+client's validation is caught here instead of being repeated.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .validation import check_rules
+
+OUTPUT_KINDS = ("image", "video", "text", "json")
+PARAMETER_KEYS = frozenset(
+    {
+        "type",
+        "required",
+        "default",
+        "minimum",
+        "maximum",
+        "enum",
+        "min_length",
+        "max_length",
+        "multiple_of",
+        "round_to_multiple",
+        "media",
+        "encoding",
+        "max_items",
+        "description",
+    }
+)
+TYPES = ("string", "integer", "number", "boolean", "array")
+DEFAULT_CATALOG_DIR = Path(__file__).resolve().parents[2] / "catalog" / "models"
+
+
+@dataclass
+class ModelSpec:
+    """A model the emulator serves: its timing, price, output and (for catalog models) its parameters.
+
+    `parameters` is the catalog entry's parameter data as written in the JSON file; a model
+    registered at run time without it gets lenient checks (prompt, size, format).
+    """
+
+    name: str
+    latency: float
+    jitter: float = 0.15
+    output: str = "image"
+    cost: float | None = None
+    # A model idle for `cold_after` simulated seconds needs `cold_start` more before its next job
+    # runs (it stays QUEUED while it "loads"), like Segmind's cold models.
+    cold_start: float = 0.0
+    cold_after: float = 600.0
+    task: str | None = None
+    parameters: dict[str, dict[str, Any]] | None = None
+    rules: list[dict[str, Any]] = field(default_factory=list)
+    format_field: str | None = None
+    default_format: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.output not in OUTPUT_KINDS:
+            raise ValueError(f"output: must be one of {', '.join(OUTPUT_KINDS)}")
+        if self.latency < 0 or not 0 <= self.jitter < 1:
+            raise ValueError("latency must be >= 0 and jitter in [0, 1)")
+        if self.cold_start < 0 or self.cold_after < 0:
+            raise ValueError("cold_start and cold_after must be >= 0")
+
+    def media_fields(self) -> dict[str, dict[str, Any]]:
+        """The parameters that take a file (an image, a video, audio)."""
+        return {name: p for name, p in (self.parameters or {}).items() if p.get("media")}
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "latency": self.latency,
+            "jitter": self.jitter,
+            "output": self.output,
+            "cost": self.cost,
+            "cold_start": self.cold_start,
+            "cold_after": self.cold_after,
+            "task": self.task,
+            "catalog": self.parameters is not None,
+        }
+
+
+def spec_from_entry(entry: dict[str, Any], source: str = "<entry>") -> ModelSpec:
+    """A `ModelSpec` from one catalog entry; a malformed entry is an error naming the file and key."""
+    try:
+        output = entry["output"]
+        parameters = entry["parameters"]
+        if not isinstance(parameters, dict):
+            raise ValueError("parameters: must be an object")
+        for name, param in parameters.items():
+            _check_parameter(name, param)
+        rules = list(entry.get("rules") or [])
+        spec = ModelSpec(
+            name=str(entry["slug"]),
+            latency=float(entry["typical_seconds"]),
+            output=str(output["kind"]),
+            cost=None if entry.get("price_usd") is None else float(entry["price_usd"]),
+            task=str(entry["task"]),
+            parameters=parameters,
+            rules=rules,
+            format_field=output.get("format_field"),
+            default_format=output.get("default_format"),
+        )
+        check_rules(spec)
+        return spec
+    except (KeyError, TypeError, ValueError) as exc:
+        raise ValueError(f"catalog entry {source}: {exc}") from exc
+
+
+def _check_parameter(name: str, param: Any) -> None:
+    if not isinstance(param, dict):
+        raise ValueError(f"parameters.{name}: must be an object")
+    unknown = set(param) - PARAMETER_KEYS
+    if unknown:
+        # A key the emulator does not understand would be a check silently skipped.
+        raise ValueError(f"parameters.{name}: unknown key(s) {', '.join(sorted(unknown))}")
+    if param.get("type") not in TYPES:
+        raise ValueError(f"parameters.{name}.type: must be one of {', '.join(TYPES)}")
+
+
+def load_catalog(directory: str | Path | None = None) -> dict[str, ModelSpec]:
+    """Every `*.json` entry in the catalog directory, by slug (empty if the directory is missing)."""
+    path = Path(directory) if directory else DEFAULT_CATALOG_DIR
+    if directory and not path.is_dir():
+        raise ValueError(f"catalog_dir: {path} is not a directory")
+    specs: dict[str, ModelSpec] = {}
+    for file in sorted(path.glob("*.json")) if path.is_dir() else ():
+        spec = spec_from_entry(json.loads(file.read_text(encoding="utf-8")), file.name)
+        specs[spec.name] = spec
+    return specs
+
+
+def default_models(catalog_dir: str | Path | None = None) -> dict[str, ModelSpec]:
+    """The catalog's models; `flux-1.1-pro` with lenient checks if no catalog is installed."""
+    models = load_catalog(catalog_dir)
+    models.setdefault("flux-1.1-pro", ModelSpec("flux-1.1-pro", latency=14.05, jitter=0.15))
+    return models
