@@ -45,6 +45,7 @@ __all__ = [
     "DEFAULT_MAX_BYTES",
     "DownloadFn",
     "check_path_format",
+    "filesystem_for",
     "store_bytes",
     "store_output",
 ]
@@ -307,23 +308,28 @@ def _publish_local(staged: _Staged, target: Path) -> None:
             os.close(fd)
 
 
-def _filesystem(dest: _Destination) -> tuple[Any, Any]:
-    """The fsspec filesystem for the destination, and an ObjectStoragePath factory.
+def filesystem_for(path: Any, conn_id: str | None) -> Any:
+    """The fsspec filesystem behind an ObjectStoragePath (shared with ``inputs``, which reads through it).
 
     Airflow resolves the filesystem (and credentials) from ``conn_id``. Schemes Airflow has no
     provider for but fsspec knows (``memory://``) fall back to fsspec when no connection is given.
     """
-    from airflow.sdk import ObjectStoragePath
-
-    probe = ObjectStoragePath(f"{dest.remote_parent}/{dest.stem}", conn_id=dest.conn_id)
     try:
-        return probe.fs, probe
+        return path.fs
     except ValueError:
-        if dest.conn_id:
+        if conn_id:
             raise
         import fsspec
 
-        return fsspec.filesystem(probe.protocol), probe
+        return fsspec.filesystem(path.protocol)
+
+
+def _filesystem(dest: _Destination) -> tuple[Any, Any]:
+    """The fsspec filesystem for the destination, and an ObjectStoragePath factory."""
+    from airflow.sdk import ObjectStoragePath
+
+    probe = ObjectStoragePath(f"{dest.remote_parent}/{dest.stem}", conn_id=dest.conn_id)
+    return filesystem_for(probe, dest.conn_id), probe
 
 
 def _publish_remote(staged_items: list[tuple[_Staged, str]], dest: _Destination) -> None:
