@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 from airflow.sdk import Asset, BaseOperator, BaseOperatorLink
 
+from segmind_provider.catalog import get_model
 from segmind_provider.events import failure_reason, make_event, raise_for_event
 from segmind_provider.exceptions import SegmindError
 from segmind_provider.inputs import DEFAULT_MAX_INPUT_BYTES, InputFiles, read_input_files
@@ -50,7 +51,9 @@ def _is_http(value: Any) -> bool:
 
 
 class SegmindOutputLink(BaseOperatorLink):
-    """Opens the generated image: the stored URI when it is http(s), else the output URL Segmind returned."""
+    """Opens what lives as long as the run's record: the stored file when it is reachable over
+    http(s), else the model's page on segmind.com (Segmind has no public page per request, and the
+    output URL it returns expires after an hour)."""
 
     name = "Segmind output"
 
@@ -74,14 +77,8 @@ class SegmindOutputLink(BaseOperatorLink):
         for uri in value.get("output_uris") or []:
             if _is_http(uri):
                 return str(uri)
-        output = value.get("output")
-        candidates = output if isinstance(output, list) else [output]
-        for candidate in candidates:
-            if isinstance(candidate, dict):
-                candidate = next((v for v in candidate.values() if _is_http(v)), None)
-            if _is_http(candidate):
-                return str(candidate)
-        return ""
+        entry = get_model(str(value.get("model") or ""))
+        return entry.page if entry is not None else ""
 
 
 class SegmindOperator(BaseOperator):
@@ -165,6 +162,8 @@ class SegmindOperator(BaseOperator):
         self.max_input_bytes = max_input_bytes
         #: The last return value, for the extra link (links are computed on this object after the try).
         self.segmind_result: dict[str, Any] | None = None
+        #: The input files' URIs this try read, for lineage.
+        self.segmind_inputs: list[str] = []
 
     @cached_property
     def hook(self) -> SegmindHook:
@@ -231,6 +230,18 @@ class SegmindOperator(BaseOperator):
             ", ".join(uris) if uris else "nothing (no output_path)",
         )
         return self._finish(context, request_id, output, uris, metrics)
+
+    def get_openlineage_facets_on_complete(self, task_instance: Any) -> Any:
+        """OpenLineage: the input files and stored outputs as datasets, with the model and request id."""
+        from segmind_provider.operators.lineage import operator_lineage
+
+        result = self.segmind_result or {}
+        return operator_lineage(
+            model=self.model,
+            request_id=result.get("request_id"),
+            inputs=self.segmind_inputs,
+            outputs=result.get("output_uris") or [],
+        )
 
     # ------------------------------------------------------------------ steps
 

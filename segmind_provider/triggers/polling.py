@@ -4,7 +4,7 @@ Every status poll spends a request from a rate-limited key (Free 5, Pro 50 per
 minute), so a fixed 1 s cadence costs ~16 requests for a ~14 s image. This
 module places the first poll near the job's likely end, using the model's
 typical duration (a per-model default, refined by the durations observed in
-this process), then polls close behind it, and backs off to ``poll_interval``
+this process, else the catalog's typical duration), then polls close behind it, and backs off to ``poll_interval``
 when the model is cold (``QUEUED`` for minutes) or the job overruns.
 
 Pure: no I/O and no clock. Callers pass the time in, which keeps it testable and
@@ -21,9 +21,10 @@ import threading
 from collections import deque
 from dataclasses import dataclass, replace
 
+from segmind_provider.catalog import typical_seconds
+
 __all__ = [
     "DEFAULT_POLL_INTERVAL",
-    "MODEL_TYPICAL_SECONDS",
     "DurationEstimate",
     "DurationObserver",
     "PollSchedule",
@@ -54,11 +55,6 @@ LOW_QUANTILE_CUTS = 50
 #: 2 took the simulated p99 of detection (learning, 2,000 jobs, docs/operator.md) from 1.75 s to
 #: 1.63 s for 0.06 more requests a job.
 LOW_MARGIN = 2.0
-
-#: Typical submit-to-completion seconds from the model pages. Unknown models poll at ``poll_interval``.
-MODEL_TYPICAL_SECONDS: dict[str, float] = {
-    "flux-1.1-pro": 14.0,
-}
 
 
 @dataclass(frozen=True, slots=True)
@@ -152,8 +148,9 @@ def estimate_duration(
     observed = observer.estimate(model)
     if observed is not None:
         return observed
-    if model in MODEL_TYPICAL_SECONDS:
-        return _default_estimate(MODEL_TYPICAL_SECONDS[model] * time_scale)
+    typical = typical_seconds(model)
+    if typical is not None:
+        return _default_estimate(typical * time_scale)
     return None
 
 

@@ -11,6 +11,7 @@ import base64
 import io
 import json
 import time
+from collections.abc import Callable
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -423,20 +424,27 @@ def test_outlets_carry_the_stored_uris(make_context: Any, tmp_path: Path) -> Non
 # ---------------------------------------------------------------- extra link
 
 
-def test_extra_link_prefers_a_stored_http_uri_then_the_output_url() -> None:
+def test_extra_link_opens_a_stored_http_file_else_the_model_page_never_an_expiring_url() -> None:
     link = SegmindOutputLink()
     assert link.name == "Segmind output"
     assert any(isinstance(x, SegmindOutputLink) for x in SegmindOperator.operator_extra_links)
-    stored = {"output_uris": ["https://cdn.example/a.png"], "output": "https://media/x.webp"}
+    stored = {"model": FLUX, "output_uris": ["https://cdn.example/a.png"], "output": "https://media/x.webp"}
     assert link.link_from_result(stored) == "https://cdn.example/a.png"
-    local = {"output_uris": ["file:///tmp/a.png"], "output": "https://media/x.webp"}
-    assert link.link_from_result(local) == "https://media/x.webp"
-    assert (
-        link.link_from_result({"output_uris": [], "output": ["data:...", "https://m/2.png"]})
-        == "https://m/2.png"
-    )
-    assert link.link_from_result({"output": "data:image/png;base64,AAAA"}) == ""
+    local = {"model": FLUX, "output_uris": ["file:///tmp/a.png"], "output": "https://media/x.webp"}
+    assert link.link_from_result(local) == "https://www.segmind.com/models/flux-1.1-pro/api"
+    assert link.link_from_result({"model": "not-in-the-catalog", "output": "https://m/2.png"}) == ""
     assert link.link_from_result(None) == ""
+
+
+def test_openlineage_names_the_stored_outputs_the_model_and_the_request(
+    emulator: SegmindEmulator, tmp_path: Path, make_context: Callable[..., dict[str, Any]]
+) -> None:
+    op = operator(output_path=str(tmp_path / "hero.png"), deferrable=False)
+    result = op.execute(make_context())
+    lineage = op.get_openlineage_facets_on_complete(None)
+    assert [(d.namespace, d.name) for d in lineage.outputs] == [("file", str(tmp_path / "hero.png"))]
+    facet = lineage.run_facets["externalQuery"]
+    assert facet.externalQueryId == result["request_id"] and facet.source == f"segmind:{FLUX}"
 
 
 # ---------------------------------------------------------------- the key stays secret

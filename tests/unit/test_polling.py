@@ -7,6 +7,7 @@ import statistics
 
 import pytest
 
+from segmind_provider.catalog import typical_seconds
 from segmind_provider.triggers import polling
 from segmind_provider.triggers.polling import (
     DurationEstimate,
@@ -19,6 +20,7 @@ from segmind_provider.triggers.polling import (
 )
 from segmind_provider.triggers.watch import RequestWatch
 
+FLUX_TYPICAL = typical_seconds("flux-1.1-pro") or 0.0
 FLUX = "flux-1.1-pro"
 
 
@@ -37,7 +39,7 @@ def test_estimate_prefers_override_then_observations_then_default() -> None:
     assert estimate_duration("some-unknown-model", observer=observer) is None
     assert estimate_duration(None, observer=observer) is None
     default = estimate_duration(FLUX, observer=observer)
-    assert default is not None and default.source == "default" and default.typical == 14.0
+    assert default is not None and default.source == "default" and default.typical == FLUX_TYPICAL
     for seconds in (10.0, 11.0, 12.0, 13.0):
         observer.observe(FLUX, seconds)
     observed = estimate_duration(FLUX, observer=observer)
@@ -101,8 +103,8 @@ def test_follow_gap_bounds() -> None:
 def test_first_poll_lands_just_after_the_likely_earliest_end() -> None:
     s = schedule()
     first = s.next_poll_at(0.0, None)
-    gap = follow_gap(14.0, 5.0)
-    assert 0.85 * 14.0 + gap * (1 - polling.JITTER) <= first <= 0.85 * 14.0 + gap
+    gap = follow_gap(FLUX_TYPICAL, 5.0)
+    assert 0.85 * FLUX_TYPICAL + gap * (1 - polling.JITTER) <= first <= 0.85 * FLUX_TYPICAL + gap
 
 
 def test_rebuilt_schedule_past_its_first_poll_polls_at_once() -> None:
@@ -118,7 +120,7 @@ def test_processing_polls_stay_within_one_gap_then_back_off_to_poll_interval() -
         nxt = s.next_poll_at(now, "PROCESSING")
         gaps.append(nxt - now)
         now = nxt
-    gap = follow_gap(14.0, 4.0)
+    gap = follow_gap(FLUX_TYPICAL, 4.0)
     in_range = [g for g in gaps if g <= gap]
     assert len(in_range) >= 3  # close behind the likely end
     assert max(gaps) <= 4.0  # never beyond poll_interval
@@ -137,7 +139,9 @@ def test_cold_model_backs_off_while_queued_and_reanchors_when_it_starts() -> Non
     assert gaps[0] < gaps[2] < 5.0  # grows toward poll_interval
     nxt = s.next_poll_at(now, "PROCESSING")  # started somewhere in (last_queued, now]
     assert s.anchor == last_queued and s.reanchored
-    assert nxt >= last_queued + 0.85 * 14.0  # expects the full run time from the start, not from submit
+    assert (
+        nxt >= last_queued + 0.85 * FLUX_TYPICAL
+    )  # expects the full run time from the start, not from submit
 
 
 def test_unknown_model_polls_every_poll_interval() -> None:
@@ -153,8 +157,8 @@ def test_unknown_model_polls_every_poll_interval() -> None:
 def test_jitter_spreads_waits_but_never_lengthens_a_gap() -> None:
     firsts = {round(schedule(seed=seed).next_poll_at(0.0, None), 6) for seed in range(50)}
     assert len(firsts) > 40
-    gap = follow_gap(14.0, 5.0)
-    assert max(firsts) <= 0.85 * 14.0 + gap
+    gap = follow_gap(FLUX_TYPICAL, 5.0)
+    assert max(firsts) <= 0.85 * FLUX_TYPICAL + gap
 
 
 def test_error_delay_backs_off_and_honours_retry_after() -> None:

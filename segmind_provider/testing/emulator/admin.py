@@ -22,26 +22,6 @@ if TYPE_CHECKING:
 _TIMING = ("latency", "jitter", "cost", "cold_start", "cold_after")
 
 
-def add_routes(app: web.Application, server: EmulatorServer, prefix: str) -> None:
-    get, post, delete = app.router.add_get, app.router.add_post, app.router.add_delete
-    get(prefix + "/health", health)
-    get(prefix + "/config", config)
-    app.router.add_route("PATCH", prefix + "/config", set_config)
-    post(prefix + "/config", set_config)
-    get(prefix + "/faults", faults)
-    post(prefix + "/faults", add_fault)
-    delete(prefix + "/faults", clear_faults)
-    delete(prefix + "/faults/{fault_id}", remove_fault)
-    get(prefix + "/calls", calls)
-    delete(prefix + "/calls", clear_calls)
-    get(prefix + "/requests", requests)
-    post(prefix + "/reset", reset)
-    post(prefix + "/models", register_model)
-    post(prefix + "/advance", advance)
-    post(prefix + "/expire", expire)
-    get(prefix + "/stats", stats)
-
-
 async def _body(request: web.Request) -> dict[str, Any]:
     if not request.can_read_body:
         return {}
@@ -200,3 +180,26 @@ async def stats(request: web.Request) -> web.StreamResponse:
             **state.counters,
         }
     )
+
+
+def add_routes(app: web.Application, server: EmulatorServer, prefix: str) -> None:
+    routes = (
+        ("GET", "/health", health),
+        ("GET", "/config", config),
+        ("PATCH", "/config", set_config),
+        ("POST", "/config", set_config),
+        ("GET", "/faults", faults),
+        ("POST", "/faults", add_fault),
+        ("DELETE", "/faults", clear_faults),
+        ("DELETE", "/faults/{fault_id}", remove_fault),
+        ("GET", "/calls", calls),
+        ("DELETE", "/calls", clear_calls),
+        ("GET", "/requests", requests),
+        ("POST", "/reset", reset),
+        ("POST", "/models", register_model),
+        ("POST", "/advance", advance),
+        ("POST", "/expire", expire),
+        ("GET", "/stats", stats),
+    )
+    for method, path, handler in routes:
+        app.router.add_route(method, prefix + path, handler)

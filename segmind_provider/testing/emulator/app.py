@@ -20,7 +20,7 @@ from aiohttp import web
 
 from . import account, admin, api, storage
 from .config import EmulatorConfig
-from .control import ACCOUNT_PREFIX, STORAGE_PREFIX
+from .control import ACCOUNT_PREFIX, STORAGE_PREFIX, service_urls
 from .faults import FaultRule, Fired
 from .models import ModelSpec
 from .recipes import Recipe, Source, render_recipe, text_output
@@ -120,21 +120,9 @@ class EmulatorServer:
     def media_url(self) -> str:
         return f"http://{host_for_url(self.client_host)}:{self.media_port}"
 
-    @property
-    def storage_url(self) -> str:
-        return self.base_url + STORAGE_PREFIX
-
-    @property
-    def account_url(self) -> str:
-        return self.base_url + ACCOUNT_PREFIX
-
     def addresses(self) -> dict[str, str]:
-        return {
-            "base_url": self.base_url,
-            "media_url": self.media_url,
-            "storage_url": self.storage_url,
-            "account_url": self.account_url,
-        }
+        """API, media, storage and account base URLs (the last two are path prefixes on the API port)."""
+        return {"base_url": self.base_url, "media_url": self.media_url, **service_urls(self.base_url)}
 
     # -- the gate every call passes --------------------------------------------------
     def gate(self, endpoint: str, handler: Handler, *, auth: bool = True) -> Handler:
@@ -143,7 +131,7 @@ class EmulatorServer:
 
         async def gate(request: web.Request) -> web.StreamResponse:
             key = request.headers.get("x-api-key")
-            call = begin_call(endpoint, bool(key))
+            call = begin_call(self, endpoint, bool(key))
             status = 0
             try:
                 fired = state.faults.roll(endpoint)
@@ -250,8 +238,11 @@ def mangle(request: web.Request, response: web.Response, rule: FaultRule) -> web
 
 
 def corrupt(body: bytes) -> bytes:
-    """Same length, same leading bytes (PNG: signature and IHDR chunk, others: 16 bytes), garbage after."""
-    keep = 33 if body.startswith(b"\x89PNG\r\n\x1a\n") else 16
+    """Same length, same leading bytes, garbage after. A PNG keeps its signature and every chunk up
+    to the image data (so it opens and shows its size), then its pixels are noise that does not
+    decode; other formats keep their first 16 bytes (their magic)."""
+    idat = body.find(b"IDAT") if body.startswith(b"\x89PNG\r\n\x1a\n") else -1
+    keep = idat + 6 if idat > 0 else 16  # the chunk type and the zlib header stay
     return body[:keep] + random.Random(len(body)).randbytes(max(0, len(body) - keep))
 
 

@@ -201,11 +201,11 @@ async def _serve(server: EmulatorServer, host: str, port: int, media_port: int) 
     time_scale = server.state.config.time_scale
     key = "<one of the configured keys>" if server.state.key_hashes is not None else PRINTED_KEY
     connection = connection_dict(server.base_url, key, time_scale)
-    ready = {**server.addresses(), "time_scale": time_scale, "connection": connection}
-    print(READY_PREFIX + json.dumps(ready), flush=True)
+    urls = server.addresses()
+    print(READY_PREFIX + json.dumps({**urls, "time_scale": time_scale, "connection": connection}), flush=True)
     print(
-        f"segmind-emulator: API {server.base_url}  media {server.media_url}  storage {server.storage_url}  "
-        f"account {server.account_url}  admin {server.base_url}/_emulator/config\n"
+        f"segmind-emulator: API {urls['base_url']}  media {urls['media_url']}  storage {urls['storage_url']}  "
+        f"account {urls['account_url']}  admin {urls['base_url']}/_emulator/config\n"
         f"export AIRFLOW_CONN_SEGMIND_DEFAULT='{json.dumps(connection)}'",
         file=sys.stderr,
         flush=True,

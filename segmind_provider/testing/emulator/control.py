@@ -16,18 +16,15 @@ STORAGE_PREFIX = "/storage"
 ACCOUNT_PREFIX = "/account"
 
 
+def service_urls(base_url: str) -> dict[str, str]:
+    """The storage and account addresses of an emulator whose API is at `base_url` (path prefixes)."""
+    return {"storage_url": base_url + STORAGE_PREFIX, "account_url": base_url + ACCOUNT_PREFIX}
+
+
 def connection_dict(base_url: str, api_key: str, time_scale: float) -> dict[str, Any]:
     """An Airflow connection pointing at an emulator: API host, storage and account URLs, time scale."""
-    return {
-        "conn_type": "segmind",
-        "host": base_url,
-        "password": api_key,
-        "extra": {
-            "storage_url": base_url + STORAGE_PREFIX,
-            "account_url": base_url + ACCOUNT_PREFIX,
-            "time_scale": time_scale,
-        },
-    }
+    extra = {**service_urls(base_url), "time_scale": time_scale}
+    return {"conn_type": "segmind", "host": base_url, "password": api_key, "extra": extra}
 
 
 class EmulatorControlError(RuntimeError):
@@ -61,12 +58,12 @@ class EmulatorControl:
     @property
     def storage_url(self) -> str:
         """Where `POST /upload-asset` is served (the connection extra `storage_url`)."""
-        return self.base_url + STORAGE_PREFIX
+        return service_urls(self.base_url)["storage_url"]
 
     @property
     def account_url(self) -> str:
         """Where the request history is served (the connection extra `account_url`)."""
-        return self.base_url + ACCOUNT_PREFIX
+        return service_urls(self.base_url)["account_url"]
 
     # -- config ----------------------------------------------------------------------
     def health(self) -> dict[str, Any]:

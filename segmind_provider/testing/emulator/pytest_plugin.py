@@ -9,31 +9,26 @@ Per-test options go in a marker: `@pytest.mark.segmind_emulator(credits=0)`.
 from __future__ import annotations
 
 from collections.abc import Iterator
-
-import pytest
+from typing import Any
 
 from .runner import SegmindEmulator
 
 FAST_TIME_SCALE = 0.01
 
 
-def pytest_configure(config: pytest.Config) -> None:
+def pytest_configure(config: Any) -> None:
     config.addinivalue_line(
         "markers", "segmind_emulator(**options): runtime options for the segmind_emulator fixture"
     )
 
 
-@pytest.fixture(scope="session")
-def segmind_emulator_session() -> Iterator[SegmindEmulator]:
+def _session() -> Iterator[SegmindEmulator]:
     """The session's emulator (thread mode); prefer `segmind_emulator`, which resets it per test."""
     with SegmindEmulator(time_scale=FAST_TIME_SCALE) as emu:
         yield emu
 
 
-@pytest.fixture
-def segmind_emulator(
-    segmind_emulator_session: SegmindEmulator, request: pytest.FixtureRequest
-) -> SegmindEmulator:
+def _emulator(segmind_emulator_session: SegmindEmulator, request: Any) -> SegmindEmulator:
     """A freshly reset emulator; options from a `segmind_emulator` marker are applied on top."""
     emu = segmind_emulator_session
     emu.reset()
@@ -43,11 +38,18 @@ def segmind_emulator(
     return emu
 
 
-@pytest.fixture
-def segmind_emulator_connection(
-    segmind_emulator: SegmindEmulator, monkeypatch: pytest.MonkeyPatch
-) -> SegmindEmulator:
+def _emulator_connection(segmind_emulator: SegmindEmulator, monkeypatch: Any) -> SegmindEmulator:
     """Also point Airflow's `segmind_default` connection (and SEGMIND_API_KEY) at the emulator."""
     monkeypatch.setenv("AIRFLOW_CONN_SEGMIND_DEFAULT", segmind_emulator.connection_json())
     monkeypatch.setenv("SEGMIND_API_KEY", segmind_emulator.api_key)
     return segmind_emulator
+
+
+try:
+    import pytest
+except ImportError:  # only pytest loads this plugin; without pytest it has nothing to register
+    pass
+else:
+    segmind_emulator_session = pytest.fixture(scope="session", name="segmind_emulator_session")(_session)
+    segmind_emulator = pytest.fixture(name="segmind_emulator")(_emulator)
+    segmind_emulator_connection = pytest.fixture(name="segmind_emulator_connection")(_emulator_connection)

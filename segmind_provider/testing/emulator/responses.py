@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 from contextvars import ContextVar
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
@@ -15,21 +15,22 @@ if TYPE_CHECKING:
 SERVER_KEY: web.AppKey[EmulatorServer] = web.AppKey("segmind_emulator_server")
 
 
-@dataclass
+@dataclass(slots=True)
 class Call:
-    """The call being served: what the gate logs once the handler is done."""
+    """The call being served (set by the gate for its handler): what is logged once it is done."""
 
+    server: EmulatorServer
     endpoint: str
     key_present: bool
-    detail: dict[str, Any] = field(default_factory=dict)
+    detail: dict[str, Any] | None = None
     logged: bool = False
 
 
 _CALL: ContextVar[Call | None] = ContextVar("segmind_emulator_call", default=None)
 
 
-def begin_call(endpoint: str, key_present: bool) -> Call:
-    call = Call(endpoint, key_present)
+def begin_call(server: EmulatorServer, endpoint: str, key_present: bool) -> Call:
+    call = Call(server, endpoint, key_present)
     _CALL.set(call)
     return call
 
@@ -38,7 +39,7 @@ def log_detail(**detail: Any) -> None:
     """Add fields to this call's log entry (an upload's files, a submit's request id)."""
     call = _CALL.get()
     if call is not None:
-        call.detail.update(detail)
+        call.detail = {**(call.detail or {}), **detail}
 
 
 _dumps = json.JSONEncoder(separators=(",", ":")).encode
@@ -65,7 +66,9 @@ async def read_object(request: web.Request) -> dict[str, Any] | web.Response:
 
 
 def server_of(request: web.Request) -> EmulatorServer:
-    return request.config_dict[SERVER_KEY]
+    """The server behind this request (from the gate's call, cheaper than the app's config)."""
+    call = _CALL.get()
+    return call.server if call is not None else request.config_dict[SERVER_KEY]
 
 
 async def not_found(request: web.Request) -> web.StreamResponse:

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import io
 import time
 from typing import TYPE_CHECKING
 
 import httpx
 import pytest
+from PIL import Image
 
 from segmind_provider.testing.emulator import EmulatorControlError, FaultRule, SegmindEmulator
 
@@ -138,6 +140,7 @@ def test_remove_one_fault(http: httpx.Client, segmind_emulator: SegmindEmulator)
         {"probability": 2},
         {"count": 0},
         {"when": "during"},
+        {"endpoint": "storage"},
     ],
 )
 def test_bad_fault_rules_are_refused(segmind_emulator: SegmindEmulator, rule: dict[str, object]) -> None:
@@ -176,3 +179,78 @@ def test_startup_faults_come_back_after_reset(http: httpx.Client) -> None:
         assert http.get(url, headers=H).status_code == 200
         emu.reset()
         assert http.get(url, headers=H).status_code == 500
+
+
+def test_lost_answer_by_hang_creates_and_bills_the_job(
+    http: httpx.Client, segmind_emulator: SegmindEmulator, submit: Submit
+) -> None:
+    """The submit is served and billed, then the connection is held unanswered: the client times out."""
+    segmind_emulator.configure(credits=1.0)
+    segmind_emulator.lose_answer("submit", how="hang", hold=30)
+    assert segmind_emulator.faults()[0]["kind"] == "hang"
+    with pytest.raises(httpx.ReadTimeout):
+        http.post(
+            f"{segmind_emulator.base_url}/v2/flux-1.1-pro", json={"prompt": "lost"}, headers=H, timeout=0.5
+        )
+    (job,) = segmind_emulator.requests()
+    assert (job["model"], job["body"], job["cost"]) == ("flux-1.1-pro", {"prompt": "lost"}, job["cost"])
+    assert job["cost"] > 0
+    assert segmind_emulator.config()["credits_remaining"] == pytest.approx(1.0 - job["cost"])
+    (call,) = segmind_emulator.calls(endpoint="submit")  # logged at once, not when the hold ends
+    assert (call["status"], call["request_id"], call["key_present"]) == (0, job["request_id"], True)
+    history = http.get(segmind_emulator.account_url + "/inference-request/request-history", headers=H).json()
+    assert [row["request_id"] for row in history["data"]] == [job["request_id"]]
+    assert submit(segmind_emulator.base_url).status_code == 200  # count=1: the next answer arrives
+
+
+def test_lost_answer_by_drop(http: httpx.Client, segmind_emulator: SegmindEmulator, submit: Submit) -> None:
+    fault_id = segmind_emulator.lose_answer("submit", how="drop", count=None)
+    for _ in range(2):
+        with pytest.raises(httpx.RemoteProtocolError):
+            submit(segmind_emulator.base_url)
+    assert len(segmind_emulator.requests()) == 2
+    segmind_emulator.remove_fault(fault_id)
+    with pytest.raises(ValueError, match="how"):
+        segmind_emulator.lose_answer(how="explode")
+
+
+def _png_output(http: httpx.Client, emu: SegmindEmulator, submit: Submit) -> str:
+    body = submit(emu.base_url, output_format="png").json()
+    emu.advance(30)
+    return str(http.get(body["response_url"], headers=H).json()["output"])
+
+
+def test_corrupt_media_keeps_length_and_png_signature_but_does_not_decode(
+    http: httpx.Client, segmind_emulator: SegmindEmulator, submit: Submit
+) -> None:
+    output = _png_output(http, segmind_emulator, submit)
+    clean = http.get(output).content
+    segmind_emulator.add_fault("media", kind="corrupt", count=1)
+    broken = http.get(output)
+    assert broken.status_code == 200
+    assert int(broken.headers["content-length"]) == len(broken.content) == len(clean)
+    assert broken.content[:8] == b"\x89PNG\r\n\x1a\n" and broken.content != clean
+    image = Image.open(io.BytesIO(broken.content))  # the header still reads...
+    assert image.size == (1024, 1024)
+    with pytest.raises((OSError, SyntaxError, ValueError)):
+        image.load()  # ...but the pixels do not decode
+    assert http.get(output).content == clean
+
+
+def test_truncated_media_announces_the_full_length_then_stops(
+    http: httpx.Client, segmind_emulator: SegmindEmulator, submit: Submit
+) -> None:
+    output = _png_output(http, segmind_emulator, submit)
+    size = len(http.get(output).content)
+    segmind_emulator.add_fault("media", kind="truncate", count=1)
+    with http.stream("GET", output) as response:
+        assert (response.status_code, int(response.headers["content-length"])) == (200, size)
+        with pytest.raises(httpx.RemoteProtocolError):
+            response.read()
+    assert len(http.get(output).content) == size
+
+
+def test_account_faults(http: httpx.Client, segmind_emulator: SegmindEmulator) -> None:
+    segmind_emulator.add_fault("account", status=503, count=2)
+    url = segmind_emulator.account_url + "/inference-request/request-history"
+    assert [http.get(url, headers=H).status_code for _ in range(3)] == [503, 503, 200]
