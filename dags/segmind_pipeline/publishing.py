@@ -171,6 +171,18 @@ def _stage(record: Mapping[str, Any], stage: str) -> str:
     return ""
 
 
+def _formats(record: Mapping[str, Any]) -> str:
+    """The last stage: the social formats made from the scene (their thumbnail, linking the square post)."""
+    files = record.get("files", {})
+    if "thumbnail" not in files:
+        return ""
+    return (
+        f'<figure><a href="{_e(files.get("square", files["thumbnail"]))}"><img src="{_e(files["thumbnail"])}" '
+        f'alt="{_e(record["name"])}: social formats" width="200" height="200"></a>'
+        "<figcaption>social formats</figcaption></figure>"
+    )
+
+
 def _card(record: Mapping[str, Any]) -> str:
     """One product: every stage it went through, its caption, its formats and what went wrong."""
     ids = " · ".join(f"{_e(k)} {_e(v)}" for k, v in record.get("request_ids", {}).items())
@@ -188,7 +200,7 @@ def _card(record: Mapping[str, Any]) -> str:
     hero = " · hero" if record.get("hero") else ""
     return (
         f'<article{" class=failed" if record["status"] != "published" else ""} id="{_e(record["product_id"])}">'
-        f"<div class=stages>{''.join(_stage(record, stage) for stage in STAGES)}</div>"
+        f"<div class=stages>{''.join(_stage(record, stage) for stage in STAGES)}{_formats(record)}</div>"
         f"<div class=body><h2>{_e(record['name'])}{hero}</h2><p class=tagline>{_e(record.get('tagline'))}</p>"
         f"{caption}<p class=prompt>{_e(record.get('scene_prompt'))}</p>"
         f"<div class=links>{links}</div>{errors}<div class=facts>{facts}</div></div></article>"
