@@ -294,6 +294,10 @@ def segmind_content_pipeline() -> None:
         defaults="Reject",
         response_timeout=REVIEW_WINDOW,
         ignore_downstream_trigger_rules=True,
+        # An answer given seconds after the step parked can be lost to Airflow's stale executor event
+        # (as in apache/airflow#72716): the retry asks again instead of failing the night's run.
+        retries=1,
+        retry_delay=dt.timedelta(seconds=10),
     )
     approval >> publish(jobs)
 

@@ -169,17 +169,17 @@ def stage_strip(stages: list[tuple[str, bytes | None]], *, title: str, side: int
 
     What a reviewer looks at: the photo the brand gave, the cut-out, the scene, in one glance.
     """
-    margin, band = side // 16, side // 6
+    margin, band = side // 16, side // 5
     width = margin + len(stages) * (side + margin)
     sheet = Image.new("RGB", (width, band + side + band), (248, 247, 244))
     draw = ImageDraw.Draw(sheet)
     draw.text(
-        (margin, band // 4),
+        (margin, band // 5),
         title,
-        font=_fit_text(draw, title, width - 2 * margin, band // 2),
+        font=_fit_text(draw, title, width - 2 * margin, band * 3 // 5),
         fill=(30, 36, 33),
     )
-    label_font = _font(max(12, band // 3))
+    label_font = _font(max(12, band // 2))
     for index, (label, data) in enumerate(stages):
         x, y = margin + index * (side + margin), band
         tile = Image.new("RGB", (side, side), (222, 222, 218))

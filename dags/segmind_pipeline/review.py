@@ -30,12 +30,12 @@ def candidate(
     errors: Mapping[str, str],
     extras: Mapping[str, str] | None = None,
 ) -> dict[str, Any]:
-    """One product as the reviewer sees it: ready when its scene exists (the strip shows it)."""
+    """One product as the reviewer sees it: ready when its scene exists (its strip shows every stage)."""
     return {
         "product_id": job["product_id"],
         "name": job["name"],
         "hero": bool(job.get("hero")),
-        "ready": "scene" not in errors and strip_url is not None,
+        "ready": "scene" not in errors,
         "strip_url": strip_url,
         "caption": caption,
         "errors": dict(errors),
@@ -61,7 +61,8 @@ def review_body(
         title = md(item["name"]) + (" (hero)" if item["hero"] else "")
         lines += ["", f"### {title}" + ("" if item["ready"] else ": not ready"), ""]
         if item["strip_url"]:
-            lines.append(f"![{md(item['name'])}: photo, background removed, scene]({item['strip_url']})")
+            image = f"![{md(item['name'])}: photo, background removed, scene]({item['strip_url']})"
+            lines.append(f"[{image}]({item['strip_url']})")  # the UI shows it small: a click opens it
             lines.append("")
         if item["caption"]:
             lines.append(f"> {md(item['caption'])}")
