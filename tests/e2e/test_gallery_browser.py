@@ -58,8 +58,14 @@ async def inspect_page(port: int, url: str, shot: Path) -> dict[str, Any]:
             await tools.wait_for("Page.loadEventFired")
             result: dict[str, Any] = json.loads(await evaluate(tools, PAGE_JS))
             await screenshot(tools, shot)
+            # A video's request is cut short once its metadata is in (preload="metadata"): not a failure.
             result["failedRequests"] = [
-                e["params"] for e in tools.events if e["method"] == "Network.loadingFailed"
+                e["params"]
+                for e in tools.events
+                if e["method"] == "Network.loadingFailed"
+                and not (
+                    e["params"].get("type") == "Media" and e["params"].get("errorText") == "net::ERR_ABORTED"
+                )
             ]
             return result
         finally:
