@@ -17,7 +17,7 @@ demo: $(VENV)/.installed
 	$(VENV)/bin/python scripts/demo.py
 
 test: $(VENV)/.installed
-	scripts/ensure-chromium
+	scripts/ensure-debian-packages
 	$(VENV)/bin/python -m pytest -p no:cacheprovider -ra tests
 
 test-unit: $(VENV)/.installed

@@ -166,10 +166,11 @@ class SegmindTransportError(SegmindError):
 
 
 class SegmindSubmitUncertainError(SegmindError, AirflowFailException):
-    """A submit failed in a way that may still have created a (billed) job, so it was not retried.
+    """A submit failed in a way that may have created a (billed) job, and the job was not found.
 
-    Airflow's retries stop too: a retry would submit anew and may pay for a second image, and
-    the API has no way to look the first one up (no idempotency key, no request listing).
+    The operators first look for the job in the key's request history (``operators.durable``)
+    and re-attach when it is there; this error stands only when it did not appear. Airflow's
+    retries stop too: a retry would submit anew and may pay for a second image.
     """
 
 

@@ -219,7 +219,7 @@ def _read(
 
 def _open(source: str | os.PathLike[str], conn_id: str | None) -> Any:
     """A binary file handle: plain files directly, any other scheme through ObjectStoragePath."""
-    from segmind_provider.outputs import filesystem_for
+    from segmind_provider.destination import filesystem_for
 
     if hasattr(source, "protocol"):  # an ObjectStoragePath given as is: it carries its own connection
         own = getattr(source, "conn_id", None)

@@ -25,18 +25,17 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
-from urllib.parse import unquote_to_bytes, urlsplit, urlunsplit
+from urllib.parse import urlsplit, urlunsplit
 
-from segmind_provider.exceptions import SegmindError, SegmindOutputError, SegmindValidationError
+from segmind_provider.destination import Destination, check_path_format, destination, filesystem
+from segmind_provider.exceptions import SegmindError, SegmindOutputError
 from segmind_provider.media import (
     EXTENSIONS,
-    KIND_OF_EXTENSION,
     SNIFF_BYTES,
     check_size,
     decode_base64,
     decode_data_uri,
     decode_problem,
-    extension_for,
     normalize_format,
     sniff_format,
 )
@@ -45,7 +44,6 @@ __all__ = [
     "DEFAULT_MAX_BYTES",
     "DownloadFn",
     "check_path_format",
-    "filesystem_for",
     "store_bytes",
     "store_output",
 ]
@@ -62,28 +60,9 @@ The hook's ``download`` is the one implementation: key-less, capped, complete or
 DOWNLOAD_ATTEMPTS = 2
 """A downloaded image that does not decode is fetched once more, then refused."""
 
-_LOCAL_SCHEMES = ("", "file", "local")
 _FLAT_STORES = frozenset(
     {"s3", "s3a", "gs", "gcs", "abfs", "abfss", "az", "adl", "wasb", "wasbs", "oci", "oss", "memory"}
 )
-
-
-# ---------------------------------------------------------------- formats
-
-
-def check_path_format(output_path: Any, expected: str | None) -> None:
-    """Refuse, before anything is paid for, an ``output_path`` whose extension contradicts ``expected``.
-
-    The verifier would refuse the file anyway, but only after the generation was billed.
-    """
-    kind = normalize_format(expected)
-    suffix = os.path.splitext(urlsplit(str(output_path or "")).path)[1].lower()
-    wanted = KIND_OF_EXTENSION.get(suffix)
-    if kind and wanted and kind != wanted:
-        raise SegmindValidationError(
-            f"output_path ends in {suffix!r} but the payload asks for {expected}: "
-            f"make the extension match the output format, or drop it to have the right one appended"
-        )
 
 
 # ---------------------------------------------------------------- sources
@@ -141,64 +120,6 @@ def _redact(url: str) -> str:
     return urlunsplit((parts.scheme, parts.netloc.rpartition("@")[2], parts.path, "", ""))
 
 
-# ---------------------------------------------------------------- destination
-
-
-@dataclass(frozen=True)
-class _Destination:
-    """Where the files go, and how their names are derived from the path the user gave."""
-
-    local_dir: Path | None  # set for local destinations
-    remote_parent: str | None  # "s3://bucket/dir" for object storage (no user info)
-    conn_id: str | None
-    display_prefix: str  # "", or "file://" when the user wrote a file:// URI
-    stem: str
-    suffix: str  # the user's extension when it names a known kind, else ""
-
-    @property
-    def suffix_kind(self) -> str | None:
-        return KIND_OF_EXTENSION.get(self.suffix.lower())
-
-    def name(self, index: int | None, kind: str | None, content_type: str) -> str:
-        numbered = self.stem if index is None else f"{self.stem}-{index}"
-        return numbered + (self.suffix or extension_for(kind, content_type))
-
-    def uri(self, name: str) -> str:
-        if self.local_dir is not None:
-            return self.display_prefix + str(self.local_dir / name)
-        return f"{self.remote_parent}/{name}"
-
-
-def _destination(output_path: Any, output_conn_id: str | None) -> _Destination:
-    conn_id = output_conn_id or getattr(output_path, "conn_id", None)
-    text = str(output_path) if not isinstance(output_path, os.PathLike) else os.fspath(output_path)
-    if not text or text.endswith(("/", os.sep)):
-        raise SegmindOutputError(f"output_path {text!r} must name a file, not a directory")
-    parts = urlsplit(text)
-    scheme = parts.scheme.lower()
-    if scheme in _LOCAL_SCHEMES or len(scheme) == 1:  # one letter: a Windows drive
-        local = Path(unquote_to_bytes(parts.path).decode() if scheme in ("file", "local") else text)
-        local = local.expanduser().absolute()
-        if local.is_dir():
-            raise SegmindOutputError(f"output_path {text!r} is a directory; give a file name")
-        stem, suffix = _split_name(local.name)
-        prefix = "file://" if scheme in ("file", "local") else ""
-        return _Destination(local.parent, None, None, prefix, stem, suffix)
-    netloc = parts.netloc.rpartition("@")[2]
-    if "@" in parts.netloc and not conn_id:
-        conn_id = parts.netloc.rpartition("@")[0] or None
-    parent_path, _, name = parts.path.rpartition("/")
-    stem, suffix = _split_name(name)
-    return _Destination(None, f"{scheme}://{netloc}{parent_path}", conn_id, "", stem, suffix)
-
-
-def _split_name(name: str) -> tuple[str, str]:
-    root, ext = os.path.splitext(name)
-    if ext.lower() in KIND_OF_EXTENSION and root:
-        return root, ext
-    return name, ""
-
-
 # ---------------------------------------------------------------- staging
 
 
@@ -223,7 +144,7 @@ def _new_temp(directory: Path | None, stem: str) -> tuple[Path, IO[bytes]]:
 
 def _stage(
     source: _Source,
-    dest: _Destination,
+    dest: Destination,
     download: DownloadFn | None,
     max_bytes: int,
     expected: str | None,
@@ -277,9 +198,7 @@ def _fill(source: _Source, fileobj: IO[bytes], download: DownloadFn | None, max_
     return content_type or ""
 
 
-def _verify_kind(
-    kind: str | None, expected: str | None, dest: _Destination, where: str, strict: bool
-) -> None:
+def _verify_kind(kind: str | None, expected: str | None, dest: Destination, where: str, strict: bool) -> None:
     found = f"a {kind} file" if kind else "in no recognised format"
     if expected in EXTENSIONS and kind != expected:
         raise SegmindOutputError(
@@ -308,32 +227,8 @@ def _publish_local(staged: _Staged, target: Path) -> None:
             os.close(fd)
 
 
-def filesystem_for(path: Any, conn_id: str | None) -> Any:
-    """The fsspec filesystem behind an ObjectStoragePath (shared with ``inputs``, which reads through it).
-
-    Airflow resolves the filesystem (and credentials) from ``conn_id``. Schemes Airflow has no
-    provider for but fsspec knows (``memory://``) fall back to fsspec when no connection is given.
-    """
-    try:
-        return path.fs
-    except ValueError:
-        if conn_id:
-            raise
-        import fsspec
-
-        return fsspec.filesystem(path.protocol)
-
-
-def _filesystem(dest: _Destination) -> tuple[Any, Any]:
-    """The fsspec filesystem for the destination, and an ObjectStoragePath factory."""
-    from airflow.sdk import ObjectStoragePath
-
-    probe = ObjectStoragePath(f"{dest.remote_parent}/{dest.stem}", conn_id=dest.conn_id)
-    return filesystem_for(probe, dest.conn_id), probe
-
-
-def _publish_remote(staged_items: list[tuple[_Staged, str]], dest: _Destination) -> None:
-    fs, probe = _filesystem(dest)
+def _publish_remote(staged_items: list[tuple[_Staged, str]], dest: Destination) -> None:
+    fs, probe = filesystem(dest)
     parent = probe.parent.path
     if probe.protocol not in _FLAT_STORES:
         # sftp, hdfs, smb... need the directory; object stores have none, and s3fs would
@@ -405,7 +300,7 @@ def _store(
     expected_format: str | None,
     max_bytes: int,
 ) -> list[str]:
-    dest = _destination(output_path, output_conn_id)
+    dest = destination(output_path, output_conn_id)
     expected = normalize_format(expected_format)
     staged: list[_Staged] = []
     try:

@@ -46,8 +46,9 @@ def emulator(segmind_emulator_connection: SegmindEmulator) -> SegmindEmulator:
 class FakeTaskInstance:
     """Records XCom pushes the way a RuntimeTaskInstance would receive them."""
 
-    def __init__(self) -> None:
+    def __init__(self, try_number: int = 1) -> None:
         self.xcoms: dict[str, Any] = {}
+        self.try_number = try_number
 
     def xcom_push(self, key: str, value: Any) -> None:
         self.xcoms[key] = value
@@ -68,10 +69,12 @@ class FakeTaskStateStore(dict):  # type: ignore[type-arg]
 
 @pytest.fixture
 def make_context() -> Callable[..., dict[str, Any]]:
-    """Build a task context: a fresh TI per try; pass the same ``store`` to simulate a retry."""
+    """Build a task context: a fresh TI per try; pass the same ``store`` (and ``try_number``) for a retry."""
 
-    def build(store: FakeTaskStateStore | None = None, **extra: Any) -> dict[str, Any]:
-        context: dict[str, Any] = {"ti": FakeTaskInstance(), **extra}
+    def build(
+        store: FakeTaskStateStore | None = None, *, try_number: int = 1, **extra: Any
+    ) -> dict[str, Any]:
+        context: dict[str, Any] = {"ti": FakeTaskInstance(try_number), **extra}
         if store is not None:
             context["task_state_store"] = store
         return context

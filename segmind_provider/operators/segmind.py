@@ -97,7 +97,7 @@ class SegmindOperator(BaseOperator):
     :param validate: check the payload against the model's schema before any HTTP call.
     :param mode: ``"async"`` (the v2 queue) or ``"sync"`` (``POST /v1/{model}`` in the worker, quick models).
     :param durable: remember the request id across tries so a retry re-attaches instead of paying again
-        (needs Airflow 3.3's ``task_state_store``).
+        (Airflow 3.3's ``task_state_store``; without one, a retry looks in Segmind's request history).
     :param max_output_bytes: size cap for each stored output.
     :param expected_duration: typical submit-to-completion seconds, overriding the model's default for
         the poll schedule (a model without a default, or a time-scaled emulator).
@@ -177,17 +177,16 @@ class SegmindOperator(BaseOperator):
         payload = self._checked_payload()
         inputs = self._read_inputs(payload)
         if self.output_path:
-            from segmind_provider.outputs import check_path_format
+            from segmind_provider.destination import check_output_path
 
-            check_path_format(self.output_path, self._expected_format())
+            check_output_path(self.output_path, self._expected_format(), self.output_conn_id)
         identity = None
         if inputs.fields:  # the fingerprint names files by content, so a retry's new upload URL still matches
             identity = inputs.identity(payload)
             payload = inputs.fill(payload, self.hook.upload)
         if self.mode == "sync":
             return self._run_sync(context, payload)
-        store = context.get("task_state_store") if self.durable else None  # Airflow 3.3+
-        journal = RequestJournal(self.hook, self.model, store, self.log)
+        journal = RequestJournal.for_task(self.hook, self.model, context, self.log, durable=self.durable)
         request_id, submitted_at, answer = journal.attach_or_submit(payload, identity=identity)
         context["ti"].xcom_push(key="request_id", value=request_id)
         event = self._terminal_event(request_id, answer)

@@ -1,4 +1,11 @@
-"""SegmindRequestSensor: wait on a Segmind request submitted elsewhere (another task, another system)."""
+"""SegmindRequestSensor: wait on a Segmind request submitted elsewhere (another task, another system).
+
+A sensor only reads, so a retry is always safe: unless the task (or ``default_args``) sets its own,
+it gets ``DEFAULT_SENSOR_RETRIES`` retries ``DEFAULT_SENSOR_RETRY_DELAY`` apart. That is what carries a
+deferred sensor past Airflow's stale-executor-event race (apache/airflow#72716), in which the
+scheduler fails a task that has just resumed from a successful trigger; the retry pokes once, finds
+the request done, and returns its result (docs/reliability.md has the measurement).
+"""
 
 from __future__ import annotations
 
@@ -11,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 from airflow.sdk import BaseSensorOperator, PokeReturnValue
 
 from segmind_provider.events import failure_error, failure_reason, raise_for_event
+from segmind_provider.exceptions import SegmindTimeoutError
 from segmind_provider.triggers.polling import DEFAULT_POLL_INTERVAL
 from segmind_provider.triggers.segmind import SegmindRequestTrigger
 
@@ -19,12 +27,22 @@ try:
 except ImportError:  # pragma: no cover - without the common.compat provider
     from airflow.configuration import conf
 
+try:
+    from airflow.sdk.exceptions import AirflowSensorTimeout
+except ImportError:  # pragma: no cover - older task SDK
+    from airflow.exceptions import AirflowSensorTimeout  # type: ignore[no-redef]
+
 if TYPE_CHECKING:
     from airflow.sdk import Context
 
     from segmind_provider.hooks.segmind import SegmindHook
 
-__all__ = ["SegmindRequestSensor"]
+__all__ = ["DEFAULT_SENSOR_RETRIES", "DEFAULT_SENSOR_RETRY_DELAY", "SegmindRequestSensor"]
+
+#: Retries when neither the task nor ``default_args`` set any (a site's higher default wins).
+DEFAULT_SENSOR_RETRIES = max(2, conf.getint("core", "default_task_retries", fallback=0))
+#: A retry only re-reads the request's status: no reason to wait Airflow's default five minutes.
+DEFAULT_SENSOR_RETRY_DELAY = timedelta(seconds=10)
 
 
 class SegmindRequestSensor(BaseSensorOperator):
@@ -37,7 +55,10 @@ class SegmindRequestSensor(BaseSensorOperator):
     :param segmind_conn_id: the Segmind connection.
     :param deferrable: wait in the triggerer (same trigger as the operator) instead of poking.
     :param poll_interval: seconds between status checks (the sensor's ``poke_interval``).
-    :param timeout: the whole wait, seconds or a timedelta.
+    :param timeout: the whole wait, seconds or a timedelta; passing it fails the task without a retry.
+    :param retries: Airflow's retries; default ``DEFAULT_SENSOR_RETRIES`` (a retry only reads, and it
+        survives Airflow's stale-executor-event race, apache/airflow#72716).
+    :param retry_delay: the pause before a retry; default ``DEFAULT_SENSOR_RETRY_DELAY``.
     """
 
     template_fields: Sequence[str] = ("request_id",)
@@ -50,9 +71,15 @@ class SegmindRequestSensor(BaseSensorOperator):
         deferrable: bool = conf.getboolean("operators", "default_deferrable", fallback=False),
         poll_interval: float = DEFAULT_POLL_INTERVAL,
         timeout: float | timedelta = 600,
+        retries: int | None = DEFAULT_SENSOR_RETRIES,
+        retry_delay: timedelta | float = DEFAULT_SENSOR_RETRY_DELAY,
         **kwargs: Any,
     ) -> None:
-        super().__init__(poke_interval=poll_interval, timeout=timeout, **kwargs)
+        # Declared here, not read from kwargs: Airflow fills them from default_args first, and
+        # .partial() (mapped sensors) takes a class's defaults from its __init__ signature.
+        super().__init__(
+            poke_interval=poll_interval, timeout=timeout, retries=retries, retry_delay=retry_delay, **kwargs
+        )
         self.request_id = request_id
         self.segmind_conn_id = segmind_conn_id
         self.deferrable = deferrable
@@ -93,8 +120,11 @@ class SegmindRequestSensor(BaseSensorOperator):
         return False
 
     def execute_complete(self, context: Context, event: dict[str, Any]) -> dict[str, Any]:
-        """Resume from the trigger's event: the same outcomes as a poke."""
-        raise_for_event(event, request_id=self.request_id)
+        """Resume from the trigger's event: the same outcomes as a poke; a timeout is final, as a poke's is."""
+        try:
+            raise_for_event(event, request_id=self.request_id)
+        except SegmindTimeoutError as exc:
+            raise AirflowSensorTimeout(str(exc)) from exc
         return self._result()
 
     def _result(self) -> dict[str, Any]:

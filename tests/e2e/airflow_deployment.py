@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import secrets
 import signal
 import socket
@@ -314,7 +315,9 @@ class Deployment:
             folder = folder / f"map_index={map_index}"
         jobs = set()
         for path in folder.glob("attempt=*.log.trigger.*.log"):
-            if "Trigger fired event" in path.read_text(errors="replace"):
+            text = path.read_text(errors="replace")
+            # The trigger's own lines (its module logger) reach this task's trigger log too.
+            if "Trigger fired event" in text and re.search(r"Segmind request \S+: \w+ after \d+ polls", text):
                 jobs.add(int(path.name.rsplit(".", 2)[-2]))
         return jobs
 

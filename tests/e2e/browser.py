@@ -1,6 +1,6 @@
 """Headless chromium over the DevTools protocol, for the browser tests (gallery, approval page).
 
-Debian's chromium (``scripts/ensure-chromium`` installs it), driven through a few lines over
+Debian's chromium (``scripts/ensure-debian-packages`` installs it), driven through a few lines over
 aiohttp's websocket (already a dependency), so no browser-automation package is needed.
 """
 

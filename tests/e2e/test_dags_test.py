@@ -28,7 +28,7 @@ from segmind_provider.testing.emulator.runner import SegmindEmulator
 pytestmark = pytest.mark.e2e
 
 DAGS = Path(__file__).parent / "dags"
-TIME_SCALE = 0.02  # flux-1.1-pro "takes" ~0.3 s, kling-o1-image-to-video ~2.9 s
+TIME_SCALE = 0.05  # flux-1.1-pro "takes" ~0.7 s
 AIRFLOW = str(Path(sys.executable).with_name("airflow"))
 
 
@@ -38,9 +38,8 @@ def emulator() -> Iterator[SegmindEmulator]:
         yield emu
 
 
-@pytest.fixture(scope="module")
-def airflow_env(tmp_path_factory: pytest.TempPathFactory, emulator: SegmindEmulator) -> dict[str, str]:
-    home = tmp_path_factory.mktemp("airflow_home")
+def migrated_home(home: Path, extra: dict[str, str]) -> dict[str, str]:
+    """A fresh AIRFLOW_HOME (SQLite, no examples, the e2e DAGs), migrated; its environment."""
     env = {
         key: value
         for key, value in os.environ.items()
@@ -53,18 +52,33 @@ def airflow_env(tmp_path_factory: pytest.TempPathFactory, emulator: SegmindEmula
             "AIRFLOW__CORE__DAGS_FOLDER": str(DAGS),
             "AIRFLOW__CORE__UNIT_TEST_MODE": "False",
             "AIRFLOW__LOGGING__LOGGING_LEVEL": "INFO",
-            "AIRFLOW_CONN_SEGMIND_DEFAULT": emulator.connection_json(),
             "SEGMIND_E2E_OUTPUT": str(home / "out"),
             "SEGMIND_E2E_EXPECTED_DURATION": str(14.0 * TIME_SCALE),
-            "SEGMIND_E2E_PHOTO": str(home / "photo.png"),
-            "SEGMIND_E2E_LABEL": str(home / "label.png"),
+            **extra,
         }
     )
-    migrate = subprocess.run(
-        [AIRFLOW, "db", "migrate"], env=env, capture_output=True, text=True, timeout=180, check=False
-    )
-    assert migrate.returncode == 0, migrate.stderr[-3000:]
+    airflow(env, "db", "migrate")
     return env
+
+
+def airflow(env: dict[str, str], *args: str) -> str:
+    proc = subprocess.run([AIRFLOW, *args], env=env, capture_output=True, text=True, timeout=180, check=False)
+    assert proc.returncode == 0, (proc.stdout + proc.stderr)[-3000:]
+    return proc.stdout
+
+
+@pytest.fixture(scope="module")
+def airflow_env(tmp_path_factory: pytest.TempPathFactory, emulator: SegmindEmulator) -> dict[str, str]:
+    """The connection comes from ``AIRFLOW_CONN_SEGMIND_DEFAULT`` (both lookups find those)."""
+    home = tmp_path_factory.mktemp("airflow_home")
+    return migrated_home(
+        home,
+        {
+            "AIRFLOW_CONN_SEGMIND_DEFAULT": emulator.connection_json(),
+            "SEGMIND_E2E_PHOTO": str(home / "photo.png"),
+            "SEGMIND_E2E_LABEL": str(home / "label.png"),
+        },
+    )
 
 
 def dags_test(dag_id: str, env: dict[str, str]) -> str:
@@ -126,6 +140,41 @@ def test_mapped_over_five_prompts(airflow_env: dict[str, str], emulator: Segmind
     for name in names:
         with Image.open(out / name) as image:
             assert image.format == "JPEG" and abs(image.width / image.height - 4 / 3) < 0.02
+
+
+def test_a_connection_stored_in_the_metadata_database_reaches_the_trigger(
+    tmp_path: Path, emulator: SegmindEmulator
+) -> None:
+    """Issue 10, defect 1: a connection made with ``airflow connections add`` (as the UI does) lives
+    in the metadata database, where ``BaseHook.aget_connection`` under ``airflow dags test`` does not
+    find it. The worker's blocking lookup is shared with the trigger for the settings' lifetime
+    (60 s), so the job here runs longer than that: the trigger's polls after it must look the
+    connection up themselves. Without the fallback to the blocking lookup the task failed with "no
+    Segmind API key" after its job was paid for."""
+    slow = 5.0  # flux-1.1-pro "takes" ~70 s: past the 60 s the worker's lookup is shared
+    emulator.configure(time_scale=slow)
+    try:
+        env = migrated_home(tmp_path / "home", {"SEGMIND_E2E_EXPECTED_DURATION": str(14.0 * slow)})
+        airflow(env, "connections", "add", "segmind_default", "--conn-json", emulator.connection_json())
+        with sqlite3.connect(tmp_path / "home" / "airflow.db") as db:
+            stored = db.execute(
+                "SELECT conn_type FROM connection WHERE conn_id = 'segmind_default'"
+            ).fetchall()
+        assert stored == [("segmind",)] and not any(k.startswith("AIRFLOW_CONN_") for k in env)
+        emulator.clear_calls()
+        output = dags_test("segmind_e2e_single", env)
+    finally:
+        emulator.configure(time_scale=TIME_SCALE)
+    assert "no Segmind API key" not in output
+    assert "completed (inference" in output  # the trigger kept its key and the task resumed
+    calls = emulator.calls()
+    endpoints = [c["endpoint"] for c in calls]
+    assert endpoints.count("submit") == 1 and endpoints.count("result") == 1
+    submitted = next(c["time"] for c in calls if c["endpoint"] == "submit")
+    late = [c for c in calls if c["endpoint"] == "status" and c["time"] - submitted > 60]
+    assert late, "no poll came after the worker's lookup expired: the trigger's own lookup was not tested"
+    with Image.open(tmp_path / "home" / "out" / "single" / "hero.png") as image:
+        assert image.format == "PNG"
 
 
 def product_shot(path: Path, colour: tuple[int, int, int], size: tuple[int, int]) -> str:

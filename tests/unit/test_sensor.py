@@ -6,8 +6,9 @@ import time
 from typing import Any
 
 import pytest
-from airflow.sdk import PokeReturnValue
-from airflow.sdk.exceptions import TaskDeferred
+from airflow.sdk import DAG, PokeReturnValue
+from airflow.sdk.exceptions import AirflowSensorTimeout, TaskDeferred
+from airflow.serialization.serialized_objects import DagSerialization
 
 from segmind_provider.events import make_event
 from segmind_provider.exceptions import (
@@ -17,7 +18,11 @@ from segmind_provider.exceptions import (
     SegmindTimeoutError,
 )
 from segmind_provider.hooks.segmind import SegmindHook
-from segmind_provider.sensors.segmind import SegmindRequestSensor
+from segmind_provider.sensors.segmind import (
+    DEFAULT_SENSOR_RETRIES,
+    DEFAULT_SENSOR_RETRY_DELAY,
+    SegmindRequestSensor,
+)
 from segmind_provider.testing.emulator.runner import SegmindEmulator
 from segmind_provider.triggers.segmind import SegmindRequestTrigger
 
@@ -91,9 +96,9 @@ def test_deferrable_sensor_on_a_finished_request_returns_at_once(
 
 def test_execute_complete_event_kinds(make_context: Any) -> None:
     s = sensor("req-1")
-    with pytest.raises(SegmindTimeoutError) as info:
+    with pytest.raises(AirflowSensorTimeout) as info:  # final, as a poking sensor's timeout is
         s.execute_complete(make_context(), make_event("timeout", "req-1", "still QUEUED"))
-    assert "req-1" in str(info.value)
+    assert "req-1" in str(info.value) and isinstance(info.value.__cause__, SegmindTimeoutError)
     with pytest.raises(SegmindError):
         s.execute_complete(make_context(), make_event("error", "req-1", "HTTP 401"))
     with pytest.raises(SegmindContentBlockedError):
@@ -108,3 +113,26 @@ def test_request_id_is_templated() -> None:
     context: Any = {"ti_id": "abc"}
     s.render_template_fields(context)
     assert s.request_id == "abc"
+
+
+def test_a_sensor_retries_by_default_so_the_stale_executor_event_race_does_not_fail_it() -> None:
+    """apache/airflow#72716 fails a task just after it resumed; the scheduler then retries it only
+    if the task has retries. Checked where the scheduler reads them: the serialized DAG."""
+    assert DEFAULT_SENSOR_RETRIES >= 1
+    with DAG("sensor_retries") as dag:
+        SegmindRequestSensor(task_id="plain", request_id="r")
+        SegmindRequestSensor(task_id="own", request_id="r", retries=0, retry_delay=60)
+        SegmindRequestSensor.partial(task_id="mapped").expand(request_id=["r1", "r2"])
+    with DAG("sensor_default_args", default_args={"retries": 4}) as other:
+        SegmindRequestSensor(task_id="from_default_args", request_id="r")
+    tasks = {
+        t["__var"]["task_id"]: t["__var"]
+        for d in (dag, other)
+        for t in DagSerialization.to_dict(d)["dag"]["tasks"]
+    }
+    delay = DEFAULT_SENSOR_RETRY_DELAY.total_seconds()
+    assert (tasks["plain"]["retries"], tasks["plain"]["retry_delay"]) == (DEFAULT_SENSOR_RETRIES, delay)
+    assert tasks["own"].get("retries", 0) == 0  # the user's word wins (0 is left out as Airflow's default)
+    assert tasks["own"]["retry_delay"] == 60.0
+    assert tasks["from_default_args"]["retries"] == 4
+    assert tasks["mapped"]["partial_kwargs"]["retries"] == DEFAULT_SENSOR_RETRIES

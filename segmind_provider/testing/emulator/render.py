@@ -66,7 +66,7 @@ def draw_image(model: str, prompt: str, seed: int, size: tuple[int, int], salt: 
     """A seeded colour field with shapes, the prompt's first eight words and a footer."""
     width, height = size
     rng = random.Random(
-        int.from_bytes(hashlib.sha256(repr((model, prompt, salt)).encode()).digest()[:8]) ^ seed
+        int.from_bytes(hashlib.sha256(repr((model, prompt, salt)).encode()).digest()[:8], "big") ^ seed
     )
     grid = Image.new("RGB", (4, 4))
     grid.putdata([(rng.randrange(256), rng.randrange(256), rng.randrange(256)) for _ in range(16)])

@@ -74,8 +74,7 @@ def test_sweep_drops_expired_jobs() -> None:
     assert state.retention_real() == 10
     job = state.schedule(ModelSpec("m", latency=1.0, jitter=0.0), {}, None)
     state.add_job(job)
-    state.advance(20)
-    state._last_sweep -= 2
+    state.advance(20)  # past the retention, and past the pause between sweeps
     state.sweep()
     assert state.jobs == {}
     assert state.counters["expired"] == 1
