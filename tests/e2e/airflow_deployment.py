@@ -58,14 +58,14 @@ def catalog_ids() -> list[str]:
     return [str(p["id"]) for p in catalog()["products"]]
 
 
-def _free_port() -> int:
+def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
 
 
-def wait_until(check: Callable[[], Any], timeout: float, what: str, interval: float = 0.3) -> Any:
-    """Poll ``check`` until it returns something truthy; fail with ``what`` at the deadline."""
+def wait_until(check: Callable[[], Any], timeout: float, what: str, interval: float = 0.25) -> Any:
+    """Poll ``check`` until it returns something truthy; fail naming ``what`` at the deadline."""
     deadline = time.monotonic() + timeout
     while True:
         value = check()
@@ -82,7 +82,7 @@ class Deployment:
 
     home: Path
     output: Path
-    api_port: int = field(default_factory=_free_port)
+    api_port: int = field(default_factory=free_port)
     procs: dict[str, subprocess.Popen[Any]] = field(default_factory=dict)
     retired: list[subprocess.Popen[Any]] = field(default_factory=list)
     logs: dict[str, Path] = field(default_factory=dict)
