@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import configparser
 import contextlib
+import functools
 import json
 import os
 import re
@@ -138,9 +139,7 @@ class Deployment:
         wait_until(self._api_healthy, 120, "the api-server to answer its health check", interval=1)
         for dag_id in self.dag_ids:
             wait_until(
-                lambda dag_id=dag_id: self.query(
-                    "SELECT 1 FROM dag WHERE dag_id = ? AND is_paused = 0", dag_id
-                ),
+                functools.partial(self.query, "SELECT 1 FROM dag WHERE dag_id = ? AND is_paused = 0", dag_id),
                 120,
                 f"the dag-processor to register {dag_id} (unpaused)",
                 interval=1,

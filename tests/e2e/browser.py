@@ -48,7 +48,7 @@ def find_chromium() -> str | None:
 class DevTools:
     """Just enough of the Chrome DevTools protocol: commands with ids, and events collected."""
 
-    def __init__(self, ws: aiohttp.ClientWebSocketResponse) -> None:
+    def __init__(self, ws: aiohttp.ClientWebSocketResponse[bool]) -> None:
         self.ws = ws
         self.events: list[dict[str, Any]] = []
         self._next_id = 0
@@ -122,7 +122,7 @@ def chromium(binary: str) -> Iterator[int]:
         shutil.rmtree(base, ignore_errors=True)
 
 
-async def open_page(session: aiohttp.ClientSession, port: int) -> aiohttp.ClientWebSocketResponse:
+async def open_page(session: aiohttp.ClientSession, port: int) -> aiohttp.ClientWebSocketResponse[bool]:
     """The websocket of the browser's first page."""
     async with session.get(f"http://127.0.0.1:{port}/json/list") as response:
         targets = await response.json(content_type=None)

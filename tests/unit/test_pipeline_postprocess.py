@@ -316,7 +316,10 @@ def test_review_body_shows_each_candidate_and_keeps_model_text_inert() -> None:
     )
     body = review.review_body([ready, blocked], brand="NW", campaign="Spot", run_date=DAY)
     assert "1 of 2 products ready, 1 not" in body
-    assert "[![Boot \\[X\\]: photo, background removed, scene](https://images.example/strip.jpg)](https://images.example/strip.jpg)" in body
+    assert (
+        "[![Boot \\[X\\]: photo, background removed, scene](https://images.example/strip.jpg)](https://images.example/strip.jpg)"
+        in body
+    )
     assert "[clip](https://cdn.example/c.mp4)" in body
     assert "](http://evil.example" not in body and "\\*\\*Buy\\*\\*" in body  # the caption cannot add images
     assert "### Lamp: not ready" in body and "Content moderation: blocked" in body
