@@ -3,7 +3,7 @@
 apache/airflow#72716: a deferred task's worker exits and the executor reports SUCCESS for that try;
 if the scheduler drains that report only once the trigger has fired and the resumed attempt is
 queued or running, it writes ``state mismatch`` to the audit log and fails the task (a retry if the
-task has one left). This starts the real deployment ``tests/e2e/test_standalone.py`` builds
+task has one left). This starts the real deployment ``tests/e2e/airflow_deployment.py`` builds
 (api-server, scheduler, dag-processor, triggerer; LocalExecutor, SQLite; the emulator for Segmind)
 with the DAGs of ``tests/e2e/race_dags``, runs every DAG ``--runs`` times with ``--fanout`` mapped
 tasks each (all runs queued at once), and counts per DAG: task runs, races (``state mismatch``
@@ -28,7 +28,8 @@ sys.path.insert(0, str(REPO / "tests" / "e2e"))
 sys.path.insert(0, str(REPO / "bench"))
 
 from _common import write_json  # noqa: E402
-from test_standalone import Deployment, deployed, wait_until  # noqa: E402
+from airflow_deployment import Deployment, deployed  # noqa: E402
+from processes import wait_until  # noqa: E402
 
 RACE_DAGS = REPO / "tests" / "e2e" / "race_dags"
 DAGS = ("segmind_race_sensor", "segmind_race_sensor_no_retries", "segmind_race_operator")

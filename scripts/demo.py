@@ -1,8 +1,13 @@
 """`make demo`: run the content pipeline DAG end to end and show where its gallery is.
 
-Without ``SEGMIND_API_KEY`` it starts the embedded emulator (time-scaled, so images take about a
-second) and points the ``segmind_default`` connection at it; with the key it talks to the real API
-and nothing else changes. Airflow lives in ``.airflow-home/`` and the results in ``output/`` (both
+The pipeline starts from the product photos in ``dags/data/products/``: background removed, product
+composed into a scene, caption written, the hero upscaled and animated, then a human-in-the-loop
+approval before publishing. The demo runs unattended, so it turns on the pipeline's demo mode
+(``SEGMIND_AUTO_APPROVE=1``: the approval step approves itself, and the demo says so).
+
+Without ``SEGMIND_API_KEY`` it starts the embedded emulator (time-scaled, so a scene takes about a
+second) and points the ``segmind_default`` connection at it (API, storage and time scale); with the
+key it talks to the real API and nothing else changes. Airflow lives in ``.airflow-home/`` and the results in ``output/`` (both
 gitignored); a second run reuses the database and overwrites the day's gallery.
 
 The run uses ``airflow dags test``: one process, no scheduler to wait for, every deferral resumed
@@ -18,8 +23,8 @@ import datetime as dt
 import importlib.metadata
 import json
 import os
-import re
 import signal
+import sqlite3
 import subprocess
 import sys
 import time
@@ -28,14 +33,26 @@ from pathlib import Path
 from types import FrameType
 from typing import IO, Any
 
+from segmind_provider.testing.emulator.control import connection_dict
+
 REPO = Path(__file__).resolve().parent.parent
 DAG_ID = "segmind_content_pipeline"
 POOL = "segmind"
 POOL_SLOTS = 4
 EMULATOR_KEY = "demo-key"  # any non-empty key works with the emulator
-FLUX_SECONDS = 14.05  # the model page's typical time, which the emulator reproduces before scaling
 READY_PREFIX = "SEGMIND_EMULATOR_READY "
 BLOCKED_WORD = "headlamp"  # one catalog product mentions it: shows how a content block is reported
+CATALOG = REPO / "dags" / "data" / "product_catalog.json"
+#: What the progress lines call each task of the pipeline.
+STEPS = {
+    "product.cutout": "cutout",
+    "product.scene": "scene",
+    "product.caption": "caption",
+    "hero_upscale": "upscale",
+    "hero_clip": "clip",
+    "review": "review",
+    "publish": "publish",
+}
 
 
 class Processes:
@@ -92,6 +109,7 @@ def _airflow_env(home: Path, output: Path) -> dict[str, str]:
             "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
             "SEGMIND_OUTPUT_DIR": str(output),
             "SEGMIND_PUBLISH_URI": env.get("SEGMIND_PUBLISH_URI") or str(output / "published"),
+            "SEGMIND_AUTO_APPROVE": "1",  # unattended: the review step approves itself (and logs it)
             "PYTHONUNBUFFERED": "1",
         }
     )
@@ -150,86 +168,74 @@ def start_emulator(procs: Processes, time_scale: float, block: bool, log_path: P
 
 
 class Progress:
-    """A line per product: when its original lands, when its formats are published, or when its
-    generation task ends without an image (read from the ``dags test`` log)."""
+    """A line per pipeline step as it ends (cutout, scene, caption per product; upscale, clip, review,
+    publish), read from the run's task states in the metadata DB (read-only)."""
 
-    _END = re.compile(r"\[DAG TEST\] end task task_id=generate map_index=(\d+)")
-
-    def __init__(
-        self, raw_dir: Path, published_dir: Path | None, products: list[str], log_path: Path
-    ) -> None:
-        self.raw_dir, self.published_dir, self.products = raw_dir, published_dir, products
-        self.total = len(products)
-        self.log_path, self._log_offset = log_path, 0
-        self.generated: set[str] = set()
-        self.rendered: set[str] = set()
-        self.failed: set[str] = set()
+    def __init__(self, db: Path, products: list[str], hero: str) -> None:
+        self.db, self.products, self.hero = db, products, hero
         self.started = time.monotonic()
         self.last_line = self.started
-        self.wall_start = time.time() - 1  # files older than this are a previous run's
+        self.wall_start = dt.datetime.now(dt.timezone.utc) - dt.timedelta(seconds=1)
+        self.seen: set[tuple[str, int]] = set()
 
-    def _fresh(self, path: Path) -> bool:
+    def _rows(self) -> list[tuple[str, int, str]]:
         try:
-            return path.stat().st_mtime >= self.wall_start
-        except FileNotFoundError:
-            return False
+            with contextlib.closing(sqlite3.connect(f"file:{self.db}?mode=ro", uri=True, timeout=2)) as db:
+                run = db.execute(
+                    "SELECT run_id FROM dag_run WHERE dag_id = ? ORDER BY id DESC LIMIT 1", (DAG_ID,)
+                ).fetchone()
+                if run is None:
+                    return []
+                return list(
+                    db.execute(
+                        "SELECT task_id, map_index, state FROM task_instance WHERE dag_id = ? AND run_id = ? "
+                        "AND state IN ('success', 'failed', 'upstream_failed', 'skipped') AND end_date >= ?",
+                        (DAG_ID, run[0], self.wall_start.strftime("%Y-%m-%d %H:%M:%S")),
+                    )
+                )
+        except sqlite3.Error:  # not migrated yet, or busy: the next poll reads it
+            return []
 
     def poll(self) -> None:
-        for path in sorted(self.raw_dir.glob("*.*")) if self.raw_dir.is_dir() else []:
-            if path.stem in self.products and path.stem not in self.generated and self._fresh(path):
-                self.generated.add(path.stem)
-                self._line(f"generated {len(self.generated):2d}/{self.total}  {path.stem}")
-        for index in self._ended_generations():
-            product = self.products[index] if index < self.total else f"#{index}"
-            if product not in self.generated and not any(map(self._fresh, self.raw_dir.glob(f"{product}.*"))):
-                self.failed.add(product)
-                self._line(f"no image     {product} (generation failed; the reason goes in the manifest)")
-        if self.published_dir is not None and self.published_dir.is_dir():
-            for thumb in sorted(self.published_dir.glob("*/thumbnail.jpg")):
-                product = thumb.parent.name
-                if product in self.products and product not in self.rendered and self._fresh(thumb):
-                    self.rendered.add(product)
-                    self._line(f"published {len(self.rendered):2d}/{self.total}  {product} (4 formats)")
-        if time.monotonic() - self.last_line > 10:
-            done = len(self.generated) + len(self.failed)
-            self._line(f"… still working: {done}/{self.total} generations finished")
+        for task_id, map_index, state in sorted(self._rows(), key=lambda r: (r[0] not in STEPS, r[1])):
+            if task_id not in STEPS or (task_id, map_index) in self.seen:
+                continue
+            self.seen.add((task_id, map_index))
+            self._line(f"{STEPS[task_id]:<8} {self._mark(state)} {self._what(task_id, map_index, state)}")
+        if time.monotonic() - self.last_line > 15:
+            self._line("… still working")
 
-    def _ended_generations(self) -> list[int]:
-        try:
-            with open(self.log_path, errors="replace") as log:
-                log.seek(self._log_offset)
-                text = log.read()
-        except FileNotFoundError:
-            return []
-        complete = text.rfind("\n") + 1  # only whole lines; the rest is read next time
-        self._log_offset += len(text[:complete].encode("utf-8", errors="replace"))
-        return [int(m.group(1)) for m in self._END.finditer(text[:complete])]
+    @staticmethod
+    def _mark(state: str) -> str:
+        return {"success": "✓", "skipped": "-"}.get(state, "✗")
+
+    def _what(self, task_id: str, map_index: int, state: str) -> str:
+        if task_id == "review":
+            return "approved automatically (demo mode)" if state == "success" else state
+        if task_id == "publish":
+            return "manifest, gallery and formats written" if state == "success" else state
+        product = self.products[map_index] if 0 <= map_index < len(self.products) else self.hero
+        return product + ("" if state == "success" else f" ({state.replace('_', ' ')})")
 
     def _line(self, text: str) -> None:
         self.last_line = time.monotonic()
         _say(f"  [{self.last_line - self.started:5.1f} s] {text}")
 
 
-def _product_ids(selected: list[str]) -> list[str]:
-    """Product ids in map-index order, as the DAG's plan task will order them."""
-    catalog = json.loads((REPO / "dags" / "data" / "campaign_catalog.json").read_text())
+def _catalog(selected: list[str]) -> tuple[list[str], str]:
+    """Product ids in map-index order, as the DAG's plan task will order them, and the hero."""
+    catalog = json.loads(CATALOG.read_text())
     ids = [str(p["id"]) for p in catalog["products"]]
-    return [i for i in ids if i in set(selected)] if selected else ids
+    return ([i for i in ids if i in set(selected)] if selected else ids), str(catalog["hero"])
 
 
 def run_pipeline(
     procs: Processes, env: dict[str, str], airflow: str, home: Path, run_date: dt.date, products: list[str]
 ) -> int:
-    """``airflow dags test`` in a child process, with progress read from the output folders."""
-    output = Path(env["SEGMIND_OUTPUT_DIR"])
-    published = _local(env["SEGMIND_PUBLISH_URI"])
+    """``airflow dags test`` in a child process, with a line per step as it ends."""
     log_path = home / "demo-dags-test.log"
-    progress = Progress(
-        output / "raw" / run_date.isoformat(),
-        published / run_date.isoformat() if published else None,
-        _product_ids(products),
-        log_path,
-    )
+    ids, hero = _catalog(products)
+    progress = Progress(home / "airflow.db", ids, hero)
     argv = [airflow, "dags", "test", DAG_ID, dt.datetime.now(dt.timezone.utc).isoformat()]
     if products:
         argv += ["--conf", json.dumps({"products": products})]
@@ -237,7 +243,7 @@ def run_pipeline(
         proc = procs.start(argv, env=env, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
         while proc.poll() is None:
             progress.poll()
-            time.sleep(0.25)
+            time.sleep(0.5)
         progress.poll()
     text = log_path.read_text(errors="replace")
     if proc.returncode != 0 or "state=success" not in text:
@@ -269,13 +275,14 @@ def report(publish_uri: str, run_date: dt.date, raw: Path) -> int:
     manifest = json.loads(manifest_path.read_text())
     counts = manifest["counts"]
     _say(f"\n{counts['published']} of {counts['total']} products published, {counts['failed']} failed.")
+    _say(f"Approval: {manifest.get('approved_by') or 'a reviewer'}.")
     for product in manifest["products"]:
         if product["status"] != "published":
             _say(f"  ✗ {product['product_id']}: {product['error']}")
     gallery = published / "index.html"
     _say("")
-    _say(f"Images:   {_rel(raw)}/  (originals)")
-    _say(f"          {_rel(published)}/<product>/{{square,story,link_card,thumbnail}}.jpg")
+    _say(f"Stages:   {_rel(raw)}/<product>/{{cutout,scene,hero-upscaled,clip}}.*  (what Segmind made)")
+    _say(f"Published: {_rel(published)}/<product>/  (every stage, square, story, link card)")
     _say(f"Manifest: {_rel(manifest_path)}")
     _say(f"Gallery:  {_rel(gallery)}")
     _say(f"          open {gallery.resolve().as_uri()}")
@@ -291,8 +298,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument(
         "--time-scale",
         type=float,
-        default=0.1,
-        help="emulator speed-up (0.1: ~1.4 s per image instead of 14)",
+        default=0.05,
+        help="emulator speed-up (0.05: a scene takes ~1.1 s instead of 22, the clip ~7 s instead of 145)",
     )
     parser.add_argument(
         "--no-block",
@@ -320,10 +327,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             _say("• SEGMIND_API_KEY is set: using the real Segmind API (images are billed to your account)")
         else:
             base_url = start_emulator(procs, args.time_scale, not args.no_block, home / "emulator.log")
+            # API, storage (input uploads) and time scale (the poll schedule shrinks with it).
             env["AIRFLOW_CONN_SEGMIND_DEFAULT"] = json.dumps(
-                {"conn_type": "segmind", "host": base_url, "password": EMULATOR_KEY}
+                connection_dict(base_url, EMULATOR_KEY, args.time_scale)
             )
-            env["SEGMIND_EXPECTED_DURATION"] = f"{FLUX_SECONDS * args.time_scale:.3f}"
             _say(
                 f"• SEGMIND_API_KEY not set: started the Segmind emulator at {base_url} (time scale {args.time_scale})"
             )
@@ -331,6 +338,10 @@ def main(argv: Sequence[str] | None = None) -> int:
                 _say(
                     f"  it blocks prompts containing {BLOCKED_WORD!r}, to show how a content block is reported"
                 )
+        _say(
+            "• Demo mode: the review step approves tonight's set by itself (SEGMIND_AUTO_APPROVE=1);"
+            " in a deployment a reviewer approves it in the Airflow UI (Required Actions)"
+        )
         prepare_airflow(procs, home, env, airflow)
         _say(f"• Running DAG {DAG_ID} for {run_date} with `airflow dags test` …")
         status = run_pipeline(procs, env, airflow, home, run_date, products)

@@ -21,7 +21,14 @@ from urllib.parse import unquote, unquote_to_bytes, urlsplit
 from segmind_provider.exceptions import SegmindOutputError, SegmindValidationError
 from segmind_provider.media import KIND_OF_EXTENSION, extension_for, normalize_format
 
-__all__ = ["Destination", "check_output_path", "check_path_format", "destination", "filesystem"]
+__all__ = [
+    "Destination",
+    "check_output_path",
+    "check_path_format",
+    "destination",
+    "filesystem",
+    "filesystem_for",
+]
 
 LOCAL_SCHEMES = ("", "file", "local")
 READ_ONLY_SCHEMES = ("http", "https")
@@ -96,23 +103,28 @@ def split_name(name: str) -> tuple[str, str]:
     return name, ""
 
 
-def filesystem(dest: Destination) -> tuple[Any, Any]:
-    """The fsspec filesystem for a remote destination, and an ObjectStoragePath of it.
+def filesystem_for(path: Any, conn_id: str | None) -> Any:
+    """The fsspec filesystem behind an ObjectStoragePath (``inputs`` reads input files through it too).
 
     Airflow resolves the filesystem (and credentials) from ``conn_id``. Schemes Airflow has no
     provider for but fsspec knows (``memory://``) fall back to fsspec when no connection is given.
     """
-    from airflow.sdk import ObjectStoragePath
-
-    probe = ObjectStoragePath(f"{dest.remote_parent}/{dest.stem}", conn_id=dest.conn_id)
     try:
-        return probe.fs, probe
+        return path.fs
     except ValueError:
-        if dest.conn_id:
+        if conn_id:
             raise
         import fsspec
 
-        return fsspec.filesystem(probe.protocol), probe
+        return fsspec.filesystem(path.protocol)
+
+
+def filesystem(dest: Destination) -> tuple[Any, Any]:
+    """The fsspec filesystem for a remote destination, and an ObjectStoragePath of it."""
+    from airflow.sdk import ObjectStoragePath
+
+    probe = ObjectStoragePath(f"{dest.remote_parent}/{dest.stem}", conn_id=dest.conn_id)
+    return filesystem_for(probe, dest.conn_id), probe
 
 
 def check_path_format(output_path: Any, expected: str | None) -> None:

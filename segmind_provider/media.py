@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import io
 import mimetypes
 import re
 from pathlib import Path
@@ -103,14 +104,14 @@ def extension_for(kind: str | None, content_type: str) -> str:
     return guessed or ".bin"
 
 
-def decode_problem(path: Path, kind: str | None) -> str | None:
-    """Why an image file does not decode in full, or None when it does (or is not an image)."""
+def decode_problem(source: Path | bytes, kind: str | None) -> str | None:
+    """Why an image (a file, or its bytes) does not decode in full, or None when it does (or is not one)."""
     if kind not in DECODABLE:
         return None
     from PIL import Image
 
     try:
-        with Image.open(path) as image:
+        with Image.open(io.BytesIO(source) if isinstance(source, bytes) else source) as image:
             image.load()
     except Exception as exc:  # Pillow raises OSError, SyntaxError, ValueError... for broken data
         return f"{type(exc).__name__}: {exc}"

@@ -115,12 +115,7 @@ def make_formats(image_bytes: bytes, *, title: str, subtitle: str = "", brand: s
     Raises ``ValueError`` when the bytes are not an image Pillow can read, so a corrupt download is
     reported for that product instead of crashing the run.
     """
-    try:
-        with Image.open(io.BytesIO(image_bytes)) as opened:
-            opened.load()
-            source = ImageOps.exif_transpose(opened).convert("RGB")
-    except (OSError, Image.DecompressionBombError) as exc:
-        raise ValueError(f"not a readable image: {exc}") from exc
+    source = _open(image_bytes).convert("RGB")
     result: dict[str, bytes] = {}
     for fmt in FORMATS:
         image = render_format(source, fmt, title=title, subtitle=subtitle, brand=brand)
@@ -128,3 +123,76 @@ def make_formats(image_bytes: bytes, *, title: str, subtitle: str = "", brand: s
         image.save(buffer, format="JPEG", quality=JPEG_QUALITY, optimize=True, progressive=True)
         result[fmt.name] = buffer.getvalue()
     return result
+
+
+# ------------------------------------------------------------------ stage previews (gallery, review)
+
+STAGE_SIDE = 240
+_CHECKER = ((236, 236, 236), (206, 206, 206))
+
+
+def _flatten(image: Image.Image) -> Image.Image:
+    """RGB for JPEG; transparency shown over a checkerboard, the way editors show it."""
+    if "A" not in image.getbands():
+        return image.convert("RGB")
+    rgba = image.convert("RGBA")
+    cell = max(6, min(rgba.size) // 24)
+    board = Image.new("RGB", rgba.size, _CHECKER[0])
+    draw = ImageDraw.Draw(board)
+    for y in range(0, rgba.height, cell):
+        for x in range((y // cell) % 2 * cell, rgba.width, 2 * cell):
+            draw.rectangle((x, y, x + cell - 1, y + cell - 1), fill=_CHECKER[1])
+    board.paste(rgba, (0, 0), rgba)
+    return board
+
+
+def _open(data: bytes) -> Image.Image:
+    try:
+        with Image.open(io.BytesIO(data)) as opened:
+            opened.load()
+            return ImageOps.exif_transpose(opened)
+    except (OSError, Image.DecompressionBombError) as exc:
+        raise ValueError(f"not a readable image: {exc}") from exc
+
+
+def stage_preview(data: bytes, side: int = STAGE_SIDE) -> bytes:
+    """A small JPEG of one stage's image (the whole image, fitted in ``side``), for the gallery."""
+    image = _flatten(_open(data))
+    image.thumbnail((side, side), Image.Resampling.LANCZOS)
+    buffer = io.BytesIO()
+    image.save(buffer, format="JPEG", quality=84, optimize=True)
+    return buffer.getvalue()
+
+
+def stage_strip(stages: list[tuple[str, bytes | None]], *, title: str, side: int = STAGE_SIDE) -> bytes:
+    """One JPEG with every stage of a product side by side, labelled (a missing stage is a grey tile).
+
+    What a reviewer looks at: the photo the brand gave, the cut-out, the scene, in one glance.
+    """
+    margin, band = side // 16, side // 5
+    width = margin + len(stages) * (side + margin)
+    sheet = Image.new("RGB", (width, band + side + band), (248, 247, 244))
+    draw = ImageDraw.Draw(sheet)
+    draw.text(
+        (margin, band // 5),
+        title,
+        font=_fit_text(draw, title, width - 2 * margin, band * 3 // 5),
+        fill=(30, 36, 33),
+    )
+    label_font = _font(max(12, band // 2))
+    for index, (label, data) in enumerate(stages):
+        x, y = margin + index * (side + margin), band
+        tile = Image.new("RGB", (side, side), (222, 222, 218))
+        if data is not None:
+            image = _flatten(_open(data))
+            image.thumbnail((side, side), Image.Resampling.LANCZOS)
+            tile.paste(image, ((side - image.width) // 2, (side - image.height) // 2))
+        else:
+            ImageDraw.Draw(tile).text(
+                (side // 10, side // 2), "not generated", font=label_font, fill=(120, 60, 50)
+            )
+        sheet.paste(tile, (x, y))
+        draw.text((x, y + side + band // 5), label, font=label_font, fill=(80, 90, 86))
+    buffer = io.BytesIO()
+    sheet.save(buffer, format="JPEG", quality=85, optimize=True)
+    return buffer.getvalue()

@@ -10,13 +10,24 @@ import datetime as dt
 import html
 import json
 from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
 from typing import Any, Protocol, TypeVar
 
 from segmind_pipeline import imaging
 
 MANIFEST_NAME = "manifest.json"
 GALLERY_NAME = "index.html"
-MANIFEST_VERSION = 1
+MANIFEST_VERSION = 2
+
+#: A product's stages in the order they happen (and are shown), with their gallery labels.
+STAGES = {
+    "photo": "photo",
+    "cutout": "background removed",
+    "scene": "scene",
+    "upscaled": "hero, upscaled",
+    "clip": "clip",
+}
+IMAGE_STAGES = ("photo", "cutout", "scene", "upscaled")
 
 #: File name of each published format inside a product's folder.
 FILE_NAMES = {
@@ -39,29 +50,42 @@ class Folder(Protocol):
 F = TypeVar("F", bound=Folder)
 
 
+@dataclass(frozen=True)
+class StageFile:
+    """One stage's output as the pipeline stored it: the bytes, the extension, the request that made it."""
+
+    data: bytes
+    suffix: str
+    request_id: str | None = None
+
+
 def product_record(
     job: Mapping[str, Any],
     *,
     status: str,
-    request_id: str | None = None,
-    inference_time: float | None = None,
     files: Mapping[str, str] | None = None,
-    error: str | None = None,
+    previews: Mapping[str, str] | None = None,
+    caption: str | None = None,
+    request_ids: Mapping[str, str | None] | None = None,
+    errors: Mapping[str, str] | None = None,
 ) -> dict[str, Any]:
     """One manifest entry; the same shape for a published and a failed product."""
+    problems = dict(errors or {})
     return {
         "product_id": job["product_id"],
         "name": job["name"],
         "tagline": job.get("tagline", ""),
         "status": status,
-        "prompt": job["prompt"],
-        "seed": job["seed"],
-        "aspect_ratio": job["aspect_ratio"],
-        "model": job.get("model"),
-        "request_id": request_id,
-        "inference_time": inference_time,
+        "hero": bool(job.get("hero")),
+        "scene_prompt": job.get("scene_prompt"),
+        "seed": job.get("seed"),
+        "aspect_ratio": job.get("aspect_ratio"),
+        "caption": caption,
+        "request_ids": {k: v for k, v in (request_ids or {}).items() if v},
         "files": dict(files or {}),
-        "error": error,
+        "previews": dict(previews or {}),
+        "errors": problems,
+        "error": "; ".join(f"{stage}: {text}" for stage, text in problems.items()) or None,
     }
 
 
@@ -74,6 +98,7 @@ def build_manifest(
     campaign: str,
     brand: str,
     publish_uri: str,
+    approved_by: str | None = None,
     generated_at: dt.datetime | None = None,
 ) -> dict[str, Any]:
     """The run's manifest: who was published, who failed and why, and where every file is."""
@@ -87,6 +112,7 @@ def build_manifest(
         "campaign": campaign,
         "brand": brand,
         "publish_uri": publish_uri,
+        "approved_by": approved_by,
         "generated_at": (generated_at or dt.datetime.now(dt.timezone.utc)).isoformat(),
         "counts": {"total": len(products), "published": published, "failed": len(products) - published},
         "products": products,
@@ -105,16 +131,20 @@ body { margin: 0; font: 15px/1.45 system-ui, -apple-system, "Segoe UI", sans-ser
 header { padding: 28px 32px 8px; }
 h1 { margin: 0 0 4px; font-size: 26px; }
 .meta { color: var(--muted); margin: 0; }
-main { display: grid; grid-template-columns: repeat(auto-fill, minmax(300px, 1fr)); gap: 20px; padding: 20px 32px 40px; }
-article { background: var(--card); border-radius: 12px; overflow: hidden; box-shadow: 0 1px 4px rgba(0,0,0,.12); display: flex; flex-direction: column; }
-article img { display: block; width: 100%; height: auto; aspect-ratio: 1 / 1; object-fit: cover; }
+main { display: grid; grid-template-columns: 1fr; gap: 20px; padding: 20px 32px 40px; max-width: 1400px; }
+article { background: var(--card); border-radius: 12px; overflow: hidden; box-shadow: 0 1px 4px rgba(0,0,0,.12); }
+.stages { display: flex; flex-wrap: wrap; gap: 12px; padding: 16px 16px 0; }
+figure { margin: 0; width: 200px; }
+figure img, figure video { display: block; width: 200px; height: 200px; object-fit: contain; background: #e8e5dd; border-radius: 6px; }
+figcaption { font-size: 12px; color: var(--muted); margin-top: 4px; }
+.caption { margin: 0 0 10px; padding-left: 10px; border-left: 3px solid var(--muted); }
 .body { padding: 12px 16px 16px; }
 h2 { margin: 0 0 2px; font-size: 17px; }
 .tagline { margin: 0 0 8px; color: var(--muted); }
 .prompt { font-size: 13px; color: var(--muted); margin: 0 0 10px; }
 .links a { margin-right: 10px; font-size: 13px; color: inherit; }
 .facts { font-size: 12px; color: var(--muted); margin-top: 8px; font-family: ui-monospace, monospace; word-break: break-all; }
-.failed .placeholder { aspect-ratio: 1 / 1; display: flex; align-items: center; justify-content: center; background: repeating-linear-gradient(45deg, #d9d2c5, #d9d2c5 12px, #e6e0d4 12px, #e6e0d4 24px); color: var(--bad); font-weight: 600; }
+.placeholder { width: 200px; height: 200px; border-radius: 6px; display: flex; align-items: center; justify-content: center; background: repeating-linear-gradient(45deg, #d9d2c5, #d9d2c5 12px, #e6e0d4 12px, #e6e0d4 24px); color: var(--bad); font-weight: 600; }
 .error { color: var(--bad); font-size: 13px; }
 """
 
@@ -123,40 +153,57 @@ def _e(value: Any) -> str:
     return html.escape("" if value is None else str(value), quote=True)
 
 
-def _card(record: Mapping[str, Any]) -> str:
-    facts = f"seed {_e(record['seed'])} · {_e(record['aspect_ratio'])}"
-    if record.get("request_id"):
-        facts += f" · request {_e(record['request_id'])}"
-    if record.get("inference_time") is not None:
-        facts += f" · {float(record['inference_time']):.2f} s"
-    head = (
-        f"<h2>{_e(record['name'])}</h2><p class=tagline>{_e(record.get('tagline'))}</p>"
-        f"<p class=prompt>{_e(record['prompt'])}</p>"
-    )
-    if record["status"] != "published":
+def _stage(record: Mapping[str, Any], stage: str) -> str:
+    files, previews = record.get("files", {}), record.get("previews", {})
+    label = _e(STAGES[stage])
+    if stage in previews:
         return (
-            f'<article class=failed id="{_e(record["product_id"])}">'
-            f"<div class=placeholder>not generated</div><div class=body>{head}"
-            f"<p class=error>{_e(record.get('error') or 'failed')}</p>"
-            f"<div class=facts>{facts}</div></div></article>"
+            f'<figure><a href="{_e(files.get(stage, previews[stage]))}"><img src="{_e(previews[stage])}" '
+            f'alt="{_e(record["name"])}: {label}" width="200" height="200"></a><figcaption>{label}</figcaption></figure>'
         )
+    if stage in files:  # the clip: a video the browser plays from the same folder
+        return (
+            f'<figure><video src="{_e(files[stage])}" controls muted loop preload="metadata" width="200" '
+            f'height="200"></video><figcaption>{label}</figcaption></figure>'
+        )
+    if stage in record.get("errors", {}):
+        return f"<figure><div class=placeholder>not generated</div><figcaption>{label}</figcaption></figure>"
+    return ""
+
+
+def _formats(record: Mapping[str, Any]) -> str:
+    """The last stage: the social formats made from the scene (their thumbnail, linking the square post)."""
+    files = record.get("files", {})
+    if "thumbnail" not in files:
+        return ""
+    return (
+        f'<figure><a href="{_e(files.get("square", files["thumbnail"]))}"><img src="{_e(files["thumbnail"])}" '
+        f'alt="{_e(record["name"])}: social formats" width="200" height="200"></a>'
+        "<figcaption>social formats</figcaption></figure>"
+    )
+
+
+def _card(record: Mapping[str, Any]) -> str:
+    """One product: every stage it went through, its caption, its formats and what went wrong."""
+    ids = " · ".join(f"{_e(k)} {_e(v)}" for k, v in record.get("request_ids", {}).items())
+    facts = f"seed {_e(record.get('seed'))} · {_e(record.get('aspect_ratio'))}" + (f" · {ids}" if ids else "")
+    caption = f"<p class=caption>{_e(record['caption'])}</p>" if record.get("caption") else ""
     files = record.get("files", {})
     links = " ".join(
         f'<a href="{_e(files[key])}">{label}</a>'
-        for key, label in (
-            ("square", "square"),
-            ("story", "story 9:16"),
-            ("link_card", "link card"),
-            ("original", "original"),
-        )
+        for key, label in (("square", "square"), ("story", "story 9:16"), ("link_card", "link card"))
         if key in files
     )
-    image = files.get("thumbnail") or files.get("square")
+    errors = "".join(
+        f"<p class=error>{_e(stage)}: {_e(text)}</p>" for stage, text in record.get("errors", {}).items()
+    )
+    hero = " · hero" if record.get("hero") else ""
     return (
-        f'<article id="{_e(record["product_id"])}">'
-        f'<a href="{_e(files.get("square", image))}"><img src="{_e(image)}" alt="{_e(record["name"])}" '
-        f'width="360" height="360"></a><div class=body>{head}'
-        f"<div class=links>{links}</div><div class=facts>{facts}</div></div></article>"
+        f'<article{" class=failed" if record["status"] != "published" else ""} id="{_e(record["product_id"])}">'
+        f"<div class=stages>{''.join(_stage(record, stage) for stage in STAGES)}{_formats(record)}</div>"
+        f"<div class=body><h2>{_e(record['name'])}{hero}</h2><p class=tagline>{_e(record.get('tagline'))}</p>"
+        f"{caption}<p class=prompt>{_e(record.get('scene_prompt'))}</p>"
+        f"<div class=links>{links}</div>{errors}<div class=facts>{facts}</div></div></article>"
     )
 
 
@@ -193,29 +240,43 @@ def render_gallery(manifest: Mapping[str, Any]) -> str:
 def publish_product(
     folder: Folder,
     job: Mapping[str, Any],
-    original: bytes,
+    stages: Mapping[str, StageFile],
     *,
-    suffix: str,
-    request_id: str | None,
-    inference_time: float | None,
+    caption: str | None = None,
+    errors: Mapping[str, str] | None = None,
 ) -> dict[str, Any]:
-    """Write the original and every social format of one product into ``folder/<product_id>/``.
+    """Write one product's stage outputs, their previews and (from its scene) every social format
+    into ``folder/<product_id>/``; return the manifest entry, whose file names are relative to ``folder``.
 
-    Returns the manifest entry, whose file names are relative to ``folder``.
+    A product without a scene is ``failed``: its earlier stages are still published, for the record.
     """
     product_id = job["product_id"]
-    formats = imaging.make_formats(
-        original, title=job["name"], subtitle=job.get("tagline", ""), brand=job.get("brand", "")
-    )
     target = folder / product_id
     target.mkdir(parents=True, exist_ok=True)
-    files = {"original": f"{product_id}/original{suffix}"}
-    (target / f"original{suffix}").write_bytes(original)
-    for name, data in formats.items():
-        (target / FILE_NAMES[name]).write_bytes(data)
-        files[name] = f"{product_id}/{FILE_NAMES[name]}"
+    files: dict[str, str] = {}
+    previews: dict[str, str] = {}
+    for stage, output in stages.items():
+        (target / f"{stage}{output.suffix}").write_bytes(output.data)
+        files[stage] = f"{product_id}/{stage}{output.suffix}"
+        if stage in IMAGE_STAGES:
+            (target / f"preview-{stage}.jpg").write_bytes(imaging.stage_preview(output.data))
+            previews[stage] = f"{product_id}/preview-{stage}.jpg"
+    scene = stages.get("scene")
+    if scene is not None:
+        formats = imaging.make_formats(
+            scene.data, title=job["name"], subtitle=job.get("tagline", ""), brand=job.get("brand", "")
+        )
+        for name, data in formats.items():
+            (target / FILE_NAMES[name]).write_bytes(data)
+            files[name] = f"{product_id}/{FILE_NAMES[name]}"
     return product_record(
-        job, status="published", request_id=request_id, inference_time=inference_time, files=files
+        job,
+        status="published" if scene is not None else "failed",
+        files=files,
+        previews=previews,
+        caption=caption,
+        request_ids={stage: output.request_id for stage, output in stages.items()},
+        errors=errors,
     )
 
 

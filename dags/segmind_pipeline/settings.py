@@ -15,13 +15,13 @@ OUTPUT_DIR_ENV = "SEGMIND_OUTPUT_DIR"
 PUBLISH_URI_ENV = "SEGMIND_PUBLISH_URI"
 PUBLISH_CONN_ENV = "SEGMIND_PUBLISH_CONN_ID"
 CATALOG_ENV = "SEGMIND_CATALOG"
-EXPECTED_DURATION_ENV = "SEGMIND_EXPECTED_DURATION"
+AUTO_APPROVE_ENV = "SEGMIND_AUTO_APPROVE"
 
 OUTPUT_DIR_VARIABLE = "segmind_output_dir"
 PUBLISH_URI_VARIABLE = "segmind_publish_uri"
 PUBLISH_CONN_VARIABLE = "segmind_publish_conn_id"
 CATALOG_VARIABLE = "segmind_catalog"
-EXPECTED_DURATION_VARIABLE = "segmind_expected_duration"
+AUTO_APPROVE_VARIABLE = "segmind_auto_approve"
 
 #: The pool the content pipeline's generation tasks run in (created by ``scripts/demo.py`` and the tests).
 POOL_NAME = "segmind"
@@ -54,17 +54,13 @@ def publish_conn_id(variable: str | None = None, env: Mapping[str, str] = os.env
 
 
 def catalog_path(variable: str | None = None, env: Mapping[str, str] = os.environ) -> str | None:
-    """A catalog other than the shipped one, or None for ``dags/data/campaign_catalog.json``."""
+    """A catalog other than the shipped one, or None for ``dags/data/product_catalog.json``."""
     return variable or env.get(CATALOG_ENV) or None
 
 
-def expected_duration(variable: str | None = None, env: Mapping[str, str] = os.environ) -> float | None:
-    """Seconds an image usually takes, when it differs from the model page (a time-scaled emulator);
-    None keeps the operator's own estimate. It only moves the first status poll, never the result."""
-    text = variable or env.get(EXPECTED_DURATION_ENV)
-    if not text:
-        return None
-    value = float(text)
-    if value <= 0:
-        raise ValueError(f"{EXPECTED_DURATION_ENV} must be positive, got {text!r}")
-    return value
+def auto_approve(variable: str | None = None, env: Mapping[str, str] = os.environ) -> bool:
+    """Demo mode: the review step approves itself instead of waiting for a person.
+
+    Off unless the Variable or the environment says ``1``/``true``/``yes``; ``make demo`` turns it on."""
+    text = variable or env.get(AUTO_APPROVE_ENV) or ""
+    return text.strip().lower() in ("1", "true", "yes", "on")

@@ -1,6 +1,7 @@
 """SegmindOperator: from a DAG task to a stored image, holding no worker slot while Segmind works.
 
-The journey: validate the payload (no HTTP on a mistake), submit on the worker,
+The journey: validate the payload and read the input files (no HTTP on a mistake),
+upload or inline the input files, submit on the worker,
 remember the request id (XCom and the task's ``task_state_store``), wait (in the
 triggerer when deferrable, else in the worker, on the same poll schedule), fetch
 the result, store the outputs. A retry reads the remembered request first, so a
@@ -10,7 +11,7 @@ try that died or timed out never pays for a second generation.
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from datetime import timedelta
 from functools import cached_property
 from typing import TYPE_CHECKING, Any, ClassVar
@@ -20,6 +21,7 @@ from airflow.sdk import Asset, BaseOperator, BaseOperatorLink
 from segmind_provider.catalog import estimate_cost, get_model
 from segmind_provider.events import failure_reason, make_event, raise_for_event
 from segmind_provider.exceptions import SegmindError
+from segmind_provider.inputs import DEFAULT_MAX_INPUT_BYTES, InputFiles, read_input_files
 from segmind_provider.operators.batch import SegmindBatchOperator
 from segmind_provider.operators.durable import STATE_STORE_KEY, RequestJournal
 from segmind_provider.outputs import DEFAULT_MAX_BYTES
@@ -103,9 +105,16 @@ class SegmindOperator(BaseOperator):
         the poll schedule (a model without a default, or a time-scaled emulator).
     :param credit_floor: USD the balance must stay at or above after this submit (overrides the
         connection's ``credit_floor``); None: no check, no balance read.
+    :param input_files: payload fields filled from files (templated): ``{field: source}``, a source
+        being a local path, a ``file://`` URI or any ObjectStoragePath URI (``s3://``, ``memory://``...),
+        or a list of them for a field that takes several. Read and checked before any paid call, then
+        uploaded to Segmind storage (or inlined as base64 where the model's catalog entry says so);
+        ``http(s)`` values pass through. See docs/inputs.md.
+    :param input_conn_id: the connection for the ``input_files`` URIs' storage (templated).
+    :param max_input_bytes: size cap for each input file.
     """
 
-    template_fields: Sequence[str] = ("payload", "output_path")
+    template_fields: Sequence[str] = ("payload", "output_path", "input_files", "input_conn_id")
     template_fields_renderers: ClassVar[dict[str, str]] = {"payload": "json"}
     operator_extra_links = (SegmindOutputLink(),)
     ui_color = "#f5e6ff"
@@ -127,6 +136,9 @@ class SegmindOperator(BaseOperator):
         max_output_bytes: int = DEFAULT_MAX_BYTES,
         expected_duration: float | None = None,
         credit_floor: float | None = None,
+        input_files: dict[str, Any] | None = None,
+        input_conn_id: str | None = None,
+        max_input_bytes: int = DEFAULT_MAX_INPUT_BYTES,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
@@ -151,6 +163,9 @@ class SegmindOperator(BaseOperator):
         self.max_output_bytes = max_output_bytes
         self.expected_duration = expected_duration
         self.credit_floor = credit_floor
+        self.input_files = input_files
+        self.input_conn_id = input_conn_id
+        self.max_input_bytes = max_input_bytes
         #: The last return value, for the extra link (links are computed on this object after the try).
         self.segmind_result: dict[str, Any] | None = None
         #: The input files' URIs this try read, for lineage.
@@ -166,6 +181,7 @@ class SegmindOperator(BaseOperator):
 
     def execute(self, context: Context) -> dict[str, Any]:
         payload = self._checked_payload()
+        inputs = self._read_inputs(payload)
         if self.output_path:
             from segmind_provider.destination import check_output_path
 
@@ -175,11 +191,17 @@ class SegmindOperator(BaseOperator):
         def floor() -> None:
             check_floor(self.hook, self.credit_floor, self.model, payload, self.log)
 
+        identity = None
+        if inputs.fields:  # the fingerprint names files by content, so a retry's new upload URL still matches
+            identity = inputs.identity(payload)
+            payload = inputs.fill(payload, self.hook.upload)
         if self.mode == "sync":
             floor()
             return self._run_sync(context, payload)
         journal = RequestJournal.for_task(self.hook, self.model, context, self.log, durable=self.durable)
-        request_id, submitted_at, answer = journal.attach_or_submit(payload, before_submit=floor)
+        request_id, submitted_at, answer = journal.attach_or_submit(
+            payload, identity=identity, before_submit=floor
+        )
         context["ti"].xcom_push(key="request_id", value=request_id)
         event = self._terminal_event(request_id, answer)
         if event is not None:
@@ -243,7 +265,21 @@ class SegmindOperator(BaseOperator):
             return dict(self.payload)
         from segmind_provider.catalog import validate_payload
 
-        return validate_payload(self.model, self.payload)
+        files = self.input_files if isinstance(self.input_files, Mapping) else {}  # else refused when read
+        return validate_payload(self.model, self.payload, filled_later=[str(name) for name in files])
+
+    def _read_inputs(self, payload: dict[str, Any]) -> InputFiles:
+        """Read and check the input files (no HTTP to Segmind): a bad file raises before anything is spent."""
+        inputs = read_input_files(
+            self.model,
+            self.input_files,
+            payload=payload,
+            input_conn_id=self.input_conn_id,
+            max_bytes=self.max_input_bytes,
+        )
+        for line in inputs.describe():
+            self.log.info("Input file: %s", line)
+        return inputs
 
     @staticmethod
     def _terminal_event(request_id: str, answer: dict[str, Any]) -> dict[str, Any] | None:

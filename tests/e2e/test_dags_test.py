@@ -8,6 +8,8 @@ process and resumes the task with its event, so the whole deferral journey is ex
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import json
 import os
 import sqlite3
@@ -17,8 +19,9 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import av
 import pytest
-from PIL import Image
+from PIL import Image, ImageDraw
 
 from segmind_provider.testing.emulator.runner import SegmindEmulator
 
@@ -68,7 +71,14 @@ def airflow(env: dict[str, str], *args: str) -> str:
 def airflow_env(tmp_path_factory: pytest.TempPathFactory, emulator: SegmindEmulator) -> dict[str, str]:
     """The connection comes from ``AIRFLOW_CONN_SEGMIND_DEFAULT`` (both lookups find those)."""
     home = tmp_path_factory.mktemp("airflow_home")
-    return migrated_home(home, {"AIRFLOW_CONN_SEGMIND_DEFAULT": emulator.connection_json()})
+    return migrated_home(
+        home,
+        {
+            "AIRFLOW_CONN_SEGMIND_DEFAULT": emulator.connection_json(),
+            "SEGMIND_E2E_PHOTO": str(home / "photo.png"),
+            "SEGMIND_E2E_LABEL": str(home / "label.png"),
+        },
+    )
 
 
 def dags_test(dag_id: str, env: dict[str, str]) -> str:
@@ -108,10 +118,12 @@ def test_single_image_defers_resumes_and_is_stored(
     assert xcom(airflow_env, "segmind_e2e_single", "request_id")
 
 
-def xcom(env: dict[str, str], dag_id: str, key: str) -> Any:
+def xcom(env: dict[str, str], dag_id: str, key: str, task_id: str = "generate") -> Any:
     """Read one XCom from the temporary metadata database."""
     with sqlite3.connect(Path(env["AIRFLOW_HOME"]) / "airflow.db") as db:
-        row = db.execute("SELECT value FROM xcom WHERE dag_id = ? AND key = ?", (dag_id, key)).fetchone()
+        row = db.execute(
+            "SELECT value FROM xcom WHERE dag_id = ? AND key = ? AND task_id = ?", (dag_id, key, task_id)
+        ).fetchone()
     assert row is not None, f"no XCom {key!r}"
     value = row[0]
     return json.loads(value) if isinstance(value, (str, bytes)) else value
@@ -163,3 +175,74 @@ def test_a_connection_stored_in_the_metadata_database_reaches_the_trigger(
     assert late, "no poll came after the worker's lookup expired: the trigger's own lookup was not tested"
     with Image.open(tmp_path / "home" / "out" / "single" / "hero.png") as image:
         assert image.format == "PNG"
+
+
+def product_shot(path: Path, colour: tuple[int, int, int], size: tuple[int, int]) -> str:
+    """A small studio-style product photo (a bottle on a light backdrop); returns its sha256."""
+    image = Image.new("RGB", size, (238, 236, 230))
+    draw = ImageDraw.Draw(image)
+    w, h = size
+    draw.rounded_rectangle((w * 0.38, h * 0.3, w * 0.62, h * 0.85), radius=w // 20, fill=colour)
+    draw.rectangle((w * 0.45, h * 0.15, w * 0.55, h * 0.3), fill=(60, 60, 60))
+    image.save(path, "PNG")
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def test_input_files_reach_every_catalog_model(
+    airflow_env: dict[str, str], emulator: SegmindEmulator
+) -> None:
+    """A local file and a memory:// ObjectStoragePath go into flux-1.1-pro's image_prompt and
+    flux-kontext-pro's input_image (and the other catalog models' file fields): one upload per
+    distinct file per task, the stored URL in the submitted payload, the key never at the media address."""
+    photo = product_shot(Path(airflow_env["SEGMIND_E2E_PHOTO"]), (40, 110, 90), (320, 400))
+    label = product_shot(Path(airflow_env["SEGMIND_E2E_LABEL"]), (190, 70, 40), (300, 300))
+    emulator.clear_calls()
+    first_request = len(emulator.requests())
+    dags_test("segmind_e2e_inputs", airflow_env)
+
+    uploads = [f for call in emulator.calls(endpoint="upload") for f in call["files"]]
+    digest_of = {f["url"]: f["sha256"] for f in uploads}
+    bodies = {r["model"] + ":" + str(i): r["body"] for i, r in enumerate(emulator.requests()[first_request:])}
+    # Which file each URL field received, by content (the body carries the storage URL).
+    sent = sorted(
+        (key.split(":")[0], field, digest_of[value])
+        for key, body in bodies.items()
+        for field, value in body.items()
+        if isinstance(value, str) and value in digest_of
+    )
+    assert sent == sorted(
+        [
+            ("flux-1.1-pro", "image_prompt", photo),
+            ("flux-1.1-pro", "image_prompt", label),
+            ("flux-kontext-pro", "input_image", photo),
+            ("flux-kontext-pro", "input_image", label),
+            ("bg-removal-v2", "image", photo),
+            ("kling-o1-image-to-video", "start_image_url", photo),
+            ("kling-o1-image-to-video", "end_image_url", label),
+            ("llava-v1.6", "images", photo),
+        ]
+    )
+    assert (
+        len(uploads) == len(sent) == len(digest_of)
+    )  # one upload per distinct file per task, each used once
+    upscale = next(body for key, body in bodies.items() if key.startswith("clarity-upscaler"))
+    assert hashlib.sha256(base64.b64decode(upscale["image"])).hexdigest() == photo  # inline, not uploaded
+    # The key reached the API and storage hosts only, never the media address.
+    calls = emulator.calls()
+    assert {c["endpoint"] for c in calls if c["key_present"]} <= {"submit", "status", "result", "upload"}
+    assert [c for c in calls if c["endpoint"] == "media" and c["key_present"]] == []
+    assert all(c["path"] == "/storage/upload-asset" for c in calls if c["endpoint"] == "upload")
+
+    out = Path(airflow_env["SEGMIND_E2E_OUTPUT"]) / "inputs"
+    with Image.open(out / "cutout.png") as cutout:
+        assert cutout.mode == "RGBA" and cutout.getextrema()[3] == (0, 255)  # background made transparent
+    with Image.open(out / "upscale.png") as upscaled:
+        assert upscaled.size == (640, 800)
+    for name in ("prompt_local.png", "prompt_bucket.png", "edit_local.png", "edit_bucket.jpg"):
+        with Image.open(out / name) as image:
+            image.load()
+    with av.open(str(out / "clip.mp4")) as clip:
+        frame = next(clip.decode(video=0))
+        assert frame.width > 0 and clip.streams.video[0].codec_context.name == "h264"
+    caption = xcom(airflow_env, "segmind_e2e_inputs", "return_value", task_id="caption")
+    assert "llava-v1.6" in caption["output"] and "320x400" in caption["output"]

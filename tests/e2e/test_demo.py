@@ -24,7 +24,7 @@ def test_demo_produces_gallery_manifest_and_images(tmp_path: Path) -> None:
             sys.executable,
             str(REPO / "scripts" / "demo.py"),
             "--products",
-            "trail-runner-x2,aurora-headlamp",
+            "summit-bottle-750,aurora-headlamp",
             "--output",
             str(output),
             "--airflow-home",
@@ -38,17 +38,23 @@ def test_demo_produces_gallery_manifest_and_images(tmp_path: Path) -> None:
     )
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     assert "Gallery:" in done.stdout and "emulator" in done.stdout
+    # Unattended: the approval step approved itself, and the demo said so.
+    assert "Demo mode" in done.stdout and "review   ✓ approved automatically (demo mode)" in done.stdout
     (manifest_path,) = output.glob("published/*/manifest.json")
     manifest = json.loads(manifest_path.read_text())
+    assert manifest["approved_by"] == "approved automatically (demo mode)"
     by_id = {p["product_id"]: p for p in manifest["products"]}
-    assert by_id["trail-runner-x2"]["status"] == "published"
-    assert by_id["aurora-headlamp"]["status"] == "failed" and "headlamp" in by_id["aurora-headlamp"]["error"]
-    assert (manifest_path.parent / "index.html").is_file()
-    images = list(manifest_path.parent.glob("trail-runner-x2/*.jpg"))
-    assert len(images) == 4
-    for image_path in images:
-        with Image.open(image_path) as image:
-            image.verify()
+    bottle, lamp = by_id["summit-bottle-750"], by_id["aurora-headlamp"]
+    assert bottle["status"] == "published" and bottle["caption"]
+    assert set(bottle["files"]) >= {"photo", "cutout", "scene", "square", "story", "link_card", "thumbnail"}
+    assert lamp["status"] == "failed" and "headlamp" in lamp["errors"]["scene"]
+    assert set(lamp["files"]) == {"photo", "cutout"}  # the stages it got through are shown too
+    gallery = (manifest_path.parent / "index.html").read_text()
+    for product in (bottle, lamp):
+        for relative in [*product["files"].values(), *product["previews"].values()]:
+            assert relative in gallery or relative.endswith(("story.jpg", "link_card.jpg", "square.jpg"))
+            with Image.open(manifest_path.parent / relative) as image:
+                image.verify()
     # nothing left running: a second run on the same folders works too
     again = subprocess.run(done.args, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
     assert again.returncode == 0, again.stdout[-3000:] + again.stderr[-3000:]

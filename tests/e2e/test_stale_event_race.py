@@ -12,7 +12,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from test_standalone import Deployment, deployed, wait_until
+from airflow_deployment import Deployment, deployed
+from processes import wait_until
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(600)]
 

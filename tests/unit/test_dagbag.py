@@ -107,13 +107,42 @@ def test_quickstart_is_the_model_page_example(parsed: tuple[Any, list[Any]]) -> 
 def test_content_pipeline_shape(parsed: tuple[Any, list[Any]]) -> None:
     dag = parsed[0].dags["segmind_content_pipeline"]
     assert dag.schedule == "@daily" or str(dag.timetable.summary) == "@daily"
-    generate = dag.get_task("generate")
-    assert generate.partial_kwargs["deferrable"] is True
-    assert generate.partial_kwargs["pool"] == "segmind"
-    render, publish = dag.get_task("render"), dag.get_task("publish")
-    assert render.trigger_rule == "all_done" and publish.trigger_rule == "all_done"
-    assert "generate" in render.upstream_task_ids
-    assert {"render", "plan"} <= publish.upstream_task_ids
+    models = {
+        "product.cutout": "bg-removal-v2",
+        "product.scene": "flux-kontext-pro",
+        "product.caption": "llava-v1.6",
+        "hero_upscale": "clarity-upscaler",
+        "hero_clip": "kling-o1-image-to-video",
+    }
+    for task_id, model in models.items():
+        task = dag.get_task(task_id)
+        assert task.model == model and task.deferrable is True and task.pool == "segmind"
+        assert task.input_files, task_id  # every stage starts from a file
+    # Each stage's input is the previous stage's stored output.
+    assert dag.get_task("product.scene").upstream_task_ids >= {"product.cutout"}
+    assert dag.get_task("product.caption").upstream_task_ids >= {"product.scene"}
+    assert "stage_output(ti, 'cutout')" in dag.get_task("product.scene").input_files["input_image"]
+    assert (
+        {"hero"}
+        == dag.get_task("hero_upscale").upstream_task_ids
+        == dag.get_task("hero_clip").upstream_task_ids
+    )
+    assert dag.get_task("hero").trigger_rule == "all_done"  # one blocked product does not stop the hero
+    candidates, approval, publish = (
+        dag.get_task("candidates"),
+        dag.get_task("review"),
+        dag.get_task("publish"),
+    )
+    assert candidates.trigger_rule == "all_done"
+    assert {"product.caption", "hero_upscale", "hero_clip"} <= candidates.upstream_task_ids
+    from airflow.providers.standard.operators.hitl import ApprovalOperator
+
+    assert isinstance(approval, ApprovalOperator) and approval.upstream_task_ids == {"candidates"}
+    assert (
+        approval.defaults == ["Reject"] and approval.response_timeout is not None
+    )  # unanswered: nothing published
+    assert approval.ignore_downstream_trigger_rules is True
+    assert publish.upstream_task_ids == {"plan", "review"}
     assert [a.name for a in publish.outlets] == ["segmind_marketing_assets"]
     assert dag.leaves == [publish]
 

@@ -1,6 +1,6 @@
-"""E2E (distributed): the content pipeline's generation step scaled to a campaign of N images.
+"""E2E (distributed): the content pipeline's catalog scaled to a campaign of N flux-1.1-pro images.
 
-    plan (the pipeline's catalog x variants, one job per image)
+    plan (the pipeline's products' scene prompts x variants, one text-to-image job per image)
         ─► generate (SegmindOperator, mapped over the jobs, deferrable, pool "segmind")
 
 Run by ``tests/e2e/test_distributed.py`` on a CeleryExecutor deployment. Each image is a catalog
@@ -76,7 +76,7 @@ with DAG(
 
     @task
     def plan(**context: Any) -> list[dict[str, Any]]:
-        """The content pipeline's catalog, repeated with new seeds until there are ``images`` jobs."""
+        """The content pipeline's scene prompts, repeated with new seeds until there are ``images`` jobs."""
         from segmind_pipeline import catalog  # the repository's dags/ folder, on PYTHONPATH in the test
 
         campaign = catalog.load_catalog(catalog.DEFAULT_CATALOG_PATH)
@@ -86,12 +86,17 @@ with DAG(
         jobs = []
         for index in range(int(context["params"]["images"])):
             product, variant = products[index % len(products)], index // len(products)
-            extension = product["output_path"].rsplit(".", 1)[-1]
+            ratio = product["aspect_ratio"] if product["aspect_ratio"] != "match_input_image" else "1:1"
             jobs.append(
                 {
-                    "model": product["model"],
-                    "payload": {**product["payload"], "seed": product["seed"] + variant},
-                    "output_path": f"{folder}/{product['product_id']}-{variant}.{extension}",
+                    "model": "flux-1.1-pro",
+                    "payload": {
+                        "prompt": product["scene_prompt"],
+                        "aspect_ratio": ratio,
+                        "output_format": "png",
+                        "seed": product["seed"] + variant,
+                    },
+                    "output_path": f"{folder}/{product['product_id']}-{variant}.png",
                 }
             )
         return jobs

@@ -1,0 +1,39 @@
+"""The real deployment, shared by every test that needs one (it takes ~20 s to start).
+
+``nightly_run`` is the whole catalog's run, stopped at its approval step: the browser test looks at
+that step in the Airflow UI (and approves there); ``published_run`` is the same run once approved
+(through the REST API if nobody did yet) and finished, for the tests that check what it published.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+from airflow_deployment import Deployment, NightlyRun, catalog_ids, deployed, watch_run
+from browser import chromium_binary as chromium_binary
+
+
+@pytest.fixture(scope="session")
+def deployment(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Deployment]:
+    with deployed(tmp_path_factory.mktemp("airflow-e2e")) as running:
+        yield running
+
+
+@pytest.fixture(scope="session")
+def nightly_run(deployment: Deployment) -> NightlyRun:
+    """The whole catalog, triggered and watched until its approval step waits for a reviewer."""
+    run_id, day = "e2e-nightly", "2026-03-02"
+    first_seq = deployment.last_call_seq()
+    deployment.trigger(run_id, f"{day}T06:00:00+00:00")
+    observed = watch_run(deployment, run_id, timeout=300, until_review=True)
+    return NightlyRun(run_id, day, catalog_ids(), first_seq, observed)
+
+
+@pytest.fixture(scope="session")
+def published_run(deployment: Deployment, nightly_run: NightlyRun) -> NightlyRun:
+    """The nightly run approved (here, unless a test approved it in the UI already) and finished."""
+    if deployment.awaiting_review(nightly_run.run_id):
+        deployment.answer_review(nightly_run.run_id)
+    watch_run(deployment, nightly_run.run_id, timeout=180, observed=nightly_run.observed)
+    return nightly_run
