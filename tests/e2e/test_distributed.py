@@ -45,7 +45,7 @@ import pytest
 from distributed_stack import TRIGGERERS, Stack, missing_services
 from PIL import Image
 
-pytestmark = [pytest.mark.e2e, pytest.mark.timeout(450)]
+pytestmark = [pytest.mark.e2e, pytest.mark.timeout(600)]
 
 #: Each image "takes" ~42 s (±15 %): the tasks stay deferred through the faults.
 TIME_SCALE = 3.0
@@ -337,7 +337,7 @@ def test_a_campaign_survives_a_lost_triggerer_a_lost_worker_and_a_database_outag
     stack.trigger(campaign.dag_id, run_id, campaign.conf())
     watch = Watch(stack, campaign, run_id)
     try:
-        watch.run(timeout=330)
+        watch.run(timeout=420)
     except AssertionError as exc:
         raise AssertionError(f"{exc}\n{stack.describe()}") from None
     tasks = watch.tasks()
