@@ -32,7 +32,7 @@ OUT = os.environ.get("SEGMIND_OUTPUT_DIR", "/tmp/segmind-race")
 START = pendulum.datetime(2026, 1, 1, tz="UTC")
 
 
-@task
+@task(retries=1, retry_delay=dt.timedelta(seconds=10))
 def submit(label: str) -> list[str]:
     """Start the jobs the sensors wait on (someone else's requests, from the sensors' view)."""
     hook = SegmindHook()
