@@ -171,7 +171,7 @@ class SegmindBatchOperator(BaseOperator):
         payloads = batch_items.checked_payloads(self.model, self.payloads, validate=self.validate)
         guard = self._guard(payloads)
         ledger = Ledger((Item(key, fingerprint(self.model, p)) for key, p in payloads.items()), time.time())
-        self._recover(ledger, self._store(context))
+        self._recover(ledger, self._store(context), payloads)
         if guard is not None:
             self._preflight(guard, payloads, ledger)
         return self._advance(context, ledger, payloads, guard)
@@ -182,16 +182,16 @@ class SegmindBatchOperator(BaseOperator):
         The batch's ledger comes back in the event (the trigger carries it untouched).
         """
         payloads = batch_items.checked_payloads(self.model, self.payloads, validate=self.validate)
-        if not isinstance(event, dict) or not isinstance(event.get("state"), dict):
+        if not isinstance(event, dict) or not isinstance(event.get("state"), str):
             raise SegmindError(f"unexpected batch trigger event: {str(event)[:300]}")
-        state = Ledger.unpack(event["state"])
+        state = Ledger.unpack(json.loads(event["state"]))
         store = self._store(context)
         if batch_items.rounds_started(store) > state.rounds:  # resumed from an old event: a later round ran
-            self._recover(state, store)
+            self._recover(state, store, payloads)
         self._apply(state, event, payloads)
         return self._advance(context, state, payloads, self._guard(payloads))
 
-    def _recover(self, ledger: Ledger, store: Any) -> None:
+    def _recover(self, ledger: Ledger, store: Any, payloads: Mapping[str, dict[str, Any]]) -> None:
         """What earlier runs or tries paid for: reuse what is stored and intact, re-attach what runs."""
         manifest = read_manifest(self.output_dir, self.output_conn_id) if self.output_dir else None
         if self.reuse and manifest is not None:
@@ -203,7 +203,9 @@ class SegmindBatchOperator(BaseOperator):
                     len(ledger.items),
                 )
         pages = math.ceil(self.max_in_flight / HISTORY_PAGE_SIZE) + 1
-        reattach(ledger, store, manifest, self.hook, self.log, model=self.model, pages=pages)
+        reattach(
+            ledger, store, manifest, self.hook, self.log, payloads=payloads, model=self.model, pages=pages
+        )
         ledger.rounds = max(ledger.rounds, batch_items.rounds_started(store))  # all known now
 
     # ------------------------------------------------------------------ waves
@@ -255,7 +257,7 @@ class SegmindBatchOperator(BaseOperator):
             expected_duration=self.expected_duration,
             time_scale=self.hook.get_settings().time_scale,
             poll_endpoint=self.poll_endpoint,
-            state=ledger.pack(),
+            state=json.dumps(ledger.pack(), separators=(",", ":")),
         )
 
     def _submit_wave(

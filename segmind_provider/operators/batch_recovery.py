@@ -61,6 +61,7 @@ def _lost_submits(
     records: dict[str, Any],
     store: Any,
     hook: SegmindHook,
+    payloads: Mapping[str, Mapping[str, Any]],
     model: str,
     pages: int,
     log: logging.Logger | Any,
@@ -72,7 +73,7 @@ def _lost_submits(
     if not isinstance(marker, dict):
         return
     wanted = {
-        item.key: item.fingerprint
+        item.key: payloads[item.key]
         for item in ledger.with_status(PENDING)
         if item.key not in records or records[item.key].get("uncertain")
     }
@@ -84,7 +85,11 @@ def _lost_submits(
     known |= {str(item.request_id) for item in ledger.items.values() if item.request_id}
     found, complete = find_submitted(hook, model, wanted, known, since, pages)
     for key, request_id in found.items():
-        records[key] = {"request_id": request_id, "fingerprint": wanted[key], "submitted_at": since}
+        records[key] = {
+            "request_id": request_id,
+            "fingerprint": ledger.items[key].fingerprint,
+            "submitted_at": since,
+        }
     for key in wanted:
         if key not in found and complete and key in records:
             del records[key]  # the history holds no such request: it was never created
@@ -99,6 +104,7 @@ def reattach(
     hook: SegmindHook,
     log: logging.Logger | Any,
     *,
+    payloads: Mapping[str, Mapping[str, Any]],
     model: str,
     pages: int,
 ) -> None:
@@ -106,7 +112,7 @@ def reattach(
     not submitted again; one gone (results are kept an hour) or FAILED is submitted anew, except a
     content block (the same input is blocked again). ``pages``: history pages a round can fill."""
     records = _earlier_requests(ledger, store, manifest)
-    _lost_submits(ledger, records, store, hook, model, pages, log)
+    _lost_submits(ledger, records, store, hook, payloads, model, pages, log)
     attached = 0
     for item in ledger.with_status(PENDING):
         record = records.get(item.key)

@@ -10,7 +10,6 @@ one not there was never created and is submitted).
 
 from __future__ import annotations
 
-import ast
 import datetime as dt
 import json
 import time
@@ -18,33 +17,27 @@ from collections.abc import Collection, Iterator, Mapping
 from typing import TYPE_CHECKING, Any
 
 from segmind_provider.hooks.account import HISTORY_PAGE_SIZE
-from segmind_provider.operators.durable import fingerprint
+from segmind_provider.operators.durable import (
+    CLOCK_SKEW_SECONDS,
+    fingerprint,
+    parse_request_body,
+    row_created,
+    same_request,
+)
 
 if TYPE_CHECKING:
     from segmind_provider.hooks.segmind import SegmindHook
 
-__all__ = ["costs_from_history", "find_submitted", "request_body"]
+__all__ = ["costs_from_history", "find_submitted"]
 
 #: History pages read beyond what the wanted requests would fill: other work on the key interleaves.
 EXTRA_HISTORY_PAGES = 3
 #: The history answers windows of at most 31 days.
 MAX_HISTORY_DAYS = 30
-#: Clocks differ between us and Segmind: rows this much older than ``since`` still count.
-CLOCK_SLACK = 60.0
 
 
 def _day(epoch: float) -> str:
     return dt.datetime.fromtimestamp(epoch, dt.timezone.utc).date().isoformat()
-
-
-def _created(row: Mapping[str, Any]) -> float | None:
-    text = row.get("created_at")
-    if not isinstance(text, str):
-        return None
-    try:
-        return dt.datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp()
-    except ValueError:
-        return None
 
 
 def _pages(hook: SegmindHook, model: str, since: float, pages: int) -> Iterator[list[dict[str, Any]]]:
@@ -53,11 +46,14 @@ def _pages(hook: SegmindHook, model: str, since: float, pages: int) -> Iterator[
     The last page yielded is empty when the window was covered in full (nothing older is missing).
     """
     first_day = _day(max(since - 86400.0, time.time() - MAX_HISTORY_DAYS * 86400.0))
+    last_day = _day(time.time() + 86400.0)  # Segmind's day may already be tomorrow
     for page in range(1, pages + 1):
-        rows = hook.request_history(model=model, from_date=first_day, page=page, per_page=HISTORY_PAGE_SIZE)
+        rows = hook.request_history(
+            model=model, from_date=first_day, to_date=last_day, page=page, per_page=HISTORY_PAGE_SIZE
+        )
         yield rows
-        created = [c for c in map(_created, rows) if c is not None]
-        if len(rows) < HISTORY_PAGE_SIZE or (created and min(created) < since - CLOCK_SLACK):
+        created = [c for c in map(row_created, rows) if c is not None]
+        if len(rows) < HISTORY_PAGE_SIZE or (created and min(created) < since - CLOCK_SKEW_SECONDS):
             yield []
             return
 
@@ -86,39 +82,32 @@ def costs_from_history(
     return found
 
 
-def request_body(row: Mapping[str, Any]) -> dict[str, Any] | None:
-    """A history row's inputs: a dict, JSON text, or a Python literal (as the official SDK's tests show)."""
-    body = row.get("request_body")
-    if isinstance(body, dict):
-        return body
-    if not isinstance(body, str):
-        return None
-    for parse in (json.loads, ast.literal_eval):
-        try:
-            value = parse(body)
-        except (ValueError, SyntaxError, TypeError, MemoryError, RecursionError):
-            continue
-        return value if isinstance(value, dict) else None
-    return None
+def _payload_key(payload: Mapping[str, Any]) -> str:
+    """What a payload and a history row's body must share to be compared at all (its prompt)."""
+    return json.dumps(payload.get("prompt"), sort_keys=True, default=str)
 
 
 def find_submitted(
     hook: SegmindHook,
     model: str,
-    wanted: Mapping[str, str],
+    wanted: Mapping[str, Mapping[str, Any]],
     known: Collection[str],
     since: float,
     pages: int,
 ) -> tuple[dict[str, str], bool]:
-    """Requests created since ``since`` for the items of ``wanted`` (item key -> fingerprint of the
-    payload as sent), excluding ``known`` request ids: (item key -> request id, whether the whole
-    window was read, so an item not found surely has no request).
+    """Requests created since ``since`` for the items of ``wanted`` (item key -> payload as sent),
+    excluding ``known`` request ids: (item key -> request id, whether the whole window was read, so
+    an item not found surely has no request).
 
-    Two items with the same payload take two different requests, oldest first by key order.
+    A row matches an item the way ``operators.durable.same_request`` says (the model, and every
+    parameter sent, unchanged; the server may add defaults); two items with the same payload take
+    two different requests, oldest first.
     """
-    waiting: dict[str, list[str]] = {}
-    for key, digest in wanted.items():
-        waiting.setdefault(digest, []).append(key)
+    exact: dict[str, list[str]] = {}
+    by_prompt: dict[str, list[str]] = {}
+    for key, payload in wanted.items():
+        exact.setdefault(fingerprint(model, payload), []).append(key)
+        by_prompt.setdefault(_payload_key(payload), []).append(key)
     rows: list[dict[str, Any]] = []
     complete = False
     for page in _pages(hook, model, since, pages):
@@ -128,17 +117,17 @@ def find_submitted(
     seen = set(known)
     for row in reversed(rows):  # oldest first, so equal payloads pair up in submit order
         request_id = str(row.get("request_id") or "")
-        created = _created(row)
-        body = request_body(row)
-        if (
-            not request_id
-            or request_id in seen
-            or body is None
-            or (created and created < since - CLOCK_SLACK)
-        ):
+        created = row_created(row)
+        body = parse_request_body(row.get("request_body"))
+        if not request_id or request_id in seen or body is None:
             continue
-        keys = waiting.get(fingerprint(model, body))
+        if created is not None and created < since - CLOCK_SKEW_SECONDS:
+            continue
+        keys = [k for k in exact.get(fingerprint(model, body), []) if k not in found]
+        if not keys:  # not byte for byte: the same request with defaults filled in?
+            candidates = by_prompt.get(_payload_key(body), [])
+            keys = [k for k in candidates if k not in found and same_request(row, model, wanted[k])]
         if keys:
-            found[keys.pop(0)] = request_id
+            found[keys[0]] = request_id
             seen.add(request_id)
     return found, complete

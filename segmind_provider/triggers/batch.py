@@ -79,9 +79,10 @@ class SegmindBatchTrigger(BaseTrigger):
     :param patient: first polls past the high end of the expected range (about one poll a job); None
         decides by the key: patient when it has a request limit, where a poll costs an image.
     :param max_consecutive_errors: transient poll errors tolerated in a row per request.
-    :param state: what the operator needs back on resume (its ledger: ids, paths, errors, costs; no
-        payloads, no key), returned untouched in the event. Carried here rather than in the deferral's
-        ``next_kwargs`` because ``airflow dags test`` replaces those with the event.
+    :param state: what the operator needs back on resume (its ledger as JSON text: ids, paths, errors,
+        costs; no payloads, no key), returned untouched in the event. Carried here rather than in the
+        deferral's ``next_kwargs`` because ``airflow dags test`` replaces those with the event; one
+        string, not thousands of objects for the triggerer's garbage collector to walk.
     """
 
     def __init__(
@@ -97,7 +98,7 @@ class SegmindBatchTrigger(BaseTrigger):
         poll_endpoint: str = "status",
         patient: bool | None = None,
         max_consecutive_errors: int = DEFAULT_MAX_CONSECUTIVE_ERRORS,
-        state: Mapping[str, Any] | None = None,
+        state: str | None = None,
     ) -> None:
         super().__init__()
         if poll_endpoint not in POLL_ENDPOINTS:
@@ -114,7 +115,7 @@ class SegmindBatchTrigger(BaseTrigger):
         self.poll_endpoint = poll_endpoint
         self.patient = patient
         self.max_consecutive_errors = int(max_consecutive_errors)
-        self.state = dict(state) if state is not None else None
+        self.state = state
 
     def __repr__(self) -> str:
         """Short: the triggerer logs this, and the kwargs of a wave of thousands are long."""
@@ -265,7 +266,13 @@ class SegmindBatchTrigger(BaseTrigger):
             heapq.heappush(heap, (now + outcome, request_id))
             return
         del watches[request_id]
-        record = {k: outcome[k] for k in ("status", "message", "inference_time", "polls")}
+        # A success needs no message (the request id says it); a failure's is its reason.
+        keys = (
+            ("status", "inference_time", "polls")
+            if outcome["status"] == "success"
+            else ("status", "message", "inference_time", "polls", "error_class")
+        )
+        record = {k: outcome[k] for k in keys if k in outcome}
         if outcome["status"] == "success" and answer is not None:
             inline = _inline_output(answer.get("output"))
             if inline is not None:

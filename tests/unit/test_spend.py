@@ -4,6 +4,7 @@ read from the account's request history in pages (real HTTP to the emulator)."""
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -15,7 +16,7 @@ from airflow.sdk.execution_time.context import OutletEventAccessors
 from segmind_provider.exceptions import SegmindCreditFloorError, SegmindValidationError
 from segmind_provider.hooks.credits import CreditBalance, balance_usd
 from segmind_provider.hooks.segmind import SegmindHook
-from segmind_provider.operators.history import costs_from_history
+from segmind_provider.operators.history import costs_from_history, find_submitted
 from segmind_provider.operators.segmind import SegmindOperator
 from segmind_provider.runtime import reset_process_state
 from segmind_provider.testing.emulator.runner import SegmindEmulator
@@ -136,3 +137,23 @@ def test_a_balance_is_paid_and_free_credits_and_charges_keep_the_floor() -> None
     assert not balance.try_charge(PRICE, 1.0) and balance.estimate() == pytest.approx(1.0)
     clock.now += 60.0
     assert balance.stale(60.0)
+
+
+def test_lost_submits_are_matched_even_when_the_history_fills_in_defaults(emulator: SegmindEmulator) -> None:
+    """A row whose body carries more than was asked (defaults the server recorded) still matches; two
+    items with the same payload take two different requests; nothing else matches."""
+    hook = SegmindHook()
+    started = time.time()
+    with_default = hook.submit(FLUX, {"prompt": "a fox", "seed": 1, "output_format": "webp"})["request_id"]
+    twins = [hook.submit(FLUX, {"prompt": "twins", "seed": 2})["request_id"] for _ in range(2)]
+    hook.submit(FLUX, {"prompt": "someone else's", "seed": 3})
+    wanted = {
+        "fox": {"prompt": "a fox", "seed": 1},
+        "twin-a": {"prompt": "twins", "seed": 2},
+        "twin-b": {"prompt": "twins", "seed": 2},
+        "never": {"prompt": "never sent", "seed": 4},
+    }
+    found, complete = find_submitted(hook, FLUX, wanted, known=(), since=started, pages=2)
+    assert complete and found == {"fox": with_default, "twin-a": twins[0], "twin-b": twins[1]}
+    again, _ = find_submitted(hook, FLUX, wanted, known=[with_default], since=started, pages=2)
+    assert "fox" not in again
