@@ -5,11 +5,20 @@ if the scheduler drains that report only once the trigger has fired and the resu
 queued or running, it writes ``state mismatch`` to the audit log and fails the task (a retry if the
 task has one left). This starts the real deployment ``tests/e2e/airflow_deployment.py`` builds
 (api-server, scheduler, dag-processor, triggerer; LocalExecutor, SQLite; the emulator for Segmind)
-with the DAGs of ``tests/e2e/race_dags``, runs every DAG ``--runs`` times with ``--fanout`` mapped
-tasks each (all runs queued at once), and counts per DAG: task runs, races (``state mismatch``
-events), retries, failed tasks, and for the operator the jobs submitted per task.
+with the DAGs of ``tests/e2e/race_dags`` and runs every DAG ``--runs`` times with ``--fanout`` mapped
+tasks each, in the shape of the report in #72716 (many deferred tasks of one run resuming together):
 
-Usage: ``python bench/stale_event_race.py --runs 10 --fanout 6`` (docs/reliability.md). Not part of CI
+- ``burst`` (default): one run at a time; the jobs would take ~23 minutes (emulator time scale 100),
+  so every waiting task defers; once all of a run's tasks are deferred the emulator's clock jumps
+  (``advance``) and all their jobs end at once: the triggers fire within a poll interval (2 s) of
+  each other, some seconds after the last task deferred, and the tasks resume together;
+- ``queued``: every run queued at once with jobs of ``--time-scale`` x 14 s; under load the
+  sensors mostly start after their job ended and never defer (kept for comparison).
+
+It counts per DAG: task runs, deferrals, races (``state mismatch`` on the waiting task), retries,
+failed tasks, jobs paid per task.
+
+Usage: ``python bench/stale_event_race.py --runs 6 --fanout 10`` (docs/reliability.md). Not part of CI
 (``tests/e2e/test_stale_event_race.py`` runs a few).
 """
 
@@ -75,19 +84,58 @@ def figures(deployment: Deployment, dag_id: str, runs: int, fanout: int, jobs: i
     }
 
 
-def race(deployment: Deployment, runs: int, fanout: int, time_scale: float) -> dict[str, Any]:
-    """Queue every run at once (the three DAGs interleaved, sharing the scheduler), wait, count."""
-    deployment.emulator("PATCH", "/config", {"time_scale": time_scale})
+HOLD_SCALE = 100.0
+"""Emulator time scale in burst mode: flux-1.1-pro would take ~23 min, so nothing ends by itself."""
+JUMP_SECONDS = 1800.0
+"""The emulator clock's jump: past every held job's end (jitter included), within results' hour."""
+
+
+def _finished(deployment: Deployment, dag_id: str, run_id: str | None = None) -> bool:
+    sql = "SELECT state FROM dag_run WHERE dag_id = ?" + (" AND run_id = ?" if run_id else "")
+    states = deployment.query(sql, dag_id, *([run_id] if run_id else []))
+    return bool(states) and all(state[0] in ("success", "failed") for state in states)
+
+
+def burst(deployment: Deployment, dag_id: str, run_id: str, fanout: int) -> None:
+    """One run: wait until each of its tasks has deferred (or ended), then end all their jobs at once."""
+    task_id = TASK_OF.get(dag_id, "wait")
+    deployment.trigger_dag(dag_id, run_id, {})
+
+    def all_waiting() -> bool:
+        rows = deployment.query(
+            "SELECT state FROM task_instance WHERE dag_id = ? AND run_id = ? AND task_id = ? AND map_index >= 0",
+            dag_id,
+            run_id,
+            task_id,
+        )
+        settled = ("deferred", "success", "failed", "upstream_failed")
+        return (len(rows) == fanout and all(row[0] in settled for row in rows)) or _finished(
+            deployment, dag_id, run_id
+        )
+
+    wait_until(all_waiting, 1800, f"{dag_id} {run_id}: every task deferred", interval=1)
+    deployment.emulator("POST", "/advance", {"seconds": JUMP_SECONDS})
+    wait_until(
+        lambda: _finished(deployment, dag_id, run_id), 1800, f"{dag_id} {run_id} to finish", interval=1
+    )
+
+
+def race(deployment: Deployment, runs: int, fanout: int, time_scale: float, mode: str) -> dict[str, Any]:
+    """Run every DAG ``runs`` times (burst: one run at a time; queued: all at once), then count."""
     started = time.monotonic()
-    for n in range(runs):
-        for dag_id in DAGS:
-            deployment.trigger_dag(dag_id, f"race-{n:03d}", {})
-
-    def finished() -> bool:
-        states = deployment.query("SELECT state FROM dag_run")
-        return len(states) == runs * len(DAGS) and all(s[0] in ("success", "failed") for s in states)
-
-    wait_until(finished, 60 * 60, "every race DAG run to finish", interval=2)
+    if mode == "burst":
+        deployment.emulator("PATCH", "/config", {"time_scale": HOLD_SCALE})
+        for n in range(runs):
+            for dag_id in DAGS:
+                burst(deployment, dag_id, f"race-{n:03d}", fanout)
+    else:
+        deployment.emulator("PATCH", "/config", {"time_scale": time_scale})
+        for n in range(runs):
+            for dag_id in DAGS:
+                deployment.trigger_dag(dag_id, f"race-{n:03d}", {})
+        wait_until(
+            lambda: all(_finished(deployment, d) for d in DAGS), 3600, "every race run to finish", interval=2
+        )
     seconds = time.monotonic() - started
     prompts = [
         str((job.get("body") or {}).get("prompt", "")) for job in deployment.emulator("GET", "/requests")
@@ -103,12 +151,13 @@ def main() -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--runs", type=int, default=10, help="DAG runs per DAG")
-    parser.add_argument("--fanout", type=int, default=6, help="mapped tasks per DAG run")
+    parser.add_argument("--runs", type=int, default=6, help="DAG runs per DAG")
+    parser.add_argument("--fanout", type=int, default=10, help="mapped tasks per DAG run")
     parser.add_argument("--parallelism", type=int, default=8, help="[core] parallelism")
     parser.add_argument(
-        "--time-scale", type=float, default=0.5, help="emulator time scale (flux ~14 s x this)"
+        "--mode", choices=("burst", "queued"), default="burst", help="see the module docstring"
     )
+    parser.add_argument("--time-scale", type=float, default=0.5, help="queued mode: flux ~14 s x this")
     parser.add_argument("--name", default="stale_event_race", help="results file bench/results/<name>.json")
     args = parser.parse_args()
     options = {
@@ -121,10 +170,11 @@ def main() -> int:
         tempfile.TemporaryDirectory(prefix="segmind-race-") as root,
         deployed(Path(root), **options) as deployment,
     ):
-        measured = race(deployment, args.runs, args.fanout, args.time_scale)
+        measured = race(deployment, args.runs, args.fanout, args.time_scale, args.mode)
     payload = {
         "command": f"python bench/stale_event_race.py --runs {args.runs} --fanout {args.fanout} "
-        f"--parallelism {args.parallelism} --time-scale {args.time_scale}",
+        f"--parallelism {args.parallelism} --mode {args.mode}"
+        + (f" --time-scale {args.time_scale}" if args.mode == "queued" else ""),
         "when": time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime()),
         **measured,
     }

@@ -43,7 +43,7 @@ def submit(label: str) -> list[str]:
 for dag_id, extra in (("segmind_race_sensor", {}), ("segmind_race_sensor_no_retries", {"retries": 0})):
     with DAG(dag_id=dag_id, start_date=START, schedule=None, catchup=False, tags=["segmind", "race"]):
         SegmindRequestSensor.partial(
-            task_id="wait", deferrable=True, poll_interval=2, timeout=300, **extra
+            task_id="wait", deferrable=True, poll_interval=2, timeout=1800, **extra
         ).expand(request_id=submit("{{ dag.dag_id }}/{{ run_id }}"))
 
 with DAG(
@@ -56,7 +56,7 @@ with DAG(
         payload={"prompt": "{{ dag.dag_id }}/{{ run_id }} {{ ti.map_index }}", "output_format": "png"},
         deferrable=True,
         poll_interval=2,
-        timeout=300,
+        timeout=1800,
         expected_duration=EXPECTED,
         retries=2,
         retry_delay=dt.timedelta(seconds=15),
