@@ -44,6 +44,7 @@ __all__ = [
     "fingerprint",
     "parse_request_body",
     "retry_since",
+    "row_created",
     "same_request",
 ]
 
