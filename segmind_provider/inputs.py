@@ -23,7 +23,7 @@ from typing import Any
 from urllib.parse import unquote, urlsplit
 
 from segmind_provider.exceptions import SegmindError, SegmindValidationError
-from segmind_provider.media import MEDIA_TYPES, decode_problem, sniff_format
+from segmind_provider.media import MEDIA_TYPES, decode_problem, redact_url, sniff_format
 
 __all__ = ["DEFAULT_MAX_INPUT_BYTES", "FieldInput", "InputFile", "InputFiles", "read_input_files"]
 
@@ -103,7 +103,7 @@ class InputFiles:
         for entry in self.fields:
             for item in entry.items:
                 if isinstance(item, str):
-                    lines.append(f"{entry.field} <- {item} (URL, passed through)")
+                    lines.append(f"{entry.field} <- {redact_url(item)} (URL, passed through)")
                 else:
                     how = (
                         "sent inline as base64"
@@ -124,7 +124,8 @@ class _Problems:
         self.final = True
 
     def add(self, where: str, source: Any, text: str, *, final: bool = True) -> None:
-        self.lines.append(f"- input_files{where}: {source!s} {text}")
+        shown = redact_url(source) if isinstance(source, str) else source
+        self.lines.append(f"- input_files{where}: {shown!s} {text}")
         self.final = self.final and final
 
     def raise_any(self, model: str) -> None:
@@ -214,7 +215,7 @@ def _read(
     except Exception as exc:  # fsspec back ends raise their own types (credentials, network, ...)
         problems.add(where, source, f"cannot be read: {type(exc).__name__}: {exc}", final=False)
         return None
-    return _checked(where, str(source), data, media, max_bytes, problems)
+    return _checked(where, redact_url(str(source)), data, media, max_bytes, problems)
 
 
 def _open(source: str | os.PathLike[str], conn_id: str | None) -> Any:

@@ -11,7 +11,7 @@ import io
 import mimetypes
 import re
 from pathlib import Path
-from urllib.parse import unquote_to_bytes
+from urllib.parse import unquote_to_bytes, urlsplit, urlunsplit
 
 from segmind_provider.exceptions import SegmindOutputError
 
@@ -27,6 +27,7 @@ __all__ = [
     "decode_problem",
     "extension_for",
     "normalize_format",
+    "redact_url",
     "sniff_format",
 ]
 
@@ -161,3 +162,11 @@ def decode_base64(text: str, max_bytes: int) -> bytes:
         return base64.b64decode(padded, validate=True)
     except (binascii.Error, ValueError) as exc:
         raise SegmindOutputError(f"the output is not valid base64: {exc}") from None
+
+
+def redact_url(url: str) -> str:
+    """A URL fit for logs and errors: no user:password, query or fragment (signed URLs carry tokens there)."""
+    if "://" not in url:
+        return url
+    parts = urlsplit(url)
+    return urlunsplit((parts.scheme, parts.netloc.rpartition("@")[2], parts.path, "", ""))

@@ -25,7 +25,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import urlsplit
 
 from segmind_provider.destination import Destination, check_path_format, destination, filesystem
 from segmind_provider.exceptions import SegmindError, SegmindOutputError
@@ -37,6 +37,7 @@ from segmind_provider.media import (
     decode_data_uri,
     decode_problem,
     normalize_format,
+    redact_url,
     sniff_format,
 )
 
@@ -115,12 +116,6 @@ def _source_from_text(text: str, max_bytes: int) -> _Source:
     return _Source(data=decode_base64(text, max_bytes), strict_kind=True)
 
 
-def _redact(url: str) -> str:
-    """The URL without query and fragment: signed media URLs carry tokens there."""
-    parts = urlsplit(url)
-    return urlunsplit((parts.scheme, parts.netloc.rpartition("@")[2], parts.path, "", ""))
-
-
 # ---------------------------------------------------------------- staging
 
 
@@ -150,7 +145,7 @@ def _stage(
     max_bytes: int,
     expected: str | None,
 ) -> _Staged:
-    where = _redact(source.url) if source.url else "the inline output"
+    where = redact_url(source.url) if source.url else "the inline output"
     attempts = DOWNLOAD_ATTEMPTS if source.url else 1
     for attempt in range(1, attempts + 1):
         path, fileobj = _new_temp(dest.local_dir, dest.stem)
@@ -193,7 +188,7 @@ def _fill(source: _Source, fileobj: IO[bytes], download: DownloadFn | None, max_
         raise
     except Exception as exc:
         raise SegmindOutputError(
-            f"downloading {_redact(source.url)} failed: {type(exc).__name__}: {exc}"
+            f"downloading {redact_url(source.url)} failed: {type(exc).__name__}: {exc}"
         ) from exc
     fileobj.seek(0, os.SEEK_END)
     return content_type or ""

@@ -20,7 +20,7 @@ from PIL import Image
 
 from segmind_provider.exceptions import SegmindValidationError
 from segmind_provider.hooks.segmind import SegmindHook
-from segmind_provider.inputs import DEFAULT_MAX_INPUT_BYTES
+from segmind_provider.inputs import DEFAULT_MAX_INPUT_BYTES, read_input_files
 from segmind_provider.operators.segmind import SegmindOperator
 from segmind_provider.testing.emulator.runner import SegmindEmulator
 
@@ -337,3 +337,18 @@ def test_a_one_item_list_fills_a_single_file_field(
     run("bg-removal-v2", {}, make_context, input_files={"image": [str(photo)]})
     (stored,) = uploads(emulator)
     assert bodies(emulator, "bg-removal-v2")[0]["image"] == stored["url"]
+
+
+def test_credentials_and_tokens_in_uris_stay_out_of_logs_and_errors() -> None:
+    """A signed URL passes through to Segmind as given, but the log line and errors show neither
+    its query (the signature) nor a user:password."""
+    signed = "https://photos.example.com/shoe.png?X-Amz-Signature=s3cr3t&X-Amz-Credential=AKIA"
+    inputs = read_input_files("bg-removal-v2", {"image": signed}, payload={})
+    assert inputs.fill({}, lambda data, content_type: "unused") == {"image": signed}
+    (line,) = inputs.describe()
+    assert "https://photos.example.com/shoe.png" in line and "s3cr3t" not in line and "AKIA" not in line
+    with pytest.raises(SegmindValidationError) as info:
+        read_input_files("bg-removal-v2", {"image": "memory://user:hunter2@bucket/missing.png"}, payload={})
+    assert "memory://bucket/missing.png does not exist" in str(info.value) and "hunter2" not in str(
+        info.value
+    )
