@@ -19,7 +19,10 @@ pytestmark = [pytest.mark.e2e, pytest.mark.timeout(600)]
 
 RACE_DAGS = Path(__file__).parent / "race_dags"
 FANOUT = 3
-TIME_SCALE = 0.5  # ~7 s a job: still running when a sensor first pokes, so it defers
+#: ~28 s a job: still running when a sensor first pokes, so it defers. Under load a sensor's first
+#: poke came 13-15 s after its job was submitted (the worker parses the DAG file first): a 7 s job was
+#: done by then and no sensor deferred.
+TIME_SCALE = 2.0
 DAGS = ("segmind_race_sensor", "segmind_race_operator")
 
 

@@ -25,8 +25,8 @@ from segmind_provider.operators.segmind import SegmindOperator
 from segmind_provider.sensors.segmind import SegmindRequestSensor
 
 FANOUT = int(os.environ.get("SEGMIND_RACE_FANOUT", "5"))
-#: Half a flux job at the 0.5 time scale the race test and bench use: the trigger polls early, so a
-#: task resumes seconds after it deferred (the race's window).
+#: At most half a flux job at the time scales the bench (0.5 by default) and the race test (2.0) use:
+#: the trigger polls early, so a task resumes seconds after its job ends (the race's window).
 EXPECTED = float(os.environ.get("SEGMIND_EXPECTED_DURATION", "3.5"))
 OUT = os.environ.get("SEGMIND_OUTPUT_DIR", "/tmp/segmind-race")
 START = pendulum.datetime(2026, 1, 1, tz="UTC")
