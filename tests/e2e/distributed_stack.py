@@ -45,6 +45,8 @@ DB_NAME = "airflow"
 DB_USER = "airflow"
 WORKERS = ("worker-1", "worker-2")
 TRIGGERERS = ("triggerer-1", "triggerer-2")
+#: The Celery queue only the holding worker consumes, besides Airflow's ``default`` (tests/e2e/dags).
+HOLDING_QUEUE = "holding"
 
 JWT = "AIRFLOW__API_AUTH__JWT_SECRET"
 FERNET = "AIRFLOW__CORE__FERNET_KEY"
@@ -177,7 +179,8 @@ class Stack:
         self.extra_env = dict(extra_env or {})
         #: Settings of one worker only (e.g. its concurrency), by worker name.
         self.worker_env = {name: dict(env) for name, env in (worker_env or {}).items()}
-        if holding_worker is not None:  # the DAG's test seam, on this worker only (tests/e2e/dags)
+        self.holding_worker = holding_worker
+        if holding_worker is not None:  # the DAGs' test seam, on this worker only (tests/e2e/dags)
             self.worker_env.setdefault(holding_worker, {})["SEGMIND_E2E_HOLD_DIR"] = str(self.hold_dir)
         #: CPU seconds of the components killed on purpose, read just before the kill.
         self.cpu_at_kill: dict[str, float] = {}
@@ -225,6 +228,8 @@ class Stack:
         self._spawn("dag-processor", [AIRFLOW, "dag-processor"], _decoys(JWT))
         for name in WORKERS:
             argv = [AIRFLOW, "celery", "worker", "--celery-hostname", f"{name}@%h"]
+            if name == self.holding_worker:
+                argv += ["--queues", f"default,{HOLDING_QUEUE}"]
             own = {**self._log_port("WORKER"), **self.worker_env.get(name, {})}
             self._spawn(name, argv, {**segmind, **_decoys(JWT, FERNET, METADATA_DB), **own})
         wait_until(lambda: self.refresh_triggerer_jobs() == 1, 180, f"{TRIGGERERS[0]}'s job")
@@ -325,9 +330,9 @@ class Stack:
                 restarted.append(name)
         return restarted
 
-    def revive(self) -> list[str]:
-        """Start again the components killed on purpose, as their supervisor eventually would."""
-        revived = sorted(self.killed)
+    def revive(self, *names: str) -> list[str]:
+        """Start again components killed on purpose (all of them by default), as their supervisor would."""
+        revived = sorted(set(names) & self.killed if names else self.killed)
         for name in revived:
             self.killed.discard(name)
             self.triggerer_job.pop(name, None)
