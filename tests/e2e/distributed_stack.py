@@ -408,12 +408,28 @@ class Stack:
             return None
         return round(sum(t.user + t.system + t.children_user + t.children_system for t in times), 1)
 
-    def workloads(self) -> list[tuple[str, float]]:
-        """(final state, seconds) of every task try the workers ran, from their supervisors' logs."""
-        pattern = re.compile(r"Workload finished .*?duration=([0-9.]+) .*?final_state=(\w+)")
-        return [
-            (match[2], float(match[1])) for name in WORKERS for match in pattern.finditer(self.log_text(name))
-        ]
+    def workloads(self, dag_id: str, run_id: str) -> list[tuple[str, float]]:
+        """(final state, seconds) of every try of the run's tasks the workers finished, from their
+        supervisors' logs (a try's workload id is its task instance id, one per try)."""
+        tries = self.query(
+            "SELECT id::text FROM task_instance WHERE dag_id = %s AND run_id = %s UNION "
+            "SELECT task_instance_id::text FROM task_instance_history WHERE dag_id = %s AND run_id = %s",
+            dag_id,
+            run_id,
+            dag_id,
+            run_id,
+        )
+        ours = {row[0] for row in tries}
+        found = []
+        for name in WORKERS:
+            for line in self.log_text(name).splitlines():
+                if "Workload finished" not in line:
+                    continue
+                plain = re.sub(r"\x1b\[[0-9;]*m", "", line)  # in case the log is coloured
+                fields = dict(re.findall(r"(\w+)=['\"]?([^\s'\"]+)", plain))  # key=value, in any order
+                if fields.get("workload_id") in ours:
+                    found.append((fields["final_state"], float(fields["duration"])))
+        return found
 
     def log_text(self, name: str) -> str:
         return self.logs[name].read_text(errors="replace") if self.logs[name].exists() else ""
