@@ -193,12 +193,13 @@ class SegmindBatchOperator(BaseOperator):
 
     def _recover(self, ledger: Ledger, store: Any, payloads: Mapping[str, dict[str, Any]]) -> None:
         """What earlier runs or tries paid for: reuse what is stored and intact, re-attach what runs."""
+        ledger.started_at = batch_items.started_at(store, ledger.started_at)  # a retry: the first try's start
         manifest = read_manifest(self.output_dir, self.output_conn_id) if self.output_dir else None
         if self.reuse and manifest is not None:
             reused = batch_items.reuse_stored(ledger, manifest, self.output_conn_id)
             if reused:
                 self.log.info(
-                    "Reusing %d of %d items stored by an earlier run (same fingerprint, intact)",
+                    "Reusing %d of %d items stored by an earlier run or try (same fingerprint, intact)",
                     reused,
                     len(ledger.items),
                 )
@@ -356,10 +357,10 @@ class SegmindBatchOperator(BaseOperator):
 
     def _costs(self, ledger: Ledger, *, final: bool) -> None:
         """Actual costs from the request history, a page per 100 requests, once enough are unknown."""
-        unknown = [
+        unknown = [  # an item reused from an earlier run cost 0.0 here, so it is never looked up
             item
             for item in ledger.with_status(COMPLETED, FAILED)
-            if item.request_id and item.cost is None and not item.reused and not item.uncertain
+            if item.request_id and item.cost is None and not item.uncertain
         ]
         if not unknown or (not final and len(unknown) < COST_LOOKUP_BATCH):
             return

@@ -58,6 +58,7 @@ __all__ = [
     "record_wave",
     "reuse_stored",
     "rounds_started",
+    "started_at",
     "submit_all",
 ]
 
@@ -118,7 +119,10 @@ def expected_format(model: str, payload: Mapping[str, Any]) -> str | None:
 
 
 def reuse_stored(ledger: Ledger, manifest: Mapping[str, Any] | None, conn_id: str | None) -> int:
-    """Mark items whose manifest entry matches (fingerprint) and whose stored outputs are intact as reused."""
+    """Mark items whose manifest entry matches (fingerprint) and whose stored outputs are intact as reused.
+
+    An item an earlier run made costs this run nothing (0.0); one this batch's earlier try submitted
+    (since ``ledger.started_at``) was paid by this run and keeps its cost, or None to look it up."""
     if manifest is None:
         return 0
     entries = manifest["items"]
@@ -142,7 +146,8 @@ def reuse_stored(ledger: Ledger, manifest: Mapping[str, Any] | None, conn_id: st
         if ok:
             item.end(COMPLETED, uris=[str(u) for u in entry["output_uris"]])
             item.request_id = entry.get("request_id")
-            item.reused, item.cost = True, 0.0
+            paid_here = float(entry.get("submitted_at") or 0.0) >= ledger.started_at
+            item.reused, item.cost = True, (entry.get("cost") if paid_here else 0.0)
     return sum(verdicts)
 
 
@@ -190,16 +195,24 @@ def _record_submit(
 
 def begin_round(store: Any, ledger: Ledger) -> None:
     """Say in the store that a round of submits starts, before it does: a resume that finds a later
-    round than its ledger knows (a try killed mid-round) re-attaches before submitting anything."""
+    round than its ledger knows (a try killed mid-round) re-attaches before submitting anything. The
+    marker also keeps when the batch started, so a retry knows what its earlier tries paid for."""
     ledger.rounds += 1
     if store is not None:
-        store.set(STORE_MARKER, {"rounds": ledger.rounds, "at": time.time()})
+        store.set(STORE_MARKER, {"rounds": ledger.rounds, "at": time.time(), "started_at": ledger.started_at})
 
 
 def rounds_started(store: Any) -> int:
     """How many rounds of submits this task instance started, over all its tries."""
     marker = store.get(STORE_MARKER) if store is not None else None
     return int(marker.get("rounds") or 0) if isinstance(marker, dict) else 0
+
+
+def started_at(store: Any, default: float) -> float:
+    """When this task instance's first try started the batch (``default`` when no try submitted yet)."""
+    marker = store.get(STORE_MARKER) if store is not None else None
+    value = marker.get("started_at") if isinstance(marker, dict) else None
+    return min(float(value), default) if isinstance(value, (int, float)) else default
 
 
 def submit_all(

@@ -27,9 +27,10 @@ line starting ``DISTRIBUTED-E2E`` (``pytest -s``).
 
 The scenario runs once per entry of ``CAMPAIGNS``, on the same deployment: the mapped
 ``SegmindOperator`` campaign, then the same 60 images as one ``SegmindBatchOperator`` task. The
-batch is one task with one trigger per wave, so its faults differ only where they must: its
-triggerer is killed once it has held the wave's trigger for 2 s (there is no spread to wait for),
-and the worker killed mid-wave is started again at once, since the batch's queue is that worker's.
+batch is one task with one trigger per wave, so its faults differ only where they must: the
+triggerer is killed once it has held the first wave's trigger for 2 s (there is no spread to wait
+for); the worker is killed between the submits and the defer of the next wave, once the first
+finished items are stored, and started again at once, since the batch's queue is that worker's.
 """
 
 from __future__ import annotations
@@ -273,6 +274,7 @@ class Watch:
         if len(orphans) < self.campaign.min_orphans:
             return
         survivor = next(name for name in TRIGGERERS if name != victim)
+        killed_at_db = self.stack.query("SELECT now()")[0][0]
         self.stack.kill(victim)
         self.at("triggerer_killed")
         self.triggerer = {
@@ -282,6 +284,7 @@ class Watch:
             "orphans": orphans,
             "held": {job: len(h) for job, h in held.items()},
             "killed_at": time.monotonic(),
+            "killed_at_db": killed_at_db,
         }
 
     def check_takeover(self, triggers: dict[int, tuple[int, int | None]]) -> None:
@@ -333,18 +336,26 @@ def _leads_its_group(pid: int) -> bool:
         return False
 
 
+def _task_logs(stack: Stack, campaign: Campaign, run_id: str, index: int) -> Path:
+    """The folder of one task's logs (``map_index=`` only for a mapped task, as Airflow names it)."""
+    folder = (
+        stack.home / "logs" / f"dag_id={campaign.dag_id}" / f"run_id={run_id}" / f"task_id={campaign.task_id}"
+    )
+    return folder / f"map_index={index}" if index >= 0 else folder
+
+
+def task_log(stack: Stack, campaign: Campaign, run_id: str, index: int, attempt: int) -> str:
+    path = _task_logs(stack, campaign, run_id, index) / f"attempt={attempt}.log"
+    return path.read_text(errors="replace") if path.exists() else ""
+
+
 def fired_by(stack: Stack, campaign: Campaign, run_id: str, index: int) -> set[int]:
     """Triggerer job ids whose trigger log for this task records a fired event.
 
     The triggerer writes a trigger's log beside the task's, as ``attempt=N.log.trigger.<job id>.log``.
     """
-    folder = (
-        stack.home / "logs" / f"dag_id={campaign.dag_id}" / f"run_id={run_id}" / f"task_id={campaign.task_id}"
-    )
-    if index >= 0:
-        folder /= f"map_index={index}"
     jobs = set()
-    for path in folder.glob("attempt=*.log.trigger.*.log"):
+    for path in _task_logs(stack, campaign, run_id, index).glob("attempt=*.log.trigger.*.log"):
         if "Trigger fired event" in path.read_text(errors="replace"):
             jobs.add(int(path.name.rsplit(".", 2)[-2]))
     return jobs
@@ -421,6 +432,10 @@ def test_a_campaign_survives_a_lost_triggerer_a_lost_worker_and_a_database_outag
     # A triggerer died holding deferred tasks; the survivor took every one of them over and fired it.
     assert watch.triggerer.get("takeover_s") is not None, context
     dead, survivor = watch.triggerer["job"], watch.triggerer["survivor_job"]
+    (beat,) = stack.query("SELECT latest_heartbeat FROM job WHERE id = %s", dead)[0]
+    assert beat <= watch.triggerer["killed_at_db"], (
+        f"job {dead} beat after its process was killed: not its job"
+    )
     for index in watch.triggerer["orphans"].values():
         fired = fired_by(stack, campaign, run_id, index)
         assert fired and dead not in fired, (index, fired, dead, survivor)
@@ -436,7 +451,14 @@ def test_a_campaign_survives_a_lost_triggerer_a_lost_worker_and_a_database_outag
     request_ids = check_images(stack, campaign, run_id)
     held_requests = set(watch.worker["request_ids"])
     assert held_requests and held_requests <= set(request_ids.values()), "the retry paid for new jobs"
-    if not campaign.batch:
+    if campaign.batch:  # the retry said so: the whole killed wave re-attached, none found in the history
+        retry_log = task_log(stack, campaign, run_id, held_index, attempt=2)
+        assert f"Re-attached to {len(held_requests)} requests an earlier try submitted" in retry_log
+        assert "request history that a killed try had not recorded" not in retry_log
+        # This run paid for every image, those its killed try stored (reused by the retry) included.
+        costs = {key: entry["cost"] for key, entry in campaign.results(stack, run_id).items()}
+        assert all(cost and cost > 0 for cost in costs.values()), costs
+    else:
         assert request_ids[str(held_index)] in held_requests, "the retry paid for a new job"
     assert len(submissions) == campaign.images, f"{len(submissions)} submissions; retried tasks {retried}"
     assert jobs_made == campaign.images

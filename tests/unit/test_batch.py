@@ -239,6 +239,11 @@ async def test_a_retry_after_the_worker_died_mid_batch_pays_for_nothing_twice(
     assert {e["request_id"] for e in retry["items"].values()} == {
         r["request_id"] for r in emulator.requests()
     }
+    reused = [e for e in retry["items"].values() if e["reused"]]
+    if how == "new run, manifest only":  # what the earlier run made cost this run nothing
+        assert reused and all(e["cost"] == 0.0 for e in reused)
+    else:  # the same task instance paid for all 24, its earlier try's stored items included
+        assert retry["cost"] == pytest.approx(24 * PRICE), retry["items"]
 
 
 async def test_failed_items_are_listed_and_fail_the_task_when_asked(

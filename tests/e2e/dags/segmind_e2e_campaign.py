@@ -9,12 +9,15 @@ Run by ``tests/e2e/test_distributed.py`` on a CeleryExecutor deployment. Each im
 product with its own seed (``seed + variant``), so every job is a distinct paid image.
 
 One test seam, off unless ``SEGMIND_E2E_HOLD_DIR`` is set (the test sets it on one Celery worker
-only): the first generation task of each DAG to reach ``defer`` there, on its first try, stops
+only): on its first try, the first generation task of each DAG to reach ``defer`` there stops
 *after* the operator submitted and stored its request ids and *before* it defers. It writes
 ``<dag id>.json`` (its pid, map index and request ids) and waits, so the test can SIGKILL that
 worker at exactly that point. ``defer`` is Airflow's public method the operators call there;
-nothing of the provider is replaced. The batch task runs in queue ``holding``, which only that
-worker consumes, so its first try always runs where the seam is.
+nothing of the provider is replaced. The mapped task holds at its only defer; the batch task at
+the defer that follows its first resumed wave (it stored the first finished items and submitted
+more), so the batch's first wave's trigger lives long enough to lose its triggerer first. The
+batch task runs in queue ``holding``, which only that worker consumes, so its first try always
+runs where the seam is.
 """
 
 from __future__ import annotations
@@ -43,11 +46,7 @@ RETRY_DELAY = dt.timedelta(seconds=2)
 class _Holding:
     """Mixin for an operator that can pause between submit and defer (the test seam above)."""
 
-    running_ti: Any = None  # set by ``execute`` only: a wave resumed after a deferral never holds
-
-    def execute(self, context: Any) -> Any:
-        self.running_ti = context["ti"]
-        return super().execute(context)  # type: ignore[misc]
+    running_ti: Any = None  # set by the entry point whose defer holds; None: this defer goes on
 
     def defer(self, **kwargs: Any) -> NoReturn:
         hold_dir = os.environ.get(HOLD_DIR_ENV)
@@ -59,11 +58,19 @@ class _Holding:
 
 
 class HoldableSegmindOperator(_Holding, SegmindOperator):
-    """``SegmindOperator`` with the seam."""
+    """``SegmindOperator`` with the seam: it holds between its submit and its defer."""
+
+    def execute(self, context: Any) -> dict[str, Any]:
+        self.running_ti = context["ti"]
+        return super().execute(context)
 
 
 class HoldableSegmindBatchOperator(_Holding, SegmindBatchOperator):
-    """``SegmindBatchOperator`` with the seam (it holds before its first wave's defer)."""
+    """``SegmindBatchOperator`` with the seam: it holds between a resumed wave's submits and its defer."""
+
+    def execute_wave(self, context: Any, event: dict[str, Any]) -> dict[str, Any]:
+        self.running_ti = context["ti"]
+        return super().execute_wave(context, event)
 
 
 def _hold(folder: Path, ti: Any, request_ids: list[str]) -> None:
