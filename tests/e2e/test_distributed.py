@@ -122,8 +122,10 @@ CAMPAIGNS = (
 )
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture
 def stack() -> Iterator[Stack]:
+    """A fresh deployment for each campaign: which process runs which triggerer job is known only
+    until the first restart (``Stack.refresh_triggerer_jobs``), and every campaign kills one."""
     missing = missing_services()
     if missing:
         pytest.skip(f"needs Debian's {' and '.join(missing)} (make test installs them when it can)")
@@ -274,8 +276,8 @@ class Watch:
         if len(orphans) < self.campaign.min_orphans:
             return
         survivor = next(name for name in TRIGGERERS if name != victim)
-        killed_at_db = self.stack.query("SELECT now()")[0][0]
         self.stack.kill(victim)
+        killed_at_db = self.stack.query("SELECT now()")[0][0]  # after it died: no later beat of its job
         self.at("triggerer_killed")
         self.triggerer = {
             "name": victim,
