@@ -25,7 +25,7 @@ image is stored once and decodes, the emulator's call log shows exactly one subm
 and the retried task paid for nothing new. The figures docs/scaling.md reports are printed on one
 line starting ``DISTRIBUTED-E2E`` (``pytest -s``).
 
-The scenario runs once per entry of ``CAMPAIGNS``, on the same deployment: the mapped
+The scenario runs once per entry of ``CAMPAIGNS``, each on a fresh deployment: the mapped
 ``SegmindOperator`` campaign, then the same 60 images as one ``SegmindBatchOperator`` task. The
 batch is one task with one trigger per wave, so its faults differ only where they must: the
 triggerer is killed once it has held the first wave's trigger for 2 s (there is no spread to wait
