@@ -193,7 +193,10 @@ class SegmindBatchOperator(BaseOperator):
 
     def _recover(self, ledger: Ledger, store: Any, payloads: Mapping[str, dict[str, Any]]) -> None:
         """What earlier runs or tries paid for: reuse what is stored and intact, re-attach what runs."""
-        ledger.started_at = batch_items.started_at(store, ledger.started_at)  # a retry: the first try's start
+        marker = batch_items.read_marker(store)  # one read: the rounds and the batch's first start
+        ledger.started_at = batch_items.first_started_at(
+            marker, ledger.started_at
+        )  # a retry: the first try's
         manifest = read_manifest(self.output_dir, self.output_conn_id) if self.output_dir else None
         if self.reuse and manifest is not None:
             reused = batch_items.reuse_stored(ledger, manifest, self.output_conn_id)
@@ -207,7 +210,7 @@ class SegmindBatchOperator(BaseOperator):
         reattach(
             ledger, store, manifest, self.hook, self.log, payloads=payloads, model=self.model, pages=pages
         )
-        ledger.rounds = max(ledger.rounds, batch_items.rounds_started(store))  # all known now
+        ledger.rounds = max(ledger.rounds, int(marker.get("rounds") or 0))  # all known now
 
     # ------------------------------------------------------------------ waves
 

@@ -53,12 +53,13 @@ __all__ = [
     "collect",
     "expected_format",
     "failure_listing",
+    "first_started_at",
     "floor_message",
     "price",
+    "read_marker",
     "record_wave",
     "reuse_stored",
     "rounds_started",
-    "started_at",
     "submit_all",
 ]
 
@@ -202,16 +203,20 @@ def begin_round(store: Any, ledger: Ledger) -> None:
         store.set(STORE_MARKER, {"rounds": ledger.rounds, "at": time.time(), "started_at": ledger.started_at})
 
 
+def read_marker(store: Any) -> dict[str, Any]:
+    """The store's marker (``rounds``, ``at``, ``started_at``), read once; empty before any round."""
+    marker = store.get(STORE_MARKER) if store is not None else None
+    return marker if isinstance(marker, dict) else {}
+
+
 def rounds_started(store: Any) -> int:
     """How many rounds of submits this task instance started, over all its tries."""
-    marker = store.get(STORE_MARKER) if store is not None else None
-    return int(marker.get("rounds") or 0) if isinstance(marker, dict) else 0
+    return int(read_marker(store).get("rounds") or 0)
 
 
-def started_at(store: Any, default: float) -> float:
+def first_started_at(marker: Mapping[str, Any], default: float) -> float:
     """When this task instance's first try started the batch (``default`` when no try submitted yet)."""
-    marker = store.get(STORE_MARKER) if store is not None else None
-    value = marker.get("started_at") if isinstance(marker, dict) else None
+    value = marker.get("started_at")
     return min(float(value), default) if isinstance(value, (int, float)) else default
 
 
