@@ -48,26 +48,15 @@ def upload(hook: SegmindHook, data: bytes, content_type: str) -> str:
     return hook._call(attempt, idempotent=True, settings=settings)
 
 
-def request_history(
-    hook: SegmindHook,
-    *,
-    model: str | None = None,
-    status: str | None = None,
-    from_date: str | None = None,
-    to_date: str | None = None,
-    page: int = 1,
-    per_page: int = HISTORY_PAGE_SIZE,
-) -> list[dict[str, Any]]:
+def request_history(hook: SegmindHook, **filters: Any) -> list[dict[str, Any]]:
     """One page of the key's requests, newest first (in-flight ones included), as history rows.
 
-    Rows carry ``request_id``, ``model_name``, ``model_status``, ``request_body``,
-    ``credits_deduction`` and timestamps; a request with several outputs may appear once per
-    output (de-duplicate on ``request_id``). Dates are ``YYYY-MM-DD``. To read more than a page,
-    use ``operators.history.HistoryWindow``, which follows the answer's paging fields.
+    Filters as :func:`history_page`. Rows carry ``request_id``, ``model_name``, ``model_status``,
+    ``request_body``, ``credits_deduction`` and timestamps; a request with several outputs may appear
+    once per output (de-duplicate on ``request_id``). To read more than a page, use
+    ``operators.history.HistoryWindow``, which follows the answer's paging fields.
     """
-    rows, _ = history_page(
-        hook, model=model, status=status, from_date=from_date, to_date=to_date, page=page, per_page=per_page
-    )
+    rows, _ = history_page(hook, **filters)
     return rows
 
 
@@ -82,7 +71,7 @@ def history_page(
     per_page: int = HISTORY_PAGE_SIZE,
 ) -> tuple[list[dict[str, Any]], dict[str, Any]]:
     """One page's rows and its paging fields (``page``, ``per_page``, ``total``, ``total_pages``, as
-    answered: a server may serve fewer rows per page than asked)."""
+    answered: a server may serve fewer rows per page than asked). Dates are ``YYYY-MM-DD``."""
     if not 1 <= per_page <= HISTORY_PAGE_SIZE:
         raise SegmindValidationError(f"per_page must be 1..{HISTORY_PAGE_SIZE}, got {per_page}")
     params: dict[str, Any] = {

@@ -17,7 +17,10 @@ from typing import Any
 
 import pytest
 import requests
-from airflow.sdk.exceptions import TaskDeferred
+
+# The helpers of the durable and batch tests (tests/unit is on sys.path: pytest's rootdir import mode).
+from test_batch import PRICE, SMALL, DyingStore, Killed, Run, batch, payloads
+from test_durable import FLUX, count, defer, operator
 
 from segmind_provider.exceptions import (
     SegmindAuthError,
@@ -30,118 +33,22 @@ from segmind_provider.exceptions import (
 from segmind_provider.hooks import errors
 from segmind_provider.hooks.segmind import SegmindHook
 from segmind_provider.operators.durable import STATE_STORE_KEY
-from segmind_provider.operators.segmind import SegmindBatchOperator, SegmindOperator
 from segmind_provider.runtime import reset_process_state
 from segmind_provider.status import RequestStatus, read_status
 from segmind_provider.testing.emulator.runner import SegmindEmulator
-from segmind_provider.triggers.batch import SegmindBatchTrigger
-from segmind_provider.triggers.segmind import SegmindRequestTrigger
-
-FLUX = "flux-1.1-pro"
-PRICE = 0.05
-SMALL = {"aspect_ratio": "custom", "width": 256, "height": 256}
-PAYLOAD = {"prompt": "a lighthouse at dawn", "output_format": "png", "seed": 7}
 
 
 @pytest.fixture
-def slept() -> list[float]:
-    pauses: list[float] = []
-    reset_process_state(sleep=pauses.append)
-    return pauses
-
-
-def operator(**kw: Any) -> SegmindOperator:
-    args: dict[str, Any] = {
-        "task_id": "generate",
-        "model": FLUX,
-        "payload": dict(PAYLOAD),
-        "deferrable": True,
-        "poll_interval": 0.2,
-        "timeout": 30,
-        "expected_duration": 0.14,
-    }
-    args.update(kw)
-    return SegmindOperator(**args)
-
-
-def defer(op: SegmindOperator, context: Any) -> SegmindRequestTrigger:
-    with pytest.raises(TaskDeferred) as info:
-        op.execute(context)
-    trigger = info.value.trigger
-    assert isinstance(trigger, SegmindRequestTrigger)
-    return trigger
+def pauses() -> list[float]:
+    """Sleeps of the history wait and of retry back-offs, recorded instead of slept."""
+    recorded: list[float] = []
+    reset_process_state(sleep=recorded.append)
+    return recorded
 
 
 def said(caplog: pytest.LogCaptureFixture, capsys: pytest.CaptureFixture[str]) -> str:
     """What the task logged (Airflow's task logger writes to stdout, the rest goes through logging)."""
     return caplog.text + "".join(capsys.readouterr())
-
-
-def count(emulator: SegmindEmulator, endpoint: str) -> int:
-    return len(emulator.calls(endpoint=endpoint))
-
-
-def batch(tmp_path: Path, items: Any, **kw: Any) -> SegmindBatchOperator:
-    args: dict[str, Any] = {
-        "task_id": "campaign",
-        "model": FLUX,
-        "payloads": items,
-        "output_dir": str(tmp_path / "out"),
-        "deferrable": True,
-        "poll_interval": 0.2,
-        "timeout": 60,
-        "max_in_flight": 8,
-    }
-    args.update(kw)
-    return SegmindBatchOperator(**args)
-
-
-def variants(n: int) -> list[dict[str, Any]]:
-    return [
-        {"prompt": f"a lighthouse, variant {i}", "output_format": "png", "seed": i, **SMALL} for i in range(n)
-    ]
-
-
-async def finish(op: SegmindBatchOperator, context: dict[str, Any], deferred: TaskDeferred) -> dict[str, Any]:
-    """Run a deferred batch to its end the way the triggerer and worker do (the event as JSON)."""
-
-    while True:
-        _, kwargs = deferred.trigger.serialize()
-        trigger = SegmindBatchTrigger(**json.loads(json.dumps(kwargs)))
-        (event,) = [e async for e in trigger.run()]
-        payload = json.loads(json.dumps(event.payload))
-        try:
-            return await asyncio.to_thread(op.execute_wave, context, payload)
-        except TaskDeferred as again:
-            deferred = again
-
-
-async def first_deferral(op: SegmindBatchOperator, context: dict[str, Any]) -> TaskDeferred:
-
-    with pytest.raises(TaskDeferred) as info:
-        await asyncio.to_thread(op.execute, context)
-    return info.value
-
-
-class Killed(BaseException):
-    """The worker dying: nothing after it runs, not even an ``except Exception``."""
-
-
-class DyingStore:
-    """The task's task_state_store, on a worker killed as it is about to keep its ``die_at``-th request
-    id (what was written before, such as a submit's start, is kept)."""
-
-    def __init__(self, shared: Any, die_at: int = 1) -> None:
-        self.shared, self.die_at, self.ids = shared, die_at, 0
-
-    def get(self, key: str, default: Any = None) -> Any:
-        return self.shared.get(key, default)
-
-    def set(self, key: str, value: Any, **kwargs: Any) -> None:
-        self.ids += "request_id" in value
-        if "request_id" in value and self.ids == self.die_at:
-            raise Killed(key)
-        self.shared.set(key, value)
 
 
 # ---------------------------------------------------------------- case 1: an unknown live status
@@ -178,13 +85,13 @@ def test_a_retry_reattaches_to_a_live_job_whose_status_it_does_not_know(
 async def test_a_batch_retry_reattaches_to_live_jobs_whose_status_it_does_not_know(
     emulator: SegmindEmulator, tmp_path: Path, make_context: Callable[..., dict[str, Any]], state_store: Any
 ) -> None:
-    await first_deferral(batch(tmp_path, variants(3)), make_context(state_store))
+    await Run(batch(tmp_path, payloads(3)), make_context(state_store)).deferred_once()
     assert len(emulator.requests()) == 3
-    retry, context = batch(tmp_path, variants(3)), make_context(state_store, try_number=2)
-    deferred = await first_deferral(retry, context)
+    retry = Run(batch(tmp_path, payloads(3)), make_context(state_store, try_number=2))
+    deferred = await retry.deferred_once()
     assert len(emulator.requests()) == 3  # re-attached, not paid again (6 before the fix)
     emulator.advance(60)  # the jobs finish
-    manifest = await finish(retry, context, deferred)
+    manifest = await retry.resume(deferred)
     assert manifest["completed"] == 3 and count(emulator, "submit") == 3
 
 
@@ -198,7 +105,7 @@ def test_a_worker_lost_before_storing_the_id_is_recovered_on_retry(
     """Try 1's worker died after the submit left and before its id was kept: its start was kept, so
     the retry looks in that submit's window and re-attaches."""
     with pytest.raises(Killed):
-        operator().execute(make_context(DyingStore(state_store)))
+        operator().execute(make_context(DyingStore(state_store, 1)))
     (job,) = emulator.requests()
     second = defer(operator(), make_context(state_store, try_number=2))
     assert second.request_id == job["request_id"] and count(emulator, "submit") == 1
@@ -210,7 +117,7 @@ def test_a_retry_after_a_429_never_takes_another_tasks_request(
     emulator: SegmindEmulator,
     make_context: Any,
     state_store: Any,
-    slept: list[float],
+    pauses: list[float],
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """``thumb`` sends a subset of ``hero``'s keys; its first try gets a 429, so no job of its own
@@ -228,12 +135,12 @@ def test_a_retry_after_a_429_never_takes_another_tasks_request(
     conn = json.loads(good)
     conn["extra"]["max_retries"] = 0  # the 429 fails the try at once
     monkeypatch.setenv("AIRFLOW_CONN_SEGMIND_DEFAULT", json.dumps(conn))
-    reset_process_state(sleep=slept.append)
+    reset_process_state(sleep=pauses.append)
     emulator.add_fault("submit", status=429, count=1)
     with pytest.raises(SegmindRateLimitError):
         operator(task_id="thumb", payload=thumb).execute(make_context(thumb_store))
     monkeypatch.setenv("AIRFLOW_CONN_SEGMIND_DEFAULT", good)
-    reset_process_state(sleep=slept.append)  # the retry runs in a new worker process
+    reset_process_state(sleep=pauses.append)  # the retry runs in a new worker process
     emulator.clear_calls()
     retried = defer(operator(task_id="thumb", payload=thumb), make_context(thumb_store, try_number=2))
     assert retried.request_id != hero.request_id
@@ -245,7 +152,7 @@ def test_a_retry_after_a_429_never_takes_another_tasks_request(
 def test_two_matching_rows_in_a_lost_submits_window_are_both_refused(
     emulator: SegmindEmulator,
     make_context: Any,
-    slept: list[float],
+    pauses: list[float],
     caplog: pytest.LogCaptureFixture,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
@@ -308,7 +215,7 @@ def test_a_retry_finds_its_job_past_a_short_first_page(
     """The history serves 20 rows a page whatever ``per_page`` asks (and says so); the job of the
     earlier try is the 26th row: the retry pages on by the answer's own fields and re-attaches."""
     with pytest.raises(Killed):
-        operator().execute(make_context(DyingStore(state_store)))
+        operator().execute(make_context(DyingStore(state_store, 1)))
     (job,) = emulator.requests()
     hook = SegmindHook()
     for i in range(25):  # other work on the key since
@@ -328,17 +235,14 @@ async def test_short_history_pages_neither_repay_lost_submits_nor_lose_costs(
     every cost is read (the manifest's cost is what the emulator charged)."""
     with pytest.raises(Killed):
         await asyncio.to_thread(
-            batch(tmp_path, variants(30), max_in_flight=20).execute, make_context(DyingStore(state_store, 15))
+            batch(tmp_path, payloads(30), max_in_flight=20).execute, make_context(DyingStore(state_store, 15))
         )
     assert len(emulator.requests()) > 14
     hook = SegmindHook()
     for i in range(25):  # another task's requests of the same model, newer than the killed try's
         hook.submit(FLUX, {"prompt": f"other work {i}", "output_format": "png", **SMALL})
-    retry, context = batch(tmp_path, variants(30), max_in_flight=20), make_context(state_store, try_number=2)
-    try:
-        manifest = await asyncio.to_thread(retry.execute, context)
-    except TaskDeferred as deferred:
-        manifest = await finish(retry, context, deferred)
+    retry = Run(batch(tmp_path, payloads(30), max_in_flight=20), make_context(state_store, try_number=2))
+    manifest = await retry.all()
     ours = [job for job in emulator.requests() if not job["body"]["prompt"].startswith("other work")]
     assert len(ours) == 30 and manifest["completed"] == 30
     assert manifest["cost"] == pytest.approx(sum(job["cost"] for job in ours)) == pytest.approx(30 * PRICE)
@@ -352,7 +256,7 @@ def test_a_key_with_whitespace_or_control_characters_is_refused_unsent(
     emulator: SegmindEmulator,
     make_context: Any,
     monkeypatch: pytest.MonkeyPatch,
-    slept: list[float],
+    pauses: list[float],
     caplog: pytest.LogCaptureFixture,
     capsys: pytest.CaptureFixture[str],
     bad: str,
@@ -375,7 +279,7 @@ def test_a_refused_connection_is_not_uncertain_and_its_retry_looks_nothing_up(
     make_context: Any,
     state_store: dict[str, Any],
     monkeypatch: pytest.MonkeyPatch,
-    slept: list[float],
+    pauses: list[float],
 ) -> None:
     with socket.socket() as spare:  # a port nobody listens on
         spare.bind(("127.0.0.1", 0))
@@ -389,7 +293,7 @@ def test_a_refused_connection_is_not_uncertain_and_its_retry_looks_nothing_up(
         operator().execute(make_context(state_store))
     assert not isinstance(info.value, SegmindSubmitUncertainError)
     monkeypatch.setenv("AIRFLOW_CONN_SEGMIND_DEFAULT", good)
-    reset_process_state(sleep=slept.append)  # the settings are read again
+    reset_process_state(sleep=pauses.append)  # the settings are read again
     defer(operator(), make_context(state_store, try_number=2))
     assert count(emulator, "history") == 0 and count(emulator, "submit") == 1
 
