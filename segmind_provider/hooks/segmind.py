@@ -407,7 +407,7 @@ class SegmindHook(BaseHook):
                     status, headers = response.status, response.headers
             except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
                 raise errors.transport_error(
-                    f"GET {path}", exc, never_sent=errors.aiohttp_never_sent(exc)
+                    f"GET {path}", exc, never_sent=errors.aiohttp_never_sent(exc), secret=settings.api_key
                 ) from exc
             if 200 <= status < 300 or (accept_failed and status == 422):
                 return status, body

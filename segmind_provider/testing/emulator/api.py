@@ -93,8 +93,9 @@ async def submit(request: web.Request) -> web.StreamResponse:
     _, job = accepted
     server.state.add_job(job)
     links = urls(server, request, job.request_id)
+    shown = server.state.config.live_status or "QUEUED"
     return json_response(
-        {"request_id": job.request_id, "status": "QUEUED", **links, "poll_url": links["status_url"]}
+        {"request_id": job.request_id, "status": shown, **links, "poll_url": links["status_url"]}
     )
 
 
