@@ -102,7 +102,8 @@ class RequestJournal:
 
     :param store: the task's ``task_state_store`` (None on Airflow 3.2, or with ``durable=False``).
     :param retry_since: on a retry, since when earlier tries may have submitted (:func:`retry_since`);
-        None on a first try or when retries must not re-attach (``durable=False``).
+        read only without a store (Airflow 3.2), where no submit window is known. None on a first
+        try or when retries must not re-attach (``durable=False``).
     :param history_wait: how long a lost submit answer is looked for in the request history.
     """
 
@@ -125,7 +126,8 @@ class RequestJournal:
         self._replaced: set[str] = set()  # this task's own requests found unusable: never re-attached
         if store is None:
             log.debug(
-                "No task_state_store (Airflow < 3.3 or durable=False): retries look in the request history"
+                "No task_state_store (Airflow < 3.3 or durable=False): a retry looks in the request history "
+                "since the DAG run started"
             )
 
     @classmethod
@@ -154,9 +156,10 @@ class RequestJournal:
         ours = saved is not None and saved.get("fingerprint") == digest
         found: Attached | None = None
         if saved is not None and saved.get("request_id"):
-            if ours:
-                found = self._reuse(saved)
-            else:
+            reused = self._reuse(saved) if ours else None
+            if reused is not None:
+                return reused  # already remembered
+            if not ours:
                 self.log.info(
                     "Stored request %s was for another payload; submitting fresh", saved["request_id"]
                 )
