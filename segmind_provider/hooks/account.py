@@ -18,10 +18,12 @@ from segmind_provider.media import data_url
 if TYPE_CHECKING:
     from segmind_provider.hooks.segmind import SegmindHook
 
-__all__ = ["HISTORY_PAGE_SIZE", "get_request", "request_history", "upload"]
+__all__ = ["HISTORY_PAGE_SIZE", "PAGING_FIELDS", "get_request", "history_page", "request_history", "upload"]
 
 HISTORY_PAGE_SIZE = 100
-"""The most rows one history call returns: one call can account for a hundred requests."""
+"""The most rows one history call asks for: one call can account for a hundred requests."""
+PAGING_FIELDS = ("page", "per_page", "total", "total_pages")
+"""Where a history answer says how it is paged."""
 
 
 def upload(hook: SegmindHook, data: bytes, content_type: str) -> str:
@@ -46,7 +48,19 @@ def upload(hook: SegmindHook, data: bytes, content_type: str) -> str:
     return hook._call(attempt, idempotent=True, settings=settings)
 
 
-def request_history(
+def request_history(hook: SegmindHook, **filters: Any) -> list[dict[str, Any]]:
+    """One page of the key's requests, newest first (in-flight ones included), as history rows.
+
+    Filters as :func:`history_page`. Rows carry ``request_id``, ``model_name``, ``model_status``,
+    ``request_body``, ``credits_deduction`` and timestamps; a request with several outputs may appear
+    once per output (de-duplicate on ``request_id``). To read more than a page, use
+    ``operators.history.HistoryWindow``, which follows the answer's paging fields.
+    """
+    rows, _ = history_page(hook, **filters)
+    return rows
+
+
+def history_page(
     hook: SegmindHook,
     *,
     model: str | None = None,
@@ -55,13 +69,9 @@ def request_history(
     to_date: str | None = None,
     page: int = 1,
     per_page: int = HISTORY_PAGE_SIZE,
-) -> list[dict[str, Any]]:
-    """One page of the key's requests, newest first (in-flight ones included), as history rows.
-
-    Rows carry ``request_id``, ``model_name``, ``model_status``, ``request_body``,
-    ``credits_deduction`` and timestamps; a request with several outputs may appear once per
-    output (de-duplicate on ``request_id``). Dates are ``YYYY-MM-DD``.
-    """
+) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    """One page's rows and its paging fields (``page``, ``per_page``, ``total``, ``total_pages``, as
+    answered: a server may serve fewer rows per page than asked). Dates are ``YYYY-MM-DD``."""
     if not 1 <= per_page <= HISTORY_PAGE_SIZE:
         raise SegmindValidationError(f"per_page must be 1..{HISTORY_PAGE_SIZE}, got {per_page}")
     params: dict[str, Any] = {
@@ -75,7 +85,8 @@ def request_history(
     answer = hook._get(
         "/inference-request/request-history", priority=Priority.RESULT, host="account", params=params
     )
-    return _rows(answer)
+    paging = {key: answer.get(key) for key in PAGING_FIELDS}
+    return _rows(answer), paging
 
 
 def get_request(hook: SegmindHook, request_id: str) -> dict[str, Any]:

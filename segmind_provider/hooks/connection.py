@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import re
+import unicodedata
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -36,6 +37,7 @@ __all__ = [
     "ENV_API_KEY",
     "ConnectionSettings",
     "afetch_settings",
+    "check_key",
     "fetch_settings",
     "normalise_url",
     "path_segment",
@@ -114,6 +116,25 @@ def _number(extras: Mapping[str, Any], name: str, default: float | None, *, inte
     return number
 
 
+_CHAR_NAMES = {"\n": "line feed", "\r": "carriage return", "\t": "tab"}
+
+
+def check_key(key: str, source: str) -> None:
+    """Refuse a key holding whitespace or a control character, naming neither the key nor any of it.
+
+    Such a key cannot be sent in a header: requests refuses it with an error quoting the key escaped
+    (``\\n``), which the secrets masker does not recognise. Surrounding whitespace is already stripped.
+    """
+    for position, char in enumerate(key, start=1):
+        if char.isspace() or unicodedata.category(char).startswith("C"):
+            name = _CHAR_NAMES.get(char) or unicodedata.name(char, "control character").lower()
+            raise SegmindAuthError(
+                f"the API key of {source} holds a {name} (U+{ord(char):04X}, character {position} of "
+                f"{len(key)}); an API key "
+                "has no whitespace or control characters: paste it again"
+            )
+
+
 def settings_from(conn: Any | None, conn_id: str, environ: Mapping[str, str]) -> ConnectionSettings:
     """Connection (or the SEGMIND_API_KEY fallback) to settings; a missing key fails here, before any request."""
     if conn is None:
@@ -134,6 +155,7 @@ def settings_from(conn: Any | None, conn_id: str, environ: Mapping[str, str]) ->
         base_url = normalise_url(conn.host, conn.port)
         extras = conn.extra_dejson or {}
         source = f"connection {conn_id!r}"
+    check_key(key, source)
     timeout = _number(extras, "timeout", DEFAULT_TIMEOUT) or DEFAULT_TIMEOUT
     return ConnectionSettings(
         base_url=base_url,

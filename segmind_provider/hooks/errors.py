@@ -26,6 +26,7 @@ from segmind_provider.exceptions import (
     SegmindServerError,
     SegmindSubmitUncertainError,
     SegmindTransportError,
+    SegmindValidationError,
 )
 from segmind_provider.hooks.retry import parse_retry_after
 
@@ -33,7 +34,9 @@ __all__ = [
     "aiohttp_never_sent",
     "detail_from_body",
     "error_for",
+    "local_error",
     "requests_never_sent",
+    "requests_refused_locally",
     "safe_url",
     "scrub",
     "transport_error",
@@ -48,9 +51,13 @@ UNCERTAIN_NOTE = (
 
 
 def scrub(text: str, secret: str | None) -> str:
-    """Remove the key from any text that may become an exception message (servers sometimes echo it)."""
-    if secret and secret in text:
-        return text.replace(secret, "***")
+    """Remove the key from any text that may become an exception message (servers sometimes echo it),
+    as written and as Python quotes it escaped (``repr``), which the secrets masker does not match."""
+    if not secret:
+        return text
+    for form in (secret, repr(secret)[1:-1], repr(secret.encode("utf-8", "replace"))[2:-1]):
+        if form and form in text:
+            text = text.replace(form, "***")
     return text
 
 
@@ -127,9 +134,27 @@ def uncertain(what: str, exc: SegmindError) -> SegmindSubmitUncertainError:
     )
 
 
+#: requests' errors raised while the request is being built, before any connection is opened.
+_LOCAL_ERRORS = (
+    requests.exceptions.InvalidHeader,
+    requests.exceptions.InvalidURL,
+    requests.exceptions.InvalidSchema,
+    requests.exceptions.MissingSchema,
+    requests.exceptions.URLRequired,
+    requests.exceptions.InvalidJSONError,
+)
+
+
+def requests_refused_locally(exc: requests.RequestException) -> bool:
+    """True when requests refused to build the request (a bad header or URL): no byte left, and
+    trying again cannot help."""
+    return isinstance(exc, _LOCAL_ERRORS)
+
+
 def requests_never_sent(exc: requests.RequestException) -> bool:
-    """True only when requests/urllib3 failed to open the connection, so nothing reached the server."""
-    if isinstance(exc, requests.ConnectTimeout):
+    """True only when nothing reached the server: the request was refused locally, or requests/urllib3
+    failed to open the connection."""
+    if requests_refused_locally(exc) or isinstance(exc, requests.ConnectTimeout):
         return True
     if isinstance(exc, requests.ConnectionError) and not isinstance(exc, requests.exceptions.SSLError):
         reason = exc.args[0] if exc.args else None
@@ -148,7 +173,15 @@ def aiohttp_never_sent(exc: BaseException) -> bool:
     return isinstance(exc, aiohttp.ClientConnectorError)
 
 
-def transport_error(what: str, exc: BaseException, *, never_sent: bool) -> SegmindTransportError:
+def transport_error(
+    what: str, exc: BaseException, *, never_sent: bool, secret: str | None = None
+) -> SegmindTransportError:
     """Wrap a connection or read failure, remembering whether the request may have left."""
-    message = " ".join(str(exc).split())[:300] or type(exc).__name__
+    message = scrub(" ".join(str(exc).split()), secret)[:300] or type(exc).__name__
     return SegmindTransportError(f"{what} failed: {type(exc).__name__}: {message}", maybe_sent=not never_sent)
+
+
+def local_error(what: str, exc: requests.RequestException, secret: str | None) -> SegmindValidationError:
+    """A request requests refused to build: nothing was sent (so nothing billed), and it is not retried."""
+    message = scrub(" ".join(str(exc).split()), secret)[:300] or type(exc).__name__
+    return SegmindValidationError(f"{what} was not sent: {type(exc).__name__}: {message}")

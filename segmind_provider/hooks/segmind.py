@@ -21,7 +21,7 @@ import requests
 from airflow.sdk import BaseHook
 from requests.adapters import HTTPAdapter
 
-from segmind_provider.events import failure_error, failure_reason
+from segmind_provider.events import failure_error, failure_reason, reason_in
 from segmind_provider.exceptions import (
     SegmindAuthError,
     SegmindError,
@@ -35,6 +35,7 @@ from segmind_provider.hooks.client import USER_AGENT
 from segmind_provider.hooks.connection import DEFAULT_TIMEOUT, ConnectionSettings, path_segment
 from segmind_provider.hooks.download import CONNECT_TIMEOUT_CAP, download_to
 from segmind_provider.runtime import process_state
+from segmind_provider.status import RequestStatus, read_status
 
 __all__ = ["SegmindHook", "SyncRunResult"]
 
@@ -150,7 +151,11 @@ class SegmindHook(BaseHook):
                 allow_redirects=False,
             )
         except requests.RequestException as exc:
-            transport = errors.transport_error(what, exc, never_sent=errors.requests_never_sent(exc))
+            if errors.requests_refused_locally(exc):
+                raise errors.local_error(what, exc, settings.api_key) from None
+            transport = errors.transport_error(
+                what, exc, never_sent=errors.requests_never_sent(exc), secret=settings.api_key
+            )
             if submit and transport.maybe_sent:
                 raise errors.uncertain(what, transport) from exc
             raise transport from exc
@@ -354,7 +359,7 @@ class SegmindHook(BaseHook):
             detail, data = errors.detail_from_body(body, settings.api_key)
             answer = dict(data) if isinstance(data, dict) else {}
             answer.setdefault("request_id", request_id)
-            answer["status"] = "FAILED"
+            answer["status"] = RequestStatus.FAILED.value
             answer.setdefault("error", detail)
             return answer
         return self._object(body, f"GET status of {request_id}", settings, request_id)
@@ -363,8 +368,13 @@ class SegmindHook(BaseHook):
     def _result_answer(
         answer: dict[str, Any], request_id: str, settings: ConnectionSettings
     ) -> dict[str, Any]:
-        if str(answer.get("status", "")).upper() == "FAILED":
+        status = read_status(answer)
+        if status is RequestStatus.FAILED:
             raise failure_error(request_id, errors.scrub(failure_reason(answer), settings.api_key))
+        reason = reason_in(answer)
+        if status is RequestStatus.COMPLETED and answer.get("output") is None and reason:
+            # A 200 COMPLETED with no output and a reason beside it: the request failed, for that reason.
+            raise failure_error(request_id, errors.scrub(reason, settings.api_key))
         return answer
 
     # ---------------------------------------------------------------- async API (triggerer)
@@ -397,7 +407,7 @@ class SegmindHook(BaseHook):
                     status, headers = response.status, response.headers
             except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
                 raise errors.transport_error(
-                    f"GET {path}", exc, never_sent=errors.aiohttp_never_sent(exc)
+                    f"GET {path}", exc, never_sent=errors.aiohttp_never_sent(exc), secret=settings.api_key
                 ) from exc
             if 200 <= status < 300 or (accept_failed and status == 422):
                 return status, body

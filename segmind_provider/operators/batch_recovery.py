@@ -16,7 +16,6 @@ from typing import TYPE_CHECKING, Any
 from segmind_provider.events import failure_reason, is_content_block
 from segmind_provider.exceptions import SegmindNotFoundError
 from segmind_provider.operators.batch_state import (
-    COMPLETED,
     FAILED,
     PENDING,
     RUNNING,
@@ -24,8 +23,8 @@ from segmind_provider.operators.batch_state import (
     Ledger,
     store_key,
 )
-from segmind_provider.operators.durable import ACTIVE_STATUSES
 from segmind_provider.operators.history import find_submitted
+from segmind_provider.status import RequestStatus, read_status
 
 if TYPE_CHECKING:
     from segmind_provider.hooks.segmind import SegmindHook
@@ -132,16 +131,15 @@ def reattach(
                 request_id,
             )
             continue
-        status = str(answer.get("status") or "").upper()
-        if status == "FAILED":
+        if read_status(answer) is RequestStatus.FAILED:
             reason = failure_reason(answer)
             if is_content_block(reason):
                 item.request_id = request_id
                 item.end(FAILED, error=reason)
             continue
-        if status in ACTIVE_STATUSES or status == COMPLETED:
-            item.request_id, item.status = request_id, RUNNING
-            item.submitted_at = float(record.get("submitted_at") or time.time())
-            attached += 1
+        # Only COMPLETED and FAILED end a request: any other status, an unknown one too, is live.
+        item.request_id, item.status = request_id, RUNNING
+        item.submitted_at = float(record.get("submitted_at") or time.time())
+        attached += 1
     if records:
         log.info("Re-attached to %d requests an earlier try submitted (not paid again)", attached)

@@ -1,24 +1,27 @@
 """Pay once: remember a request across tries, and re-attach to it instead of paying again.
 
-The operators submit on the worker; the request id is kept in the task's ``task_state_store``
-(Airflow 3.3+) right after the submit, under a fingerprint of what was asked. A retry that
-finds a live or finished request for the same fingerprint re-attaches to it; one for another
-payload, a FAILED one or a gone one (results are kept an hour) is replaced.
+The operators submit on the worker; the task's ``task_state_store`` (Airflow 3.3+) keeps, under a
+fingerprint of what was asked, when a submit started (written BEFORE it is sent) and then the request
+id it got. A retry that finds a live or finished request for the same fingerprint re-attaches to it;
+one for another payload, a FAILED one or a gone one (results are kept an hour) is replaced.
 
-Where no request id was kept, Segmind's request history (the account API) is the record:
+Where no request id was kept, Segmind's request history (the account API) is the record, read only
+inside the window of one uncertain submit (docs/reliability.md):
 
-* a submit whose answer was lost (``SegmindSubmitUncertainError``) looks there for a request of
-  the same model and payload created since just before the submit, for at most
-  ``HISTORY_WAIT_SECONDS``; found, it re-attaches; not found, the uncertain error stands;
-* a retry that finds no stored request id (Airflow 3.2 has no ``task_state_store``; a worker lost
-  between submit and store) looks there once for an earlier try's live or completed request.
+* a submit whose answer was lost (``SegmindSubmitUncertainError``) looks for its job among the rows
+  created between its start and its end, for at most ``HISTORY_WAIT_SECONDS``;
+* a retry whose earlier try started a submit and never kept its id (a worker lost mid-submit) looks
+  once in that submit's window;
+* a try that never got as far as an uncertain submit (a 429, a 4xx, a refused connection, an error
+  before any byte left) leaves nothing to look up, and its retry looks nothing up;
+* on Airflow 3.2 (no ``task_state_store``, so no window is known) a retry looks since the DAG run
+  started, at most an hour back.
 
-See docs/reliability.md for the matching rule.
+A row matches only when its inputs equal the payload sent; where two rows match, none is taken.
 """
 
 from __future__ import annotations
 
-import ast
 import datetime as dt
 import hashlib
 import json
@@ -29,13 +32,20 @@ from typing import TYPE_CHECKING, Any
 
 from segmind_provider.exceptions import SegmindError, SegmindNotFoundError, SegmindSubmitUncertainError
 from segmind_provider.hooks.account import HISTORY_PAGE_SIZE
+from segmind_provider.operators.history import (
+    CLOCK_SKEW_SECONDS,
+    HistoryWindow,
+    parse_request_body,
+    row_created,
+    same_request,
+)
 from segmind_provider.runtime import process_state
+from segmind_provider.status import RequestStatus, read_status
 
 if TYPE_CHECKING:
     from segmind_provider.hooks.segmind import SegmindHook
 
 __all__ = [
-    "ACTIVE_STATUSES",
     "CLOCK_SKEW_SECONDS",
     "HISTORY_WAIT_SECONDS",
     "RESULT_LIFETIME_SECONDS",
@@ -50,20 +60,17 @@ __all__ = [
 
 #: The ``task_state_store`` key holding the live request across tries. Renaming it breaks in-flight retries.
 STATE_STORE_KEY = "segmind_request"
-ACTIVE_STATUSES = ("QUEUED", "PROCESSING")
 #: Segmind keeps results an hour: an older request cannot be fetched, so no lookup reaches further back.
 RESULT_LIFETIME_SECONDS = 3600.0
-#: How far our clock and Segmind's may disagree when a history row's creation time is compared.
-CLOCK_SKEW_SECONDS = 30.0
 #: How long, after a lost submit answer, the request history is watched for the job.
 HISTORY_WAIT_SECONDS = 30.0
 #: Pauses between history lookups after a lost answer (cut to fit the wait).
 HISTORY_PAUSES = (1.0, 2.0, 4.0, 8.0, 15.0)
 #: History pages (of 100 rows, newest first) read before giving up on a busy key.
 HISTORY_PAGES = 5
-_CREATED_KEYS = ("created_at", "createdAt", "model_created", "created", "timestamp")
 
 Attached = tuple[str, float, dict[str, Any]]
+Row = tuple[float, dict[str, Any]]
 
 
 def fingerprint(model: str, payload: Mapping[str, Any]) -> str:
@@ -90,68 +97,13 @@ def retry_since(context: Mapping[str, Any], now: float | None = None) -> float |
     return since
 
 
-def parse_request_body(body: Any) -> dict[str, Any] | None:
-    """A history row's ``request_body``: a dict, a JSON text or a Python literal text; None otherwise."""
-    if isinstance(body, Mapping):
-        return dict(body)
-    if not isinstance(body, str):
-        return None
-    for parse in (json.loads, ast.literal_eval):
-        try:
-            value = parse(body)
-        except (ValueError, SyntaxError, TypeError, MemoryError, RecursionError):
-            continue
-        if isinstance(value, dict):
-            return value
-    return None
-
-
-def _plain(value: Any) -> Any:
-    """The value as JSON would carry it (tuples become lists), for comparing with a parsed body."""
-    return json.loads(json.dumps(value, default=str))
-
-
-def same_request(row: Mapping[str, Any], model: str, payload: Mapping[str, Any]) -> bool:
-    """True when a history row is ``model`` with every parameter we sent, unchanged.
-
-    Extra keys in the row's body are allowed (the server may record filled-in defaults).
-    """
-    if str(row.get("model_name") or "").strip().lower() != model.strip().lower():
-        return False
-    body = parse_request_body(row.get("request_body"))
-    if body is None:
-        return False
-    sent = _plain(dict(payload))
-    return all(key in body and _plain(body[key]) == value for key, value in sent.items())
-
-
-def row_created(row: Mapping[str, Any]) -> float | None:
-    """A history row's creation time (epoch seconds), from an ISO text or an epoch number."""
-    for key in _CREATED_KEYS:
-        value = row.get(key)
-        if isinstance(value, (int, float)) and not isinstance(value, bool):
-            return float(value) / (1000.0 if value > 1e11 else 1.0)
-        if isinstance(value, str) and value.strip():
-            try:
-                moment = dt.datetime.fromisoformat(value.strip().replace("Z", "+00:00"))
-            except ValueError:
-                continue
-            if moment.tzinfo is None:
-                moment = moment.replace(tzinfo=dt.timezone.utc)
-            return moment.timestamp()
-    return None
-
-
-def _day(epoch: float) -> str:
-    return dt.datetime.fromtimestamp(epoch, dt.timezone.utc).date().isoformat()
-
-
 class RequestJournal:
     """One task's requests across its tries: re-attach when possible, else submit and remember.
 
     :param store: the task's ``task_state_store`` (None on Airflow 3.2, or with ``durable=False``).
     :param retry_since: on a retry, since when earlier tries may have submitted (:func:`retry_since`);
-        None on a first try or when retries must not re-attach (``durable=False``).
+        read only without a store (Airflow 3.2), where no submit window is known. None on a first
+        try or when retries must not re-attach (``durable=False``).
     :param history_wait: how long a lost submit answer is looked for in the request history.
     """
 
@@ -174,7 +126,8 @@ class RequestJournal:
         self._replaced: set[str] = set()  # this task's own requests found unusable: never re-attached
         if store is None:
             log.debug(
-                "No task_state_store (Airflow < 3.3 or durable=False): retries look in the request history"
+                "No task_state_store (Airflow < 3.3 or durable=False): a retry looks in the request history "
+                "since the DAG run started"
             )
 
     @classmethod
@@ -199,22 +152,27 @@ class RequestJournal:
         """
         digest = fingerprint(self.model, payload if identity is None else identity)
         saved = self.store.get(STATE_STORE_KEY) if self.store is not None else None
-        saved = saved if isinstance(saved, dict) and saved.get("request_id") else None
-        known = saved is not None and saved.get("fingerprint") == digest
-        if saved is not None and known:
-            reused = self._reuse(saved)
+        saved = saved if isinstance(saved, dict) else None
+        ours = saved is not None and saved.get("fingerprint") == digest
+        found: Attached | None = None
+        if saved is not None and saved.get("request_id"):
+            reused = self._reuse(saved) if ours else None
             if reused is not None:
-                return reused
-        elif saved is not None:
-            self.log.info("Stored request %s was for another payload; submitting fresh", saved["request_id"])
-        if not known and self.retry_since is not None:
+                return reused  # already remembered
+            if not ours:
+                self.log.info(
+                    "Stored request %s was for another payload; submitting fresh", saved["request_id"]
+                )
+        elif saved is not None and ours and saved.get("submit_started"):
+            found = self._earlier_submit(payload, saved)
+        elif self.store is None and self.retry_since is not None:
             found = self._earlier_try(payload)
-            if found is not None:
-                self.remember(self._record(found, digest))
-                return found
+        if found is not None:
+            self.remember(self._record(found, digest))
+            return found
         if before_submit is not None:
             before_submit()
-        attached = self._submit(payload)
+        attached = self._submit(payload, digest)
         self.remember(self._record(attached, digest))
         return attached
 
@@ -226,9 +184,9 @@ class RequestJournal:
             self.store.set(STATE_STORE_KEY, record)
         except Exception:
             self.log.warning(
-                "Could not remember Segmind request %s in task_state_store; waiting for it anyway, "
-                "but a retry of this task would submit again",
-                record.get("request_id"),
+                "Could not remember Segmind request %s in task_state_store; a retry of this task "
+                "may submit again",
+                record.get("request_id") or "(a submit about to be sent)",
                 exc_info=True,
             )
 
@@ -243,12 +201,20 @@ class RequestJournal:
             "fingerprint": digest,
         }
 
-    def _submit(self, payload: dict[str, Any]) -> Attached:
+    def _submit(self, payload: dict[str, Any], digest: str) -> Attached:
+        """Submit, with the submit's start kept first: a retry then knows the window to look in."""
         started = time.time()
+        pending = {"model": self.model, "fingerprint": digest, "submit_started": started}
+        self.remember(pending)
         try:
             answer = self.hook.submit(self.model, payload)
         except SegmindSubmitUncertainError as exc:
-            return self._recover(payload, started, exc)
+            ended = time.time()
+            self.remember({**pending, "submit_ended": ended})
+            return self._recover(payload, started, ended, exc)
+        except SegmindError:
+            self.remember({"model": self.model, "fingerprint": digest})  # surely no job: nothing to look up
+            raise
         # Stamped on the answer, not before the call: the submit may wait for the key's budget first,
         # and the poll schedule must be anchored on when Segmind got the job.
         submitted_at = time.time()
@@ -267,37 +233,55 @@ class RequestJournal:
         return None
 
     def _attach(self, request_id: str, submitted_at: float, *, accept_failed: bool) -> Attached | None:
-        """The request's status when it can be waited on or fetched (FAILED too, if accepted)."""
+        """The request's status when it can be waited on or fetched (FAILED too, if accepted).
+
+        Only COMPLETED and FAILED end a request; any other status, one we do not know included, is live.
+        """
         try:
             answer = self.hook.get_status(request_id)
         except SegmindNotFoundError:
             self.log.info("Segmind request %s is gone (expired or unknown)", request_id)
             return None
-        status = str(answer.get("status") or "").upper()
-        if status in ACTIVE_STATUSES:
-            self.log.info("Re-attaching to Segmind request %s (%s); not submitting again", request_id, status)
-        elif status == "COMPLETED":
+        status = read_status(answer)
+        if status is RequestStatus.COMPLETED:
             self.log.info("Segmind request %s already completed; fetching it without submitting", request_id)
-        elif not (accept_failed and status == "FAILED"):
-            self.log.info("Segmind request %s ended %s", request_id, status or "unknown")
+        elif status is RequestStatus.FAILED and not accept_failed:
+            self.log.info("Segmind request %s ended FAILED", request_id)
             return None
+        elif status is not RequestStatus.FAILED:
+            shown = answer.get("status") or "no status"
+            self.log.info("Re-attaching to Segmind request %s (%s); not submitting again", request_id, shown)
         return request_id, submitted_at, answer
 
+    def _earlier_submit(self, payload: dict[str, Any], saved: Mapping[str, Any]) -> Attached | None:
+        """The job of an earlier try's submit that never kept its id, from the history rows of that
+        submit's window (its start to its end, or to now when the try died mid-submit)."""
+        started = float(saved["submit_started"])
+        ended = float(saved.get("submit_ended") or time.time())
+        self.log.info(
+            "An earlier try started a %s submit at %s and kept no request id; looking for its job in "
+            "Segmind's request history",
+            self.model,
+            _moment(started),
+        )
+        return self._one_earlier(payload, started, ended)
+
     def _earlier_try(self, payload: dict[str, Any]) -> Attached | None:
-        """An earlier try's live or completed request, from the history (no id was kept)."""
+        """Airflow 3.2 (no store, so no submit window is known): an earlier try's request since the DAG
+        run started."""
         assert self.retry_since is not None
+        return self._one_earlier(payload, self.retry_since, time.time())
+
+    def _one_earlier(self, payload: dict[str, Any], since: float, until: float) -> Attached | None:
+        """The one live or completed request of this payload created in the window; none when two match."""
         try:
-            rows = [
-                item
-                for item in self._history(payload, self.retry_since)
-                if str(item[1].get("model_status") or "").upper() != "FAILED"
-            ]
+            rows = [row for row in self._history(payload, since, until) if not _failed(row[1])]
         except SegmindError as exc:
             self.log.warning("Could not read Segmind's request history (%s); submitting fresh", exc)
             return None
-        # A finished one first (nothing to wait for), then the newest.
-        rows.sort(key=lambda item: (str(item[1].get("model_status")).upper() == "COMPLETED", item[0]))
-        rows.reverse()
+        if len(rows) > 1:
+            self._ambiguous(rows)
+            return None
         for created, row in rows:
             attached = self._attach(str(row["request_id"]), created, accept_failed=False)
             if attached is not None:
@@ -306,9 +290,20 @@ class RequestJournal:
         self.log.info("No earlier try's %s request with this payload in the request history", self.model)
         return None
 
-    def _recover(self, payload: dict[str, Any], started: float, exc: SegmindSubmitUncertainError) -> Attached:
+    def _ambiguous(self, rows: list[Row]) -> str:
+        """Say that several requests match and none is taken; returns the sentence."""
+        ids = ", ".join(str(row.get("request_id")) for _, row in rows)
+        text = (
+            f"{len(rows)} {self.model} requests with this payload were created in the window ({ids}): "
+            "they cannot be told apart, so none is re-attached"
+        )
+        self.log.warning("%s", text)
+        return text
+
+    def _recover(
+        self, payload: dict[str, Any], started: float, ended: float, exc: SegmindSubmitUncertainError
+    ) -> Attached:
         """After a lost submit answer: the job, if the history shows it within the wait; else ``exc`` stands."""
-        since = started - CLOCK_SKEW_SECONDS
         self.log.warning(
             "The answer to the %s submit was lost; looking for the job in Segmind's request history "
             "for up to %.0f s instead of paying again",
@@ -320,12 +315,14 @@ class RequestJournal:
             if pause:
                 process_state().sleep(pause)
             try:
-                rows = self._history(payload, since)
+                rows = self._history(payload, started, ended)
             except SegmindError as error:
                 problem = f"the history could not be read: {error}"
                 continue
-            # The one created closest to our submit: another task's identical request came at another time.
-            for created, row in sorted(rows, key=lambda item: abs(item[0] - started)):
+            if len(rows) > 1:
+                problem = self._ambiguous(rows)
+                break
+            for created, row in rows:
                 attached = self._attach(str(row["request_id"]), created, accept_failed=True)
                 if attached is not None:
                     self.log.info(
@@ -334,30 +331,32 @@ class RequestJournal:
                     return attached
         account = self.hook.get_settings().account_url
         raise SegmindSubmitUncertainError(
-            f"{exc.detail}. Segmind's request history ({account}) showed no {self.model} request with this "
-            f"payload created since the submit, looking for {self.history_wait:.0f} s ({problem})",
+            f"{exc.detail}. Segmind's request history ({account}) showed no {self.model} request with this payload "
+            f"that can be taken for the submit's job, looking for {self.history_wait:.0f} s ({problem})",
             status_code=exc.status_code,
             request_id=exc.request_id,
         ) from exc
 
-    def _history(self, payload: dict[str, Any], since: float) -> list[tuple[float, dict[str, Any]]]:
-        """``(created, row)`` for each history row of this model and payload created at or after ``since``."""
-        found: dict[str, tuple[float, dict[str, Any]]] = {}
-        for page in range(1, HISTORY_PAGES + 1):
-            rows = self.hook.request_history(
-                model=self.model, from_date=_day(since), to_date=_day(time.time() + 86400.0), page=page
-            )
-            times = [row_created(row) for row in rows]
-            for created, row in zip(times, rows, strict=True):
-                request_id = str(row.get("request_id") or "")
-                if created is None or created < since or request_id in self._replaced:
-                    continue
-                if request_id and same_request(row, self.model, payload):
-                    found.setdefault(request_id, (created, row))  # one row per output: keep one
-            known = [t for t in times if t is not None]
-            if len(rows) < HISTORY_PAGE_SIZE or (known and min(known) < since):
-                break
-        return list(found.values())
+    def _history(self, payload: dict[str, Any], since: float, until: float) -> list[Row]:
+        """``(created, row)`` for each history row of this model and payload created in the window."""
+        window = HistoryWindow(
+            self.hook, self.model, since, until, max_rows=HISTORY_PAGES * HISTORY_PAGE_SIZE
+        )
+        return [
+            (created, row)
+            for created, row in window
+            if created is not None
+            and str(row.get("request_id")) not in self._replaced
+            and same_request(row, self.model, payload)
+        ]
+
+
+def _failed(row: Mapping[str, Any]) -> bool:
+    return read_status(row, "model_status") is RequestStatus.FAILED
+
+
+def _moment(epoch: float) -> str:
+    return dt.datetime.fromtimestamp(epoch, dt.timezone.utc).isoformat(timespec="seconds")
 
 
 def _pauses(total: float) -> Iterator[float]:

@@ -1,61 +1,171 @@
-"""The account's request history, read for a batch: what requests cost, and submits whose answer was lost.
+"""The account's request history, read in one place: the rows of a window, what requests cost, lost submits.
 
 ``GET {account_url}/inference-request/request-history`` lists the key's requests newest first, in-flight
-ones included, in pages of up to 100 rows. One call accounts for a hundred requests, so a batch reads
-it once per hundred results (never once per request: on a 50-per-minute key every call is an image not
-made), and a retry reads the few pages since its last round of submits to find the requests a killed
-try paid for but never recorded (matched by model and ``request_body``; a request found is re-attached,
-one not there was never created and is submitted).
+ones included, a page at a time. :class:`HistoryWindow` is the only reader: it follows the answer's own
+paging fields (a server may serve fewer rows than ``per_page`` asked and say so) until the window is
+covered. A batch reads it once per hundred results for costs (never once per request: on a
+50-per-minute key every call is an image not made), and a retry reads the window of its earlier
+submits to find the requests a killed try paid for but never recorded.
+
+A row matches a payload only when its ``request_body``, after the normalisation of
+:func:`parse_request_body` and :func:`same_request`, equals the payload that was sent (docs/reliability.md).
 """
 
 from __future__ import annotations
 
+import ast
 import datetime as dt
 import json
+import logging
+import math
 import time
 from collections.abc import Collection, Iterator, Mapping
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from segmind_provider.hooks import account
 from segmind_provider.hooks.account import HISTORY_PAGE_SIZE
-from segmind_provider.operators.durable import (
-    CLOCK_SKEW_SECONDS,
-    fingerprint,
-    parse_request_body,
-    row_created,
-    same_request,
-)
 
 if TYPE_CHECKING:
     from segmind_provider.hooks.segmind import SegmindHook
 
-__all__ = ["costs_from_history", "find_submitted"]
+__all__ = [
+    "CLOCK_SKEW_SECONDS",
+    "HistoryWindow",
+    "costs_from_history",
+    "find_submitted",
+    "parse_request_body",
+    "row_created",
+    "same_request",
+]
 
+#: How far our clock and Segmind's may disagree when a history row's creation time is compared.
+CLOCK_SKEW_SECONDS = 30.0
 #: History pages read beyond what the wanted requests would fill: other work on the key interleaves.
 EXTRA_HISTORY_PAGES = 3
 #: The history answers windows of at most 31 days.
 MAX_HISTORY_DAYS = 30
+_CREATED_KEYS = ("created_at", "createdAt", "model_created", "created", "timestamp")
+
+log = logging.getLogger(__name__)
+
+
+def parse_request_body(body: Any) -> dict[str, Any] | None:
+    """A history row's ``request_body``: a dict, a JSON text or a Python literal text; None otherwise."""
+    if isinstance(body, Mapping):
+        return dict(body)
+    if not isinstance(body, str):
+        return None
+    for parse in (json.loads, ast.literal_eval):
+        try:
+            value = parse(body)
+        except (ValueError, SyntaxError, TypeError, MemoryError, RecursionError):
+            continue
+        if isinstance(value, dict):
+            return value
+    return None
+
+
+def _plain(value: Any) -> Any:
+    """The value as JSON would carry it (tuples become lists), for comparing with a parsed body."""
+    return json.loads(json.dumps(value, default=str))
+
+
+def same_request(row: Mapping[str, Any], model: str, payload: Mapping[str, Any]) -> bool:
+    """True when a history row is ``model`` (case aside) and its inputs equal ``payload``, as JSON carries them.
+
+    Nothing more is allowed: a row with a key the payload lacks is another request (another task may
+    have sent the same prompt with more parameters).
+    """
+    if str(row.get("model_name") or "").strip().lower() != model.strip().lower():
+        return False
+    body = parse_request_body(row.get("request_body"))
+    return body is not None and _plain(body) == _plain(dict(payload))
+
+
+def row_created(row: Mapping[str, Any]) -> float | None:
+    """A history row's creation time (epoch seconds), from an ISO text or an epoch number."""
+    for key in _CREATED_KEYS:
+        value = row.get(key)
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value) / (1000.0 if value > 1e11 else 1.0)
+        if isinstance(value, str) and value.strip():
+            try:
+                moment = dt.datetime.fromisoformat(value.strip().replace("Z", "+00:00"))
+            except ValueError:
+                continue
+            if moment.tzinfo is None:
+                moment = moment.replace(tzinfo=dt.timezone.utc)
+            return moment.timestamp()
+    return None
 
 
 def _day(epoch: float) -> str:
     return dt.datetime.fromtimestamp(epoch, dt.timezone.utc).date().isoformat()
 
 
-def _pages(hook: SegmindHook, model: str, since: float, pages: int) -> Iterator[list[dict[str, Any]]]:
-    """Pages of the model's rows, newest first, until one reaches past ``since`` or runs short.
+def _count(value: Any) -> int | None:
+    return value if isinstance(value, int) and not isinstance(value, bool) and value >= 0 else None
 
-    The last page yielded is empty when the window was covered in full (nothing older is missing).
+
+@dataclass
+class HistoryWindow:
+    """The model's history rows created between ``since`` and ``until`` (clock skew either side), newest
+    first, one per request, read until the window is covered or ``max_rows`` rows were read.
+
+    Iterating yields ``(created, row)``; ``created`` is None for a row whose time cannot be read.
+    ``covered`` is True once the whole window was read: a request not seen then surely was not created
+    in it. The answer's ``per_page``, ``total`` and ``total_pages`` say whether more pages exist; a page
+    shorter than asked ends the reading only when the answer carries no paging fields.
     """
-    first_day = _day(max(since - 86400.0, time.time() - MAX_HISTORY_DAYS * 86400.0))
-    last_day = _day(time.time() + 86400.0)  # Segmind's day may already be tomorrow
-    for page in range(1, pages + 1):
-        rows = hook.request_history(
-            model=model, from_date=first_day, to_date=last_day, page=page, per_page=HISTORY_PAGE_SIZE
-        )
-        yield rows
-        created = [c for c in map(row_created, rows) if c is not None]
-        if len(rows) < HISTORY_PAGE_SIZE or (created and min(created) < since - CLOCK_SKEW_SECONDS):
-            yield []
-            return
+
+    hook: SegmindHook
+    model: str
+    since: float
+    until: float | None = None
+    max_rows: int = 5 * HISTORY_PAGE_SIZE
+    covered: bool = False
+    pages: int = 0
+
+    def __iter__(self) -> Iterator[tuple[float | None, dict[str, Any]]]:
+        low = self.since - CLOCK_SKEW_SECONDS
+        high = math.inf if self.until is None else self.until + CLOCK_SKEW_SECONDS
+        now = time.time()
+        first_day = _day(max(low - 86400.0, now - MAX_HISTORY_DAYS * 86400.0))
+        last_day = _day(max(now, self.until or now) + 86400.0)  # Segmind's day may already be tomorrow
+        seen: set[str] = set()
+        read = 0
+        self.covered, self.pages = False, 0
+        while read < self.max_rows:
+            self.pages += 1
+            rows, paging = account.history_page(
+                self.hook, model=self.model, from_date=first_day, to_date=last_day, page=self.pages
+            )
+            read += len(rows)
+            past = False
+            for row in rows:
+                created = row_created(row)
+                request_id = str(row.get("request_id") or "")
+                if created is not None and created < low:
+                    past = True  # newest first: everything after is older still
+                    break
+                if not request_id or request_id in seen or (created is not None and created > high):
+                    continue
+                seen.add(request_id)  # one row per output: keep one
+                yield created, row
+            if past or not rows or not _more(paging, self.pages, len(rows)):
+                self.covered = True
+                return
+
+
+def _more(paging: Mapping[str, Any], page: int, rows: int) -> bool:
+    """Whether the history holds a page after ``page``, by the answer's own paging fields."""
+    per_page, total, total_pages = (_count(paging.get(k)) for k in ("per_page", "total", "total_pages"))
+    if total_pages is not None:
+        return page < total_pages
+    if total is not None and per_page:
+        return page * per_page < total
+    return rows >= (per_page or HISTORY_PAGE_SIZE)
 
 
 def costs_from_history(
@@ -63,28 +173,23 @@ def costs_from_history(
 ) -> dict[str, float]:
     """What each of ``request_ids`` cost (``credits_deduction``, USD).
 
-    Reads until every id is found, a row older than ``since`` (the first submit) appears, or the
-    pages the ids could fill (plus a few for other work on the key) are read. A request listed once
-    per output counts once. Ids not found are left out: their cost stays unknown, never guessed.
+    Reads the window since ``since`` (the first submit) until every id is found, or the rows the ids
+    could fill (plus a few pages for other work on the key) are read. A request listed once per output
+    counts once. Ids not found are left out: their cost stays unknown, never guessed.
     """
     wanted = set(request_ids)
     found: dict[str, float] = {}
     if not wanted:
         return found
-    for rows in _pages(hook, model, since, -(-len(wanted) // HISTORY_PAGE_SIZE) + EXTRA_HISTORY_PAGES):
-        for row in rows:
-            request_id = str(row.get("request_id") or "")
-            cost = row.get("credits_deduction")
-            if request_id in wanted and request_id not in found and isinstance(cost, (int, float)):
-                found[request_id] = float(cost)
-        if len(found) == len(wanted):
-            break
+    pages = -(-len(wanted) // HISTORY_PAGE_SIZE) + EXTRA_HISTORY_PAGES
+    for _, row in HistoryWindow(hook, model, since, max_rows=pages * HISTORY_PAGE_SIZE):
+        request_id = str(row.get("request_id") or "")
+        cost = row.get("credits_deduction")
+        if request_id in wanted and isinstance(cost, (int, float)):
+            found[request_id] = float(cost)
+            if len(found) == len(wanted):
+                break
     return found
-
-
-def _payload_key(payload: Mapping[str, Any]) -> str:
-    """What a payload and a history row's body must share to be compared at all (its prompt)."""
-    return json.dumps(payload.get("prompt"), sort_keys=True, default=str)
 
 
 def find_submitted(
@@ -96,38 +201,40 @@ def find_submitted(
     pages: int,
 ) -> tuple[dict[str, str], bool]:
     """Requests created since ``since`` for the items of ``wanted`` (item key -> payload as sent),
-    excluding ``known`` request ids: (item key -> request id, whether the whole window was read, so
-    an item not found surely has no request).
+    excluding ``known`` request ids: (item key -> request id, whether the whole window was read and
+    settled, so an item not found surely has no request).
 
-    A row matches an item the way ``operators.durable.same_request`` says (the model, and every
-    parameter sent, unchanged; the server may add defaults); two items with the same payload take
-    two different requests, oldest first.
+    A row matches an item the way :func:`same_request` says (equal inputs). Items with the same
+    payload take different requests, oldest first; when more rows match a payload than items sent it,
+    the rows cannot be told apart and none is taken (the window then counts as unsettled).
     """
-    exact: dict[str, list[str]] = {}
-    by_prompt: dict[str, list[str]] = {}
+    by_payload: dict[str, list[str]] = {}
     for key, payload in wanted.items():
-        exact.setdefault(fingerprint(model, payload), []).append(key)
-        by_prompt.setdefault(_payload_key(payload), []).append(key)
-    rows: list[dict[str, Any]] = []
-    complete = False
-    for page in _pages(hook, model, since, pages):
-        rows.extend(page)
-        complete = not page
-    found: dict[str, str] = {}
-    seen = set(known)
-    for row in reversed(rows):  # oldest first, so equal payloads pair up in submit order
+        by_payload.setdefault(json.dumps(_plain(dict(payload)), sort_keys=True), []).append(key)
+    window = HistoryWindow(hook, model, since, max_rows=pages * HISTORY_PAGE_SIZE)
+    matches: dict[str, list[tuple[float, str]]] = {}
+    for created, row in window:
         request_id = str(row.get("request_id") or "")
-        created = row_created(row)
         body = parse_request_body(row.get("request_body"))
-        if not request_id or request_id in seen or body is None:
+        if created is None or request_id in known or body is None:
             continue
-        if created is not None and created < since - CLOCK_SKEW_SECONDS:
+        text = json.dumps(_plain(body), sort_keys=True)
+        if text in by_payload and same_request(row, model, wanted[by_payload[text][0]]):
+            matches.setdefault(text, []).append((created, request_id))
+    found: dict[str, str] = {}
+    settled = window.covered
+    for text, rows in matches.items():
+        keys = by_payload[text]
+        if len(rows) > len(keys):
+            log.warning(
+                "Items %s: %d requests in the history match their payload, more than were sent; "
+                "they cannot be told apart, so none is re-attached (%s)",
+                ", ".join(keys),
+                len(rows),
+                ", ".join(request_id for _, request_id in rows),
+            )
+            settled = False
             continue
-        keys = [k for k in exact.get(fingerprint(model, body), []) if k not in found]
-        if not keys:  # not byte for byte: the same request with defaults filled in?
-            candidates = by_prompt.get(_payload_key(body), [])
-            keys = [k for k in candidates if k not in found and same_request(row, model, wanted[k])]
-        if keys:
-            found[keys[0]] = request_id
-            seen.add(request_id)
-    return found, complete
+        for key, (_, request_id) in zip(keys, sorted(rows), strict=False):
+            found[key] = request_id
+    return found, settled

@@ -139,21 +139,23 @@ def test_a_balance_is_paid_and_free_credits_and_charges_keep_the_floor() -> None
     assert balance.stale(60.0)
 
 
-def test_lost_submits_are_matched_even_when_the_history_fills_in_defaults(emulator: SegmindEmulator) -> None:
-    """A row whose body carries more than was asked (defaults the server recorded) still matches; two
-    items with the same payload take two different requests; nothing else matches."""
+def test_lost_submits_are_matched_only_by_equal_inputs(emulator: SegmindEmulator) -> None:
+    """A row whose body carries more than the item sent is another request; two items with the same
+    payload take two different requests; nothing else matches."""
     hook = SegmindHook()
     started = time.time()
-    with_default = hook.submit(FLUX, {"prompt": "a fox", "seed": 1, "output_format": "webp"})["request_id"]
+    fox = hook.submit(FLUX, {"prompt": "a fox", "seed": 1})["request_id"]
+    hook.submit(FLUX, {"prompt": "a wolf", "seed": 5, "output_format": "webp"})  # more than "wolf" sent
     twins = [hook.submit(FLUX, {"prompt": "twins", "seed": 2})["request_id"] for _ in range(2)]
     hook.submit(FLUX, {"prompt": "someone else's", "seed": 3})
     wanted = {
         "fox": {"prompt": "a fox", "seed": 1},
+        "wolf": {"prompt": "a wolf", "seed": 5},
         "twin-a": {"prompt": "twins", "seed": 2},
         "twin-b": {"prompt": "twins", "seed": 2},
         "never": {"prompt": "never sent", "seed": 4},
     }
     found, complete = find_submitted(hook, FLUX, wanted, known=(), since=started, pages=2)
-    assert complete and found == {"fox": with_default, "twin-a": twins[0], "twin-b": twins[1]}
-    again, _ = find_submitted(hook, FLUX, wanted, known=[with_default], since=started, pages=2)
+    assert complete and found == {"fox": fox, "twin-a": twins[0], "twin-b": twins[1]}
+    again, _ = find_submitted(hook, FLUX, wanted, known=[fox], since=started, pages=2)
     assert "fox" not in again

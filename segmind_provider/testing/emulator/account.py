@@ -142,8 +142,14 @@ _SORT_KEYS: dict[str, Callable[[Job], tuple[Any, ...]]] = {
 }
 
 
-def select(jobs: Iterable[Job], now: float, media_base: str, q: HistoryQuery) -> dict[str, Any]:
-    """Filter, sort and cut one page; rows are built only for the page (history can be long)."""
+def select(
+    jobs: Iterable[Job], now: float, media_base: str, q: HistoryQuery, page_cap: int | None = None
+) -> dict[str, Any]:
+    """Filter, sort and cut one page; rows are built only for the page (history can be long).
+
+    ``page_cap`` serves shorter pages than asked, and the answer's paging fields say so.
+    """
+    per_page = min(q.per_page, page_cap) if page_cap else q.per_page
     lo, hi = _midnight(q.first_day), _midnight(q.last_day + dt.timedelta(days=1))
     name = (q.model_name or "").lower()
     kept = [
@@ -154,13 +160,13 @@ def select(jobs: Iterable[Job], now: float, media_base: str, q: HistoryQuery) ->
         and (q.status is None or model_status(job, now) == q.status)
     ]
     kept.sort(key=_SORT_KEYS[q.sort_by], reverse=q.descending)
-    start = (q.page - 1) * q.per_page
+    start = (q.page - 1) * per_page
     return {
-        "data": [history_row(job, now, media_base) for job in kept[start : start + q.per_page]],
+        "data": [history_row(job, now, media_base) for job in kept[start : start + per_page]],
         "page": q.page,
-        "per_page": q.per_page,
+        "per_page": per_page,
         "total": len(kept),
-        "total_pages": math.ceil(len(kept) / q.per_page),
+        "total_pages": math.ceil(len(kept) / per_page),
     }
 
 
@@ -179,7 +185,10 @@ async def history(request: web.Request) -> web.StreamResponse:
         query = parse_query(request.query, today)
     except ParamError as exc:
         return error(400, str(exc))
-    return json_response(select(own_jobs(request), state.now(), server.media_base(request), query))
+    page = select(
+        own_jobs(request), state.now(), server.media_base(request), query, state.config.history_page_cap
+    )
+    return json_response(page)
 
 
 async def history_item(request: web.Request) -> web.StreamResponse:

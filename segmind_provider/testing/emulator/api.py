@@ -93,8 +93,9 @@ async def submit(request: web.Request) -> web.StreamResponse:
     _, job = accepted
     server.state.add_job(job)
     links = urls(server, request, job.request_id)
+    shown = server.state.config.live_status or "QUEUED"
     return json_response(
-        {"request_id": job.request_id, "status": "QUEUED", **links, "poll_url": links["status_url"]}
+        {"request_id": job.request_id, "status": shown, **links, "poll_url": links["status_url"]}
     )
 
 
@@ -141,8 +142,12 @@ async def _job_answer(request: web.Request, *, result: bool) -> web.Response:
     job = server.state.get_job(request_id)
     if job is None:
         return error(404, f"Request not found: {request_id}")
+    config = server.state.config
     state_name = job_status(job, server.state.now())
-    body: dict[str, Any] = {"request_id": request_id, "status": state_name}
+    shown = (
+        config.live_status if config.live_status and state_name in ("QUEUED", "PROCESSING") else state_name
+    )
+    body: dict[str, Any] = {"request_id": request_id, "status": shown}
     if result:
         body.update(output=None, metrics={}, error=None)
     else:
@@ -153,7 +158,10 @@ async def _job_answer(request: web.Request, *, result: bool) -> web.Response:
         body["error"] = job.error
         return json_response(body, 422)
     if result and state_name == "COMPLETED":
-        body["output"] = await output_value(server, request, job)
+        if config.null_output_error:  # a 200 COMPLETED whose output is missing, with the reason beside it
+            body["error"] = config.null_output_error
+        else:
+            body["output"] = await output_value(server, request, job)
     return json_response(body)
 
 

@@ -23,6 +23,9 @@ RUNTIME_OPTIONS = (
     "call_log_size",
     "history_size",
     "max_upload_mb",
+    "live_status",
+    "history_page_cap",
+    "null_output_error",
 )
 
 
@@ -48,6 +51,14 @@ class EmulatorConfig:
     render_cache_mb: float = 128.0
     fault_seed: int = 0
     catalog_dir: str | None = None
+    live_status: str | None = None
+    """Report a queued or processing job with this status instead (a status clients do not know, e.g.
+    ``IN_PROGRESS``); None: QUEUED and PROCESSING."""
+    history_page_cap: int | None = None
+    """Serve at most this many history rows per page whatever ``per_page`` asks, saying so in the
+    answer's ``per_page``, ``total`` and ``total_pages``; None: up to 100."""
+    null_output_error: str | None = None
+    """A completed job's result carries ``output: null`` and this ``error`` text (a 200, not a 422)."""
 
     def check(self) -> None:
         if self.time_scale <= 0:
@@ -60,6 +71,8 @@ class EmulatorConfig:
             raise ValueError("rate_limit_window, retention and call_log_size must be positive")
         if self.history_size < 1 or self.max_upload_mb <= 0:
             raise ValueError("history_size and max_upload_mb must be positive")
+        if self.history_page_cap is not None and self.history_page_cap < 1:
+            raise ValueError("history_page_cap: must be >= 1 or null")
         if self.credits is not None and self.credits < 0:
             raise ValueError("credits: must be >= 0 or null (unlimited)")
 
@@ -78,7 +91,8 @@ _FLOATS = {
 }
 _OPTIONAL_FLOATS = {"credits"}
 _INTS = {"workers", "call_log_size", "history_size", "fault_seed"}
-_OPTIONAL_INTS = {"rate_limit"}
+_OPTIONAL_INTS = {"rate_limit", "history_page_cap"}
+_OPTIONAL_TEXTS = {"live_status", "null_output_error"}
 _URLS = {"public_url", "media_public_url"}
 
 
@@ -99,6 +113,8 @@ def coerce_option(name: str, value: Any) -> Any:
             if isinstance(value, str):
                 value = [w for w in value.split(",") if w.strip()]
             return [str(w).strip().lower() for w in value]
+        if name in _OPTIONAL_TEXTS:
+            return None if value in (None, "") else str(value)
         if name in _URLS:
             return None if not value else str(value).rstrip("/")
     except (TypeError, ValueError) as exc:
