@@ -23,7 +23,12 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 from airflow.sdk import BaseOperator
 
-from segmind_provider.exceptions import SegmindBatchItemsFailedError, SegmindCreditFloorError, SegmindError
+from segmind_provider.exceptions import (
+    SegmindBatchItemsFailedError,
+    SegmindCreditFloorError,
+    SegmindError,
+    SegmindValidationError,
+)
 from segmind_provider.hooks.account import HISTORY_PAGE_SIZE
 from segmind_provider.operators import batch_items
 from segmind_provider.operators.batch_recovery import reattach
@@ -169,6 +174,8 @@ class SegmindBatchOperator(BaseOperator):
 
     def execute(self, context: Context) -> dict[str, Any]:
         payloads = batch_items.checked_payloads(self.model, self.payloads, validate=self.validate)
+        if self.output_dir:
+            batch_items.check_item_paths(self.model, payloads, self.output_dir)
         guard = self._guard(payloads)
         ledger = Ledger((Item(key, fingerprint(self.model, p)) for key, p in payloads.items()), time.time())
         self._recover(ledger, self._store(context), payloads)
@@ -197,7 +204,7 @@ class SegmindBatchOperator(BaseOperator):
         ledger.started_at = batch_items.first_started_at(
             marker, ledger.started_at
         )  # a retry: the first try's
-        manifest = read_manifest(self.output_dir, self.output_conn_id) if self.output_dir else None
+        manifest = self._read_manifest()
         if self.reuse and manifest is not None:
             reused = batch_items.reuse_stored(ledger, manifest, self.output_conn_id)
             if reused:
@@ -210,7 +217,22 @@ class SegmindBatchOperator(BaseOperator):
         reattach(
             ledger, store, manifest, self.hook, self.log, payloads=payloads, model=self.model, pages=pages
         )
+        for item in ledger.with_status(RUNNING):  # re-attached: an earlier run's request cost this one 0.0
+            item.cost = ledger.paid_earlier(item.submitted_at)
         ledger.rounds = max(ledger.rounds, int(marker.get("rounds") or 0))  # all known now
+
+    def _read_manifest(self) -> dict[str, Any] | None:
+        """The earlier runs' manifest; an unreadable one stops the task before any spend, unless reuse
+        is off (the user's way past it: the manifest is then overwritten)."""
+        if not self.output_dir:
+            return None
+        try:
+            return read_manifest(self.output_dir, self.output_conn_id)
+        except SegmindValidationError as exc:
+            if self.reuse:
+                raise
+            self.log.warning("Ignoring the earlier manifest (reuse=False): %s", exc.detail)
+            return None
 
     # ------------------------------------------------------------------ waves
 
@@ -360,7 +382,7 @@ class SegmindBatchOperator(BaseOperator):
 
     def _costs(self, ledger: Ledger, *, final: bool) -> None:
         """Actual costs from the request history, a page per 100 requests, once enough are unknown."""
-        unknown = [  # an item reused from an earlier run cost 0.0 here, so it is never looked up
+        unknown = [  # an earlier run's item cost 0.0 here, so it is never looked up
             item
             for item in ledger.with_status(COMPLETED, FAILED)
             if item.request_id and item.cost is None and not item.uncertain
@@ -396,12 +418,12 @@ class SegmindBatchOperator(BaseOperator):
         batch_items.announce(self, context, manifest, uri)
         failed = ledger.with_status(FAILED)
         self.log.info(
-            "Batch done: %d completed (%d reused), %d failed, %d not started, cost $%.4f%s",
+            "Batch done: %d completed (%d reused), %d failed, %d not started, cost %s%s",
             manifest["completed"],
             manifest["reused"],
             manifest["failed"],
             len(manifest["not_started"]),
-            manifest["cost"],
+            batch_items.cost_text(manifest),
             f"; manifest {uri}" if uri else "",
         )
         listing = batch_items.failure_listing(failed, NAMED_FAILURES)
