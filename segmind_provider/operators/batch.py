@@ -85,8 +85,9 @@ class SegmindBatchOperator(BaseOperator):
     """Generate a whole batch of items with one task: waves, one trigger per wave, stored outputs, a manifest.
 
     :param model: the Segmind model slug.
-    :param payloads: a list of payload dicts (item keys ``"0"``, ``"1"``...) or a dict of item key to
-        payload; templated, or an XComArg.
+    :param payloads: a dict of item key to payload, or a list of payload dicts (each keyed by the first
+        16 hex digits of its fingerprint, ``-2``... for repeats: inserting an item re-keys no other);
+        templated, or an XComArg.
     :param output_dir: where item ``k`` is stored as ``{output_dir}/{k}.{ext}`` and the manifest as
         ``{output_dir}/manifest.json`` (local path or ObjectStoragePath URI); None: nothing is downloaded.
     :param output_conn_id: the connection for ``output_dir``'s storage.
@@ -95,8 +96,9 @@ class SegmindBatchOperator(BaseOperator):
     :param deferrable: wait in the triggerer between waves instead of holding a worker slot.
     :param timeout: seconds from each request's submit to its deadline.
     :param poll_interval: the longest gap between two polls of one request.
-    :param reuse: reuse an item whose manifest entry has the same fingerprint and whose stored output is
-        still there and intact, instead of paying for it again.
+    :param reuse: reuse an item whose manifest entry has the same fingerprint and whose stored outputs
+        still have their recorded size and sha256, instead of paying for it again; False also ignores
+        an unreadable manifest (which otherwise stops the task before any spend).
     :param fail_on_item_failure: fail the task after the batch ends if any item failed (every item that
         could finish is stored and in the manifest either way); False: succeed and list them.
     :param credit_floor: USD never spent below (overrides the connection's ``credit_floor``).

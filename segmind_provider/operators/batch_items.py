@@ -119,20 +119,19 @@ def checked_payloads(model: str, payloads: Any, *, validate: bool) -> dict[str, 
             problems.append(f"item {key!r}: {exc.detail}")
         except (TypeError, ValueError):
             problems.append(f"item {key!r}: the payload must be a dict, got {type(payload).__name__}")
-    _refuse(problems, len(keyed), "batch items are invalid")
+    _refuse(problems, f"{len(problems)} of {len(keyed)} batch items are invalid")
     if isinstance(payloads, Mapping):
         return checked
     seen: dict[str, int] = {}
     return {list_key(model, payload, seen): payload for payload in checked.values()}
 
 
-def _refuse(problems: list[str], total: int, what: str) -> None:
+def _refuse(problems: list[str], head: str) -> None:
+    """One error naming the first problems (the rest counted), before anything is spent."""
     if problems:
         more = f" (and {len(problems) - NAMED_PROBLEMS} more)" if len(problems) > NAMED_PROBLEMS else ""
         raise SegmindValidationError(
-            f"{len(problems)} of {total} {what}, nothing was submitted: "
-            + "; ".join(problems[:NAMED_PROBLEMS])
-            + more
+            f"{head}, nothing was submitted: " + "; ".join(problems[:NAMED_PROBLEMS]) + more
         )
 
 
@@ -172,7 +171,7 @@ def check_item_paths(model: str, payloads: Mapping[str, Mapping[str, Any]], outp
                     f"items {', '.join(map(repr, keys))} would all be stored as "
                     f"{split_name(keys[0])[0] + extension!r}: give them distinct keys"
                 )
-    _refuse(problems, len(payloads), "batch item keys cannot be stored as asked")
+    _refuse(problems, "the batch's item keys cannot all be stored as file names")
 
 
 def price(model: str, payload: Mapping[str, Any]) -> float:
