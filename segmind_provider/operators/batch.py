@@ -179,7 +179,8 @@ class SegmindBatchOperator(BaseOperator):
         if self.output_dir:
             batch_items.check_item_paths(self.model, payloads, self.output_dir)
         guard = self._guard(payloads)
-        ledger = Ledger((Item(key, fingerprint(self.model, p)) for key, p in payloads.items()), time.time())
+        items = (Item(key, fingerprint(self.model, p)) for key, p in payloads.items())
+        ledger = Ledger(items, time.time(), run=self._run_id(context))
         self._recover(ledger, self._store(context), payloads)
         if guard is not None:
             self._preflight(guard, payloads, ledger)
@@ -207,6 +208,9 @@ class SegmindBatchOperator(BaseOperator):
             marker, ledger.started_at
         )  # a retry: the first try's
         manifest = self._read_manifest()
+        if manifest is not None and ledger.run is not None and manifest.get("run") == ledger.run:
+            # this run's earlier try wrote it: its start counts (a retry without task_state_store, 3.2)
+            ledger.started_at = batch_items.first_started_at(manifest, ledger.started_at)
         if self.reuse and manifest is not None:
             reused = batch_items.reuse_stored(ledger, manifest, self.output_conn_id)
             if reused:
@@ -439,6 +443,14 @@ class SegmindBatchOperator(BaseOperator):
                 + (f"; everything else is stored (manifest {uri})" if uri else "")
             )
         return manifest
+
+    def _run_id(self, context: Context) -> str | None:
+        """The task instance's identity across its tries; None where the context does not say."""
+        run_id = context.get("run_id")
+        if not run_id:
+            return None
+        map_index = getattr(context.get("ti"), "map_index", -1)
+        return json.dumps([self.dag_id, str(run_id), self.task_id, map_index])
 
     def _store(self, context: Context) -> Any:
         return context.get("task_state_store") if self.durable else None  # Airflow 3.3+

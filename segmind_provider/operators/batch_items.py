@@ -297,7 +297,8 @@ def rounds_started(store: Any) -> int:
 
 
 def first_started_at(marker: Mapping[str, Any], default: float) -> float:
-    """When this task instance's first try started the batch (``default`` when no try submitted yet)."""
+    """When this task instance's first try started the batch, from the store's marker or the manifest
+    (``default`` when neither says)."""
     value = marker.get("started_at")
     return min(float(value), default) if isinstance(value, (int, float)) else default
 

@@ -144,24 +144,39 @@ class Item:
 class Ledger:
     """Every item of the batch, in the order given, with the batch's own facts (start, waves)."""
 
-    def __init__(self, items: Iterable[Item], started_at: float, waves: int = 0, rounds: int = 0) -> None:
+    def __init__(
+        self,
+        items: Iterable[Item],
+        started_at: float,
+        waves: int = 0,
+        rounds: int = 0,
+        run: str | None = None,
+    ) -> None:
         self.items: dict[str, Item] = {item.key: item for item in items}
-        self.started_at = started_at
+        self.started_at = started_at  # when this run's first try started the batch
         self.waves = waves
         self.rounds = rounds  # rounds of submits this ledger has seen (see batch_items.begin_round)
+        self.run = run  # the task instance (DAG, run, task, map index): the manifest says whose it is
 
     def pack(self) -> dict[str, Any]:
         return {
             "started_at": self.started_at,
             "waves": self.waves,
             "rounds": self.rounds,
+            "run": self.run,
             "items": {key: item.pack() for key, item in self.items.items()},
         }
 
     @classmethod
     def unpack(cls, data: Mapping[str, Any]) -> Ledger:
         items = (Item.unpack(key, packed) for key, packed in data["items"].items())
-        return cls(items, float(data["started_at"]), int(data.get("waves", 0)), int(data.get("rounds", 0)))
+        return cls(
+            items,
+            float(data["started_at"]),
+            int(data.get("waves", 0)),
+            int(data.get("rounds", 0)),
+            data.get("run"),
+        )
 
     def with_status(self, *statuses: str) -> list[Item]:
         return [item for item in self.items.values() if item.status in statuses]
@@ -200,4 +215,6 @@ class Ledger:
             "reused": sum(1 for item in self.items.values() if item.reused),
             "not_started": [item.key for item in self.items.values() if item.status == NOT_STARTED],
             "waves": self.waves,
+            "run": self.run,
+            "started_at": self.started_at,
         }

@@ -192,21 +192,34 @@ async def test_an_unreadable_manifest_stops_the_task_before_any_spend(
     assert manifest_on_disk(tmp_path / "out")["completed"] == 4  # written whole again
 
 
+@pytest.mark.parametrize("store", [True, False], ids=["task_state_store", "manifest only (Airflow 3.2)"])
 async def test_costs_stay_true_across_three_tries(
-    emulator: SegmindEmulator, tmp_path: Path, make_context: Callable[..., dict[str, Any]], state_store: Any
+    emulator: SegmindEmulator,
+    tmp_path: Path,
+    make_context: Callable[..., dict[str, Any]],
+    state_store: Any,
+    store: bool,
 ) -> None:
     """Case 14: two tries killed while deferred, each after storing a wave; the third finishes. Every one
-    of the twelve requests was paid by this task instance, and the manifest says so."""
+    of the twelve requests was paid by this task instance (one DAG run), and the manifest says so, with
+    or without a task_state_store to keep when the first try started."""
     items = payloads(12)
-    for _ in range(2):  # a try stores a wave, submits the next, and its worker dies while deferred
-        run = Run(batch(tmp_path, items, max_in_flight=4), make_context(state_store))
+
+    def context(try_number: int) -> dict[str, Any]:
+        return make_context(state_store if store else None, try_number=try_number, run_id="scheduled__1")
+
+    for try_number in (1, 2):  # a try stores a wave, submits the next, and its worker dies while deferred
+        run = Run(batch(tmp_path, items, max_in_flight=4), context(try_number))
         await next_wave(run, await run.deferred_once())
-    last = await Run(batch(tmp_path, items, max_in_flight=4), make_context(state_store)).all()
+    last = await Run(batch(tmp_path, items, max_in_flight=4), context(3)).all()
     assert len(emulator.requests()) == 12 and submits(emulator) == 12
     assert last["completed"] == 12
     assert all(e["cost"] == pytest.approx(PRICE) for e in last["items"].values()), last["items"]
     assert last["cost"] == pytest.approx(12 * PRICE)
     assert all(e["submitted_at"] for e in last["items"].values())
+    emulator.clear_calls()
+    rerun = await Run(batch(tmp_path, items, max_in_flight=4), make_context(run_id="scheduled__2")).all()
+    assert submits(emulator) == 0 and rerun["cost"] == 0.0  # the next DAG run paid nothing
 
 
 async def test_a_cost_that_cannot_be_known_is_reported_as_unknown_not_zero(
