@@ -202,6 +202,33 @@ def _unchanged(entry: Mapping[str, Any], conn_id: str | None) -> list[tuple[int,
         return None
 
 
+def _stored_entry(entry: Any, fingerprint: str | None = None) -> bool:
+    """A manifest entry of a stored output (of ``fingerprint``, when given)."""
+    return (
+        isinstance(entry, dict)
+        and entry.get("status") == COMPLETED
+        and bool(entry.get("output_uris"))
+        and (fingerprint is None or entry.get("fingerprint") == fingerprint)
+    )
+
+
+def _spare_entries(ledger: Ledger, entries: Mapping[str, Any]) -> dict[str, list[dict[str, Any]]]:
+    """Fingerprint -> stored entries under keys this batch no longer has, whose files no item of it
+    writes: a list batch keyed by position before its keys were fingerprints, or a renamed key. An
+    item without an entry of its own reuses one in place instead of paying again."""
+    taken = {split_name(key)[0].casefold() for key in ledger.items}
+    spare: dict[str, list[dict[str, Any]]] = {}
+    for key, entry in entries.items():
+        if key in ledger.items or not _stored_entry(entry):
+            continue
+        names = {
+            split_name(str(uri).rstrip("/").rpartition("/")[2])[0].casefold() for uri in entry["output_uris"]
+        }
+        if not names & taken:
+            spare.setdefault(str(entry.get("fingerprint")), []).append(entry)
+    return spare
+
+
 def reuse_stored(ledger: Ledger, manifest: Mapping[str, Any] | None, conn_id: str | None) -> int:
     """Mark items whose manifest entry matches (fingerprint) and whose stored outputs are unchanged as reused.
 
@@ -210,15 +237,14 @@ def reuse_stored(ledger: Ledger, manifest: Mapping[str, Any] | None, conn_id: st
     if manifest is None:
         return 0
     entries = manifest["items"]
+    spare = _spare_entries(ledger, entries)
     candidates: list[tuple[Item, dict[str, Any]]] = []
     for item in ledger.with_status(PENDING):
         entry = entries.get(item.key)
-        if (
-            isinstance(entry, dict)
-            and entry.get("status") == COMPLETED
-            and entry.get("fingerprint") == item.fingerprint
-            and entry.get("output_uris")
-        ):
+        if not _stored_entry(entry, item.fingerprint):
+            others = spare.get(item.fingerprint)
+            entry = others.pop(0) if others else None
+        if entry is not None:
             candidates.append((item, entry))
 
     with ThreadPoolExecutor(CHECK_THREADS, thread_name_prefix="segmind-reuse") as pool:

@@ -171,6 +171,30 @@ async def test_inserting_an_item_at_the_front_of_a_list_pays_for_that_item_only(
     )  # the same payload asked twice: two images
 
 
+async def test_a_list_stored_under_positional_keys_is_reused_in_place(
+    emulator: SegmindEmulator, tmp_path: Path, make_context: Callable[..., dict[str, Any]]
+) -> None:
+    """Case 6, upgrading: a manifest keyed ``"0"``, ``"1"``... (a list batch before its keys were
+    fingerprints) is matched by fingerprint; its files stay where they are and nothing is paid again.
+    A file another item now writes is not borrowed: ``b`` asks what ``x`` asked, and ``x.png`` is the
+    new item ``x.png``'s file now."""
+    items = payloads(4)
+    await Run(batch(tmp_path, {str(i): p for i, p in enumerate(items[:3])}), make_context()).all()
+    emulator.clear_calls()
+    listed = await Run(batch(tmp_path, items[:3]), make_context()).all()
+    assert submits(emulator) == 0 and listed["reused"] == 3
+    out = tmp_path / "out"
+    assert [e["output_uris"] for e in listed["items"].values()] == [[str(out / f"{i}.png")] for i in range(3)]
+    again = await Run(batch(tmp_path, items[:3]), make_context()).all()
+    assert submits(emulator) == 0 and again["items"] == listed["items"]
+    emulator.clear_calls()
+    await Run(batch(tmp_path / "named", {"x": items[3]}), make_context()).all()
+    emulator.clear_calls()
+    renamed = await Run(batch(tmp_path / "named", {"b": items[3], "x.png": items[0]}), make_context()).all()
+    assert submits(emulator) == 2 and renamed["reused"] == 0
+    assert renamed["items"]["b"]["output_uris"] == [str(tmp_path / "named" / "b.png")]
+
+
 async def test_an_unreadable_manifest_stops_the_task_before_any_spend(
     emulator: SegmindEmulator, tmp_path: Path, make_context: Callable[..., dict[str, Any]]
 ) -> None:
