@@ -192,7 +192,7 @@ async def test_a_list_stored_under_positional_keys_is_reused_in_place(
     emulator.clear_calls()
     renamed = await Run(batch(tmp_path / "named", {"b": items[3], "x.png": items[0]}), make_context()).all()
     assert submits(emulator) == 2 and renamed["reused"] == 0
-    assert renamed["items"]["b"]["output_uris"] == [str(tmp_path / "named" / "b.png")]
+    assert renamed["items"]["b"]["output_uris"] == [str(tmp_path / "named" / "out" / "b.png")]
 
 
 async def test_an_unreadable_manifest_stops_the_task_before_any_spend(
