@@ -23,7 +23,12 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 from airflow.sdk import BaseOperator
 
-from segmind_provider.exceptions import SegmindBatchItemsFailedError, SegmindCreditFloorError, SegmindError
+from segmind_provider.exceptions import (
+    SegmindBatchItemsFailedError,
+    SegmindCreditFloorError,
+    SegmindError,
+    SegmindValidationError,
+)
 from segmind_provider.hooks.account import HISTORY_PAGE_SIZE
 from segmind_provider.operators import batch_items
 from segmind_provider.operators.batch_recovery import reattach
@@ -80,8 +85,9 @@ class SegmindBatchOperator(BaseOperator):
     """Generate a whole batch of items with one task: waves, one trigger per wave, stored outputs, a manifest.
 
     :param model: the Segmind model slug.
-    :param payloads: a list of payload dicts (item keys ``"0"``, ``"1"``...) or a dict of item key to
-        payload; templated, or an XComArg.
+    :param payloads: a dict of item key to payload, or a list of payload dicts (each keyed by the first
+        16 hex digits of its fingerprint, ``-2``... for repeats: inserting an item re-keys no other);
+        templated, or an XComArg.
     :param output_dir: where item ``k`` is stored as ``{output_dir}/{k}.{ext}`` and the manifest as
         ``{output_dir}/manifest.json`` (local path or ObjectStoragePath URI); None: nothing is downloaded.
     :param output_conn_id: the connection for ``output_dir``'s storage.
@@ -90,8 +96,9 @@ class SegmindBatchOperator(BaseOperator):
     :param deferrable: wait in the triggerer between waves instead of holding a worker slot.
     :param timeout: seconds from each request's submit to its deadline.
     :param poll_interval: the longest gap between two polls of one request.
-    :param reuse: reuse an item whose manifest entry has the same fingerprint and whose stored output is
-        still there and intact, instead of paying for it again.
+    :param reuse: reuse an item whose manifest entry has the same fingerprint and whose stored outputs
+        still have their recorded size and sha256, instead of paying for it again; False also ignores
+        an unreadable manifest (which otherwise stops the task before any spend).
     :param fail_on_item_failure: fail the task after the batch ends if any item failed (every item that
         could finish is stored and in the manifest either way); False: succeed and list them.
     :param credit_floor: USD never spent below (overrides the connection's ``credit_floor``).
@@ -169,8 +176,11 @@ class SegmindBatchOperator(BaseOperator):
 
     def execute(self, context: Context) -> dict[str, Any]:
         payloads = batch_items.checked_payloads(self.model, self.payloads, validate=self.validate)
+        if self.output_dir:
+            batch_items.check_item_paths(self.model, payloads, self.output_dir)
         guard = self._guard(payloads)
-        ledger = Ledger((Item(key, fingerprint(self.model, p)) for key, p in payloads.items()), time.time())
+        items = (Item(key, fingerprint(self.model, p)) for key, p in payloads.items())
+        ledger = Ledger(items, time.time(), run=self._run_id(context))
         self._recover(ledger, self._store(context), payloads)
         if guard is not None:
             self._preflight(guard, payloads, ledger)
@@ -197,7 +207,10 @@ class SegmindBatchOperator(BaseOperator):
         ledger.started_at = batch_items.first_started_at(
             marker, ledger.started_at
         )  # a retry: the first try's
-        manifest = read_manifest(self.output_dir, self.output_conn_id) if self.output_dir else None
+        manifest = self._read_manifest()
+        if manifest is not None and ledger.run is not None and manifest.get("run") == ledger.run:
+            # this run's earlier try wrote it: its start counts (a retry without task_state_store, 3.2)
+            ledger.started_at = batch_items.first_started_at(manifest, ledger.started_at)
         if self.reuse and manifest is not None:
             reused = batch_items.reuse_stored(ledger, manifest, self.output_conn_id)
             if reused:
@@ -210,7 +223,22 @@ class SegmindBatchOperator(BaseOperator):
         reattach(
             ledger, store, manifest, self.hook, self.log, payloads=payloads, model=self.model, pages=pages
         )
+        for item in ledger.with_status(RUNNING):  # re-attached: an earlier run's request cost this one 0.0
+            item.cost = ledger.paid_earlier(item.submitted_at)
         ledger.rounds = max(ledger.rounds, int(marker.get("rounds") or 0))  # all known now
+
+    def _read_manifest(self) -> dict[str, Any] | None:
+        """The earlier runs' manifest; an unreadable one stops the task before any spend, unless reuse
+        is off (the user's way past it: the manifest is then overwritten)."""
+        if not self.output_dir:
+            return None
+        try:
+            return read_manifest(self.output_dir, self.output_conn_id)
+        except SegmindValidationError as exc:
+            if self.reuse:
+                raise
+            self.log.warning("Ignoring the earlier manifest (reuse=False): %s", exc.detail)
+            return None
 
     # ------------------------------------------------------------------ waves
 
@@ -360,7 +388,7 @@ class SegmindBatchOperator(BaseOperator):
 
     def _costs(self, ledger: Ledger, *, final: bool) -> None:
         """Actual costs from the request history, a page per 100 requests, once enough are unknown."""
-        unknown = [  # an item reused from an earlier run cost 0.0 here, so it is never looked up
+        unknown = [  # an earlier run's item cost 0.0 here, so it is never looked up
             item
             for item in ledger.with_status(COMPLETED, FAILED)
             if item.request_id and item.cost is None and not item.uncertain
@@ -396,12 +424,12 @@ class SegmindBatchOperator(BaseOperator):
         batch_items.announce(self, context, manifest, uri)
         failed = ledger.with_status(FAILED)
         self.log.info(
-            "Batch done: %d completed (%d reused), %d failed, %d not started, cost $%.4f%s",
+            "Batch done: %d completed (%d reused), %d failed, %d not started, cost %s%s",
             manifest["completed"],
             manifest["reused"],
             manifest["failed"],
             len(manifest["not_started"]),
-            manifest["cost"],
+            batch_items.cost_text(manifest),
             f"; manifest {uri}" if uri else "",
         )
         listing = batch_items.failure_listing(failed, NAMED_FAILURES)
@@ -415,6 +443,14 @@ class SegmindBatchOperator(BaseOperator):
                 + (f"; everything else is stored (manifest {uri})" if uri else "")
             )
         return manifest
+
+    def _run_id(self, context: Context) -> str | None:
+        """The task instance's identity across its tries; None where the context does not say."""
+        run_id = context.get("run_id")
+        if not run_id:
+            return None
+        map_index = getattr(context.get("ti"), "map_index", -1)
+        return json.dumps([self.dag_id, str(run_id), self.task_id, map_index])
 
     def _store(self, context: Context) -> Any:
         return context.get("task_state_store") if self.durable else None  # Airflow 3.3+

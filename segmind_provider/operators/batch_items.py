@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 from airflow.sdk import Asset
 
 from segmind_provider.catalog import expected_output_format, validate_payload
+from segmind_provider.destination import check_path_format, split_name
 from segmind_provider.events import is_content_block
 from segmind_provider.exceptions import (
     SegmindError,
@@ -26,6 +27,7 @@ from segmind_provider.exceptions import (
     SegmindSubmitUncertainError,
     SegmindValidationError,
 )
+from segmind_provider.media import EXTENSIONS, normalize_format
 from segmind_provider.operators.batch_state import (
     COMPLETED,
     FAILED,
@@ -37,7 +39,8 @@ from segmind_provider.operators.batch_state import (
     Ledger,
     store_key,
 )
-from segmind_provider.operators.manifest import item_path, output_intact
+from segmind_provider.operators.durable import fingerprint
+from segmind_provider.operators.manifest import file_digest, item_path, output_intact, output_matches
 from segmind_provider.triggers.batch import WAVE_EVENT
 
 if TYPE_CHECKING:
@@ -49,12 +52,15 @@ if TYPE_CHECKING:
 __all__ = [
     "announce",
     "begin_round",
+    "check_item_paths",
     "checked_payloads",
     "collect",
+    "cost_text",
     "expected_format",
     "failure_listing",
     "first_started_at",
     "floor_message",
+    "list_key",
     "price",
     "read_marker",
     "record_wave",
@@ -69,6 +75,8 @@ _KEY = re.compile(r"[^/\\\x00-\x1f.][^/\\\x00-\x1f]*")
 #: Invalid items named in one validation error (the rest are counted).
 NAMED_PROBLEMS = 10
 CHECK_THREADS = 8
+#: Hex digits of its fingerprint in a list item's key: what it asks, not where it stands in the list.
+LIST_KEY_DIGITS = 16
 
 
 def _keyed(payloads: Any) -> dict[str, Any]:
@@ -81,8 +89,20 @@ def _keyed(payloads: Any) -> dict[str, Any]:
     )
 
 
+def list_key(model: str, payload: Mapping[str, Any], seen: dict[str, int]) -> str:
+    """A list item's key: the first 16 hex digits of its fingerprint, ``-2``, ``-3``... for repeats of
+    the same payload (in list order). Inserting, removing or moving an item leaves every other key as
+    it was, so a rerun reuses them all."""
+    base = fingerprint(model, payload)[:LIST_KEY_DIGITS]
+    seen[base] = seen.get(base, 0) + 1
+    return base if seen[base] == 1 else f"{base}-{seen[base]}"
+
+
 def checked_payloads(model: str, payloads: Any, *, validate: bool) -> dict[str, dict[str, Any]]:
-    """Item key -> payload to send; every key and payload checked before anything is spent."""
+    """Item key -> payload to send; every key and payload checked before anything is spent.
+
+    A dict's keys are the user's; a list's items (named by position in errors) get :func:`list_key`.
+    """
     keyed = _keyed(payloads)
     problems: list[str] = []
     checked: dict[str, dict[str, Any]] = {}
@@ -99,14 +119,59 @@ def checked_payloads(model: str, payloads: Any, *, validate: bool) -> dict[str, 
             problems.append(f"item {key!r}: {exc.detail}")
         except (TypeError, ValueError):
             problems.append(f"item {key!r}: the payload must be a dict, got {type(payload).__name__}")
+    _refuse(problems, f"{len(problems)} of {len(keyed)} batch items are invalid")
+    if isinstance(payloads, Mapping):
+        return checked
+    seen: dict[str, int] = {}
+    return {list_key(model, payload, seen): payload for payload in checked.values()}
+
+
+def _refuse(problems: list[str], head: str) -> None:
+    """One error naming the first problems (the rest counted), before anything is spent."""
     if problems:
         more = f" (and {len(problems) - NAMED_PROBLEMS} more)" if len(problems) > NAMED_PROBLEMS else ""
         raise SegmindValidationError(
-            f"{len(problems)} of {len(keyed)} batch items are invalid, nothing was submitted: "
-            + "; ".join(problems[:NAMED_PROBLEMS])
-            + more
+            f"{head}, nothing was submitted: " + "; ".join(problems[:NAMED_PROBLEMS]) + more
         )
-    return checked
+
+
+def check_item_paths(model: str, payloads: Mapping[str, Mapping[str, Any]], output_dir: Any) -> None:
+    """Refuse, before the first submit, item keys whose files would clash or contradict their format.
+
+    Item ``k`` is stored as ``{output_dir}/k`` when ``k`` ends in a media extension (which must then
+    match the requested format), else as ``k`` plus the format's extension (the content's, when the
+    catalog does not say). Two items may not end as one file, compared case-insensitively (a bucket
+    or a laptop's disk may not tell ``Hero.png`` from ``hero.png``).
+    """
+    problems: list[str] = []
+    by_stem: dict[str, list[tuple[str, str | None]]] = {}
+    for key, payload in payloads.items():
+        wanted = expected_format(model, payload)
+        stem, suffix = split_name(key)
+        if suffix:
+            try:
+                check_path_format(item_path(output_dir, key), wanted)
+            except SegmindValidationError:
+                problems.append(
+                    f"item key {key!r} ends in {suffix!r} but its payload asks for {wanted}: make the key's "
+                    f"extension match, or drop it to have the right one appended"
+                )
+                continue
+        extension = suffix.lower() or EXTENSIONS.get(normalize_format(wanted) or "")
+        by_stem.setdefault(stem.casefold(), []).append((key, extension))
+    for group in by_stem.values():
+        finals: dict[str, list[str]] = {}
+        for key, extension in group:
+            finals.setdefault(extension or ".*", []).append(key)
+        wild = finals.pop(".*", [])  # the extension is only known once stored: any of them may clash
+        clashes = [(e, keys + wild) for e, keys in finals.items()] or [(".*", wild)]
+        for extension, keys in clashes:
+            if len(keys) > 1:
+                problems.append(
+                    f"items {', '.join(map(repr, keys))} would all be stored as "
+                    f"{split_name(keys[0])[0] + extension!r}: give them distinct keys"
+                )
+    _refuse(problems, "the batch's item keys cannot all be stored as file names")
 
 
 def price(model: str, payload: Mapping[str, Any]) -> float:
@@ -119,37 +184,80 @@ def expected_format(model: str, payload: Mapping[str, Any]) -> str | None:
     return expected_output_format(model, payload)
 
 
-def reuse_stored(ledger: Ledger, manifest: Mapping[str, Any] | None, conn_id: str | None) -> int:
-    """Mark items whose manifest entry matches (fingerprint) and whose stored outputs are intact as reused.
+def _unchanged(entry: Mapping[str, Any], conn_id: str | None) -> list[tuple[int, str]] | None:
+    """The (size, sha256) of every output the entry names, when each still has its recorded size and
+    digest; None when one changed or is gone. An entry written before they were recorded: its outputs
+    must be recognised and decode in full, and their digests are taken now."""
+    uris = [str(uri) for uri in entry["output_uris"]]
+    sizes, digests = entry.get("output_sizes"), entry.get("output_sha256")
+    if isinstance(sizes, list) and isinstance(digests, list) and len(sizes) == len(digests) == len(uris):
+        recorded = list(zip(sizes, digests, strict=True))
+        same = all(output_matches(uri, n, d, conn_id) for uri, (n, d) in zip(uris, recorded, strict=True))
+        return recorded if same else None
+    if not all(output_intact(uri, conn_id) for uri in uris):
+        return None
+    try:
+        return [file_digest(uri, conn_id) for uri in uris]
+    except (OSError, ValueError):
+        return None
 
-    An item an earlier run made costs this run nothing (0.0); one this batch's earlier try submitted
-    (since ``ledger.started_at``) was paid by this run and keeps its cost, or None to look it up."""
+
+def _stored_entry(entry: Any, fingerprint: str | None = None) -> bool:
+    """A manifest entry of a stored output (of ``fingerprint``, when given)."""
+    return (
+        isinstance(entry, dict)
+        and entry.get("status") == COMPLETED
+        and bool(entry.get("output_uris"))
+        and (fingerprint is None or entry.get("fingerprint") == fingerprint)
+    )
+
+
+def _spare_entries(ledger: Ledger, entries: Mapping[str, Any]) -> dict[str, list[dict[str, Any]]]:
+    """Fingerprint -> stored entries under keys this batch no longer has, whose files no item of it
+    writes: a list batch keyed by position before its keys were fingerprints, or a renamed key. An
+    item without an entry of its own reuses one in place instead of paying again."""
+    taken = {split_name(key)[0].casefold() for key in ledger.items}
+    spare: dict[str, list[dict[str, Any]]] = {}
+    for key, entry in entries.items():
+        if key in ledger.items or not _stored_entry(entry):
+            continue
+        names = {
+            split_name(str(uri).rstrip("/").rpartition("/")[2])[0].casefold() for uri in entry["output_uris"]
+        }
+        if not names & taken:
+            spare.setdefault(str(entry.get("fingerprint")), []).append(entry)
+    return spare
+
+
+def reuse_stored(ledger: Ledger, manifest: Mapping[str, Any] | None, conn_id: str | None) -> int:
+    """Mark items whose manifest entry matches (fingerprint) and whose stored outputs are unchanged as reused.
+
+    An item keeps its entry's request id, submission time and digests, so a later try counts it as
+    this run's when it was (its cost, or None to look it up) and an earlier run's (0.0) when not."""
     if manifest is None:
         return 0
     entries = manifest["items"]
+    spare = _spare_entries(ledger, entries)
     candidates: list[tuple[Item, dict[str, Any]]] = []
     for item in ledger.with_status(PENDING):
         entry = entries.get(item.key)
-        if (
-            isinstance(entry, dict)
-            and entry.get("status") == COMPLETED
-            and entry.get("fingerprint") == item.fingerprint
-            and entry.get("output_uris")
-        ):
+        if not _stored_entry(entry, item.fingerprint):
+            others = spare.get(item.fingerprint)
+            entry = others.pop(0) if others else None
+        if entry is not None:
             candidates.append((item, entry))
 
-    def intact(pair: tuple[Item, dict[str, Any]]) -> bool:
-        return all(output_intact(str(uri), conn_id) for uri in pair[1]["output_uris"])
-
     with ThreadPoolExecutor(CHECK_THREADS, thread_name_prefix="segmind-reuse") as pool:
-        verdicts = list(pool.map(intact, candidates))
-    for (item, entry), ok in zip(candidates, verdicts, strict=True):
-        if ok:
-            item.end(COMPLETED, uris=[str(u) for u in entry["output_uris"]])
+        verdicts = list(pool.map(lambda pair: _unchanged(pair[1], conn_id), candidates))
+    for (item, entry), digests in zip(candidates, verdicts, strict=True):
+        if digests is not None:
+            item.end(COMPLETED, uris=[str(u) for u in entry["output_uris"]], digests=digests)
             item.request_id = entry.get("request_id")
-            paid_here = float(entry.get("submitted_at") or 0.0) >= ledger.started_at
-            item.reused, item.cost = True, (entry.get("cost") if paid_here else 0.0)
-    return sum(verdicts)
+            submitted_at = entry.get("submitted_at")
+            item.submitted_at = float(submitted_at) if isinstance(submitted_at, (int, float)) else None
+            earlier = ledger.paid_earlier(item.submitted_at)
+            item.reused, item.cost = True, (earlier if earlier is not None else entry.get("cost"))
+    return sum(1 for digests in verdicts if digests is not None)
 
 
 def _remember(store: Any, item: Item, record: dict[str, Any], log: logging.Logger | Any) -> None:
@@ -215,7 +323,8 @@ def rounds_started(store: Any) -> int:
 
 
 def first_started_at(marker: Mapping[str, Any], default: float) -> float:
-    """When this task instance's first try started the batch (``default`` when no try submitted yet)."""
+    """When this task instance's first try started the batch, from the store's marker or the manifest
+    (``default`` when neither says)."""
     value = marker.get("started_at")
     return min(float(value), default) if isinstance(value, (int, float)) else default
 
@@ -298,6 +407,7 @@ def collect(
     try:
         output = inline if inline is not None else hook.get_result(str(item.request_id)).get("output")
         uris: list[str] = []
+        digests: list[tuple[int, str]] = []
         if output_dir:
             uris = store_output(
                 output,
@@ -307,9 +417,26 @@ def collect(
                 expected_format=expected_format,
                 max_bytes=max_bytes,
             )
-        item.end(COMPLETED, uris=uris, output=None if output_dir else output)
-    except (SegmindRequestFailedError, SegmindOutputError, SegmindNotFoundError) as exc:
+            try:
+                digests = [file_digest(uri, output_conn_id) for uri in uris]
+            except OSError as exc:
+                raise SegmindOutputError(f"reading back the stored output failed: {exc}") from exc
+        item.end(COMPLETED, uris=uris, digests=digests, output=None if output_dir else output)
+    except (SegmindRequestFailedError, SegmindNotFoundError) as exc:
         item.end(FAILED, error=str(exc))
+    except SegmindOutputError as exc:  # made and paid for, not stored (a full disk): a rerun fetches it again
+        item.end(FAILED, error=str(exc))
+        item.unstored = True
+
+
+def cost_text(manifest: Mapping[str, Any]) -> str:
+    """``$1.2300``, or ``unknown ($0.8000 known; 3 items' costs not found)``: an unknown cost is never 0."""
+    if manifest["cost"] is not None:
+        return f"${manifest['cost']:.4f}"
+    return (
+        f"unknown (${manifest['cost_known']:.4f} known; {manifest['cost_unknown']} items' costs not found "
+        f"in the request history)"
+    )
 
 
 def failure_listing(failed: list[Item], most: int) -> str:

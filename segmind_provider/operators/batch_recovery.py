@@ -41,11 +41,12 @@ UNCERTAIN = (
 
 def _earlier_requests(ledger: Ledger, store: Any, manifest: Mapping[str, Any] | None) -> dict[str, Any]:
     """Item key -> what an earlier try remembered of its request: the store's record (written at each
-    submit), else a manifest entry still RUNNING (written at each wave; survives a new run too)."""
+    submit), else a manifest entry still RUNNING or completed but not stored (a full disk), written at
+    each wave and surviving a new run too: while Segmind holds its result, it is fetched, not paid again."""
     records: dict[str, Any] = {}
     if manifest is not None:
         for key, entry in manifest["items"].items():
-            if isinstance(entry, dict) and entry.get("status") == RUNNING and entry.get("request_id"):
+            if isinstance(entry, dict) and entry.get("request_id") and _still_held(entry):
                 records[str(key)] = entry
     if store is not None and store.get(STORE_MARKER):
         for item in ledger.with_status(PENDING):
@@ -53,6 +54,11 @@ def _earlier_requests(ledger: Ledger, store: Any, manifest: Mapping[str, Any] | 
             if isinstance(record, dict):
                 records[item.key] = record
     return records
+
+
+def _still_held(entry: Mapping[str, Any]) -> bool:
+    """A manifest entry whose request may still be fetched: running, or completed and never stored."""
+    return entry.get("status") == RUNNING or (entry.get("status") == FAILED and entry.get("unstored") is True)
 
 
 def _lost_submits(

@@ -60,6 +60,9 @@ _PACKED = (
     "cost",
     "reused",
     "uncertain",
+    "output_sizes",
+    "output_sha256",
+    "unstored",
 )
 
 
@@ -83,6 +86,9 @@ class Item:
     cost: float | None = None
     reused: bool = False
     uncertain: bool = False
+    output_sizes: list[int] = field(default_factory=list)  # bytes of each stored output, as stored
+    output_sha256: list[str] = field(default_factory=list)  # and its digest: a rerun reuses only these bytes
+    unstored: bool = False  # Segmind completed it but its output was not stored: a rerun fetches it again
 
     def pack(self) -> list[Any]:
         """A compact JSON form (a list in field order) for next_kwargs."""
@@ -90,14 +96,28 @@ class Item:
 
     @classmethod
     def unpack(cls, key: str, packed: list[Any]) -> Item:
-        return cls(key, **dict(zip(_PACKED, packed, strict=True)))
+        """The item back from :meth:`pack`; a ledger packed before the last fields existed lacks them."""
+        if len(packed) > len(_PACKED):
+            raise ValueError(f"item {key!r}: {len(packed)} packed fields, at most {len(_PACKED)} known")
+        return cls(key, **dict(zip(_PACKED, packed, strict=False)))
 
     def end(
-        self, status: str, *, error: str | None = None, uris: Iterable[str] = (), output: Any = None
+        self,
+        status: str,
+        *,
+        error: str | None = None,
+        uris: Iterable[str] = (),
+        digests: Iterable[tuple[int, str]] = (),
+        output: Any = None,
     ) -> None:
+        """End the item; ``digests`` are the stored outputs' (size, sha256), in the order of ``uris``."""
         self.status = status
         self.error = error
         self.output_uris = list(uris)
+        pairs = list(digests)
+        self.output_sizes = [size for size, _ in pairs]
+        self.output_sha256 = [digest for _, digest in pairs]
+        self.unstored = False
         if output is not None:
             self.output = output
 
@@ -112,6 +132,9 @@ class Item:
             "reused": self.reused,
             "fingerprint": self.fingerprint,
             "submitted_at": self.submitted_at,
+            "output_sizes": list(self.output_sizes),
+            "output_sha256": list(self.output_sha256),
+            "unstored": self.unstored,
         }
         if with_output:
             entry["output"] = self.output
@@ -121,24 +144,39 @@ class Item:
 class Ledger:
     """Every item of the batch, in the order given, with the batch's own facts (start, waves)."""
 
-    def __init__(self, items: Iterable[Item], started_at: float, waves: int = 0, rounds: int = 0) -> None:
+    def __init__(
+        self,
+        items: Iterable[Item],
+        started_at: float,
+        waves: int = 0,
+        rounds: int = 0,
+        run: str | None = None,
+    ) -> None:
         self.items: dict[str, Item] = {item.key: item for item in items}
-        self.started_at = started_at
+        self.started_at = started_at  # when this run's first try started the batch
         self.waves = waves
         self.rounds = rounds  # rounds of submits this ledger has seen (see batch_items.begin_round)
+        self.run = run  # the task instance (DAG, run, task, map index): the manifest says whose it is
 
     def pack(self) -> dict[str, Any]:
         return {
             "started_at": self.started_at,
             "waves": self.waves,
             "rounds": self.rounds,
+            "run": self.run,
             "items": {key: item.pack() for key, item in self.items.items()},
         }
 
     @classmethod
     def unpack(cls, data: Mapping[str, Any]) -> Ledger:
         items = (Item.unpack(key, packed) for key, packed in data["items"].items())
-        return cls(items, float(data["started_at"]), int(data.get("waves", 0)), int(data.get("rounds", 0)))
+        return cls(
+            items,
+            float(data["started_at"]),
+            int(data.get("waves", 0)),
+            int(data.get("rounds", 0)),
+            data.get("run"),
+        )
 
     def with_status(self, *statuses: str) -> list[Item]:
         return [item for item in self.items.values() if item.status in statuses]
@@ -146,17 +184,37 @@ class Ledger:
     def by_request(self) -> dict[str, Item]:
         return {item.request_id: item for item in self.items.values() if item.request_id}
 
+    def paid_earlier(self, submitted_at: Any) -> float | None:
+        """An earlier run's request costs this run 0.0; None (look it up) when this run's tries paid for it
+        or when it is not known when it was submitted."""
+        if isinstance(submitted_at, (int, float)) and float(submitted_at) < self.started_at:
+            return 0.0
+        return None
+
+    def unknown_costs(self) -> list[Item]:
+        """Items this run paid for (or may have) whose cost is not known."""
+        return [i for i in self.items.values() if i.cost is None and (i.request_id or i.uncertain)]
+
     def manifest(self, model: str, with_output: bool) -> dict[str, Any]:
-        """``{"items": {key: entry}, "completed": n, "failed": m, "cost": total, ...}``."""
+        """``{"items": {key: entry}, "order": [key...], "completed": n, "cost": total or None, ...}``.
+
+        ``cost`` is None (unknown) when any item paid for has no known cost: never a partial sum.
+        """
         items = {key: item.entry(with_output) for key, item in self.items.items()}
+        unknown = len(self.unknown_costs())
         costs = [item.cost for item in self.items.values() if item.cost is not None]
         return {
             "items": items,
+            "order": list(self.items),
             "completed": sum(1 for item in self.items.values() if item.status == COMPLETED),
             "failed": sum(1 for item in self.items.values() if item.status == FAILED),
-            "cost": round(sum(costs), 6),
+            "cost": None if unknown else round(sum(costs), 6),
+            "cost_known": round(sum(costs), 6),
+            "cost_unknown": unknown,
             "model": model,
             "reused": sum(1 for item in self.items.values() if item.reused),
             "not_started": [item.key for item in self.items.values() if item.status == NOT_STARTED],
             "waves": self.waves,
+            "run": self.run,
+            "started_at": self.started_at,
         }

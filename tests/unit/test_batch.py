@@ -119,7 +119,7 @@ async def test_a_batch_stores_every_item_once_and_writes_the_manifest(
     assert submits(emulator) == 20
     assert run.triggers == manifest["waves"] >= 3  # 20 items, 8 in flight at most: several waves
     assert manifest["completed"] == 20 and manifest["failed"] == 0 and manifest["not_started"] == []
-    assert set(manifest["items"]) == {str(i) for i in range(20)}
+    assert set(manifest["items"]) == set(manifest["order"]) and len(manifest["order"]) == 20
     for key, entry in manifest["items"].items():
         assert set(entry) >= ITEM_KEYS and entry["status"] == "COMPLETED" and entry["error"] is None
         (uri,) = entry["output_uris"]
@@ -133,7 +133,7 @@ async def test_a_batch_stores_every_item_once_and_writes_the_manifest(
         on_disk["items"] == json.loads(json.dumps(manifest["items"])) and on_disk["cost"] == manifest["cost"]
     )
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == sorted(
-        [f"{i}.png" for i in range(20)] + ["manifest.json"]
+        [f"{key}.png" for key in manifest["order"]] + ["manifest.json"]
     )
     # Costs came from the history in pages, never one call per request.
     assert len(emulator.calls(endpoint="history")) == 1
@@ -180,15 +180,16 @@ async def test_running_again_pays_for_nothing_and_one_changed_payload_for_one(
 
     changed = [dict(p) for p in items]
     changed[3]["prompt"] = "a lighthouse at night"
-    (tmp_path / "out" / "5.png").unlink()  # a stored output that is gone is made again
-    (tmp_path / "out" / "7.png").write_bytes(
-        (tmp_path / "out" / "7.png").read_bytes()[:300]
+    keys = again["order"]  # a list's items are keyed by what they ask: docs/operator.md
+    (tmp_path / "out" / f"{keys[5]}.png").unlink()  # a stored output that is gone is made again
+    (tmp_path / "out" / f"{keys[7]}.png").write_bytes(
+        (tmp_path / "out" / f"{keys[7]}.png").read_bytes()[:300]
     )  # and a broken one
     emulator.clear_calls()
     third = await Run(batch(tmp_path, changed), make_context()).all()
     assert submits(emulator) == 3
-    assert {k for k, e in third["items"].items() if not e["reused"]} == {"3", "5", "7"}
-    with Image.open(tmp_path / "out" / "7.png") as image:
+    assert {k for k, e in third["items"].items() if not e["reused"]} == {third["order"][3], keys[5], keys[7]}
+    with Image.open(tmp_path / "out" / f"{keys[7]}.png") as image:
         image.load()
 
 
@@ -254,10 +255,11 @@ async def test_failed_items_are_listed_and_fail_the_task_when_asked(
     items[2]["prompt"] = "a forbidden lighthouse"
     with pytest.raises(SegmindBatchItemsFailedError) as raised:
         await Run(batch(tmp_path, items), make_context()).all()
-    assert "2 (content blocked: " in str(raised.value) and "1 of 6 items failed" in str(raised.value)
     manifest = json.loads((tmp_path / "out" / "manifest.json").read_text())
+    blocked = manifest["order"][2]
+    assert f"{blocked} (content blocked: " in str(raised.value) and "1 of 6 items failed" in str(raised.value)
     assert manifest["failed"] == 1 and manifest["completed"] == 5
-    assert "moderation" in manifest["items"]["2"]["error"].lower()
+    assert "moderation" in manifest["items"][blocked]["error"].lower()
     emulator.clear_calls()
     tolerant = await Run(batch(tmp_path, items, fail_on_item_failure=False), make_context()).all()
     assert tolerant["failed"] == 1 and tolerant["reused"] == 5 and submits(emulator) == 1
@@ -274,12 +276,12 @@ async def test_a_credit_floor_stops_submitting_and_names_the_spend_and_the_unsta
     assert submits(emulator) == 40
     assert emulator.config()["credits_remaining"] >= floor - 1e-9  # no submit went past the floor
     text = str(raised.value)
-    assert "60 of 100 items were not started" in text and "40, 41, 42" in text
+    manifest = json.loads((tmp_path / "out" / "manifest.json").read_text())
+    assert "60 of 100 items were not started" in text and ", ".join(manifest["order"][40:43]) in text
     assert "$2.0000 from the request history for 40 of 40 submitted items" in text
     assert "balance about $1.0000, floor $1.0000" in text
-    manifest = json.loads((tmp_path / "out" / "manifest.json").read_text())
     assert manifest["completed"] == 40 and len(manifest["not_started"]) == 60
-    assert manifest["items"]["99"]["status"] == "NOT_STARTED"
+    assert manifest["items"][manifest["order"][99]]["status"] == "NOT_STARTED"
 
 
 async def test_the_floor_comes_from_the_connection_too(
