@@ -22,33 +22,23 @@ from segmind_provider.operators.batch import SegmindBatchOperator
 from segmind_provider.operators.segmind import SegmindOperator
 
 if TYPE_CHECKING:
-    from airflow.sdk import Context
+    from airflow.sdk import BaseOperator, Context
 
 __all__ = ["segmind_batch_task", "segmind_task"]
 
 
-def _call(operator: DecoratedOperator, context: Context) -> Any:
-    """The decorated function's return value for this try (its arguments resolved as TaskFlow does)."""
-    context_merge(context, operator.op_kwargs)
-    kwargs = determine_kwargs(operator.python_callable, operator.op_args, context)
-    return operator.python_callable(*operator.op_args, **kwargs)
+class _FunctionPayload(DecoratedOperator):
+    """The part both decorated operators share: the operator's payload field is the function's return value.
 
-
-class _SegmindDecoratedOperator(DecoratedOperator, SegmindOperator):
-    """A ``SegmindOperator`` whose payload is the decorated function's return value.
-
-    :param python_callable: the function returning the payload dict.
+    :param python_callable: the function returning the payload (or payloads).
     :param op_args: positional arguments for the function (templated).
     :param op_kwargs: keyword arguments for the function (templated).
     """
 
-    template_fields: Sequence[str] = (*DecoratedOperator.template_fields, *SegmindOperator.template_fields)
-    template_fields_renderers: ClassVar[dict[str, str]] = {
-        **DecoratedOperator.template_fields_renderers,
-        **SegmindOperator.template_fields_renderers,
-    }
-    custom_operator_name: str = "@task.segmind"
-    overwrite_rtif_after_execution: bool = True  # the Rendered Templates tab shows the payload sent
+    #: The operator's field the function fills, and its value until the function has run.
+    payload_field: ClassVar[str]
+    placeholder: ClassVar[Any]
+    overwrite_rtif_after_execution: bool = True  # the Rendered Templates tab shows what was sent
 
     def __init__(
         self,
@@ -58,74 +48,71 @@ class _SegmindDecoratedOperator(DecoratedOperator, SegmindOperator):
         op_kwargs: Mapping[str, Any] | None = None,
         **kwargs: Any,
     ) -> None:
-        super().__init__(
-            python_callable=python_callable, op_args=op_args, op_kwargs=op_kwargs, payload={}, **kwargs
-        )
+        kwargs[self.payload_field] = self.placeholder
+        super().__init__(python_callable=python_callable, op_args=op_args, op_kwargs=op_kwargs, **kwargs)
 
-    def _payload(self, context: Context) -> None:
-        payload = _call(self, context)
-        if not isinstance(payload, Mapping):
-            raise TypeError(
-                f"the @task.segmind function {self.python_callable.__name__} must return the payload "
-                f"dict, got {type(payload).__name__}"
-            )
-        self.payload = dict(payload)
+    def checked(self, value: Any) -> Any:
+        """The function's return value if it has the field's shape; a TypeError naming the function if not."""
+        raise NotImplementedError
+
+    def fill(self, context: Context) -> None:
+        """Run the function for this try (its arguments resolved as TaskFlow does) and set the field."""
+        context_merge(context, self.op_kwargs)
+        kwargs = determine_kwargs(self.python_callable, self.op_args, context)
+        setattr(self, self.payload_field, self.checked(self.python_callable(*self.op_args, **kwargs)))
 
     def execute(self, context: Context) -> Any:
-        self._payload(context)
+        self.fill(context)
         return super().execute(context)
 
+
+def _fields(operator: type[BaseOperator]) -> tuple[Sequence[str], dict[str, str]]:
+    """The template fields and renderers of the function's arguments and of the operator."""
+    return (
+        (*DecoratedOperator.template_fields, *operator.template_fields),
+        {**DecoratedOperator.template_fields_renderers, **operator.template_fields_renderers},
+    )
+
+
+class _SegmindDecoratedOperator(_FunctionPayload, SegmindOperator):
+    """A ``SegmindOperator`` whose payload is the decorated function's return value."""
+
+    template_fields, template_fields_renderers = _fields(SegmindOperator)
+    custom_operator_name: str = "@task.segmind"
+    payload_field = "payload"
+    placeholder: ClassVar[Any] = {}
+
+    def checked(self, value: Any) -> dict[str, Any]:
+        if not isinstance(value, Mapping):
+            raise TypeError(
+                f"the @task.segmind function {self.python_callable.__name__} must return the payload "
+                f"dict, got {type(value).__name__}"
+            )
+        return dict(value)
+
     def execute_complete(self, context: Context, event: dict[str, Any]) -> dict[str, Any]:
-        self._payload(context)
+        self.fill(context)  # a resumed task is a new operator object: its payload is the placeholder
         return super().execute_complete(context, event)
 
 
-class _SegmindBatchDecoratedOperator(DecoratedOperator, SegmindBatchOperator):
-    """A ``SegmindBatchOperator`` whose payloads are the decorated function's return value.
+class _SegmindBatchDecoratedOperator(_FunctionPayload, SegmindBatchOperator):
+    """A ``SegmindBatchOperator`` whose payloads are the decorated function's return value."""
 
-    :param python_callable: the function returning the payloads (a list, or a dict of item key to payload).
-    :param op_args: positional arguments for the function (templated).
-    :param op_kwargs: keyword arguments for the function (templated).
-    """
-
-    template_fields: Sequence[str] = (
-        *DecoratedOperator.template_fields,
-        *SegmindBatchOperator.template_fields,
-    )
-    template_fields_renderers: ClassVar[dict[str, str]] = {
-        **DecoratedOperator.template_fields_renderers,
-        **SegmindBatchOperator.template_fields_renderers,
-    }
+    template_fields, template_fields_renderers = _fields(SegmindBatchOperator)
     custom_operator_name: str = "@task.segmind_batch"
-    overwrite_rtif_after_execution: bool = True
+    payload_field = "payloads"
+    placeholder: ClassVar[Any] = []
 
-    def __init__(
-        self,
-        *,
-        python_callable: Callable[..., Any],
-        op_args: Collection[Any] | None = None,
-        op_kwargs: Mapping[str, Any] | None = None,
-        **kwargs: Any,
-    ) -> None:
-        super().__init__(
-            python_callable=python_callable, op_args=op_args, op_kwargs=op_kwargs, payloads=[], **kwargs
-        )
-
-    def _payloads(self, context: Context) -> None:
-        payloads = _call(self, context)
-        if isinstance(payloads, (str, bytes)) or not isinstance(payloads, (Mapping, Sequence)):
+    def checked(self, value: Any) -> Any:
+        if isinstance(value, (str, bytes)) or not isinstance(value, (Mapping, Sequence)):
             raise TypeError(
                 f"the @task.segmind_batch function {self.python_callable.__name__} must return a list of "
-                f"payloads or a dict of item key to payload, got {type(payloads).__name__}"
+                f"payloads or a dict of item key to payload, got {type(value).__name__}"
             )
-        self.payloads = payloads
-
-    def execute(self, context: Context) -> Any:
-        self._payloads(context)
-        return super().execute(context)
+        return value
 
     def execute_wave(self, context: Context, event: dict[str, Any]) -> dict[str, Any]:
-        self._payloads(context)
+        self.fill(context)
         return super().execute_wave(context, event)
 
 

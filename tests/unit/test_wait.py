@@ -15,6 +15,7 @@ from typing import Any
 import pytest
 from airflow.sdk.execution_time.context import set_current_context
 from PIL import Image
+from test_operator import FLUX, PAYLOAD, RESULT_KEYS, calls
 
 from segmind_provider.decorators.segmind import _SegmindBatchDecoratedOperator, _SegmindDecoratedOperator
 from segmind_provider.exceptions import (
@@ -26,14 +27,7 @@ from segmind_provider.hooks.segmind import SegmindHook
 from segmind_provider.operators.durable import STATE_STORE_KEY
 from segmind_provider.testing.emulator.runner import SegmindEmulator
 
-FLUX = "flux-1.1-pro"
-PAYLOAD = {"prompt": "a lighthouse at dawn", "output_format": "png"}
-RESULT_KEYS = {"request_id", "model", "status", "output", "output_uris", "metrics", "cost"}
 QUICK = {"expected_duration": 0.14, "poll_interval": 0.2}
-
-
-def calls(emulator: SegmindEmulator, endpoint: str) -> int:
-    return len(emulator.calls(endpoint=endpoint))
 
 
 @contextmanager
