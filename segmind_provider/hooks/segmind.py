@@ -368,7 +368,7 @@ class SegmindHook(BaseHook):
         :param poll_interval: the longest gap between two polls (None: the operators' default).
         :param expected_duration: typical submit-to-completion seconds, overriding the model's.
         :return: the result answer (``output``, ``metrics``...), as :meth:`get_result` gives it.
-        :raises SegmindJobFailedError: the job FAILED (``SegmindContentBlockedError`` for a blocked prompt).
+        :raises SegmindRequestFailedError: the job FAILED (``SegmindContentBlockedError`` for a blocked prompt).
         :raises SegmindTimeoutError: still running when ``timeout`` passed.
         """
         from segmind_provider import wait

@@ -170,3 +170,24 @@ def test_a_decorated_task_without_deferral_waits_in_the_worker(
     assert set(result) == RESULT_KEYS and result["status"] == "COMPLETED"
     assert emulator.requests(FLUX)[-1]["body"] == {"prompt": "a heron", "output_format": "png"}
     assert calls(emulator, "submit") == 1 and calls(emulator, "result") == 1
+
+
+@pytest.mark.parametrize(
+    ("page", "heading", "dag_id", "tasks"),
+    [
+        ("operator.md", "## TaskFlow", "taskflow_images", {"animal", "shots", "report"}),
+        ("hook.md", "## Waiting from plain Python", "hook_images", {"hero"}),
+    ],
+)
+def test_the_docs_examples_are_dags_that_parse(
+    page: str, heading: str, dag_id: str, tasks: set[str], tmp_path: Path
+) -> None:
+    from airflow.dag_processing.dagbag import BundleDagBag
+
+    text = (Path(__file__).resolve().parents[2] / "docs" / page).read_text()
+    start = text.index("```python\n", text.index(heading)) + len("```python\n")
+    code = text[start : text.index("\n```", start)]
+    (tmp_path / f"{dag_id}.py").write_text(code)
+    bag = BundleDagBag(dag_folder=tmp_path, bundle_path=tmp_path, bundle_name="docs")
+    assert bag.import_errors == {} and set(bag.dags) == {dag_id}
+    assert {task.task_id for task in bag.dags[dag_id].tasks} == tasks
