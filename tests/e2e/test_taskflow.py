@@ -54,6 +54,7 @@ def test_plain_python_generates_and_waits_through_the_hook(
     emulator.clear_calls()
     output = shared.dags_test("segmind_e2e_hook_wait", airflow_env)
     assert "[DAG TEST] running trigger in line" not in output  # nothing deferred: the wait ran in the task
+    assert output.count(": success after") == 2  # the trigger's own lines, logged by the task
     seen = endpoints(emulator)
     assert seen.count("submit") == 2 and seen.count("status") >= 2 and seen.count("result") == 2
     generated = shared.xcom(airflow_env, "segmind_e2e_hook_wait", "return_value", task_id="generate")
