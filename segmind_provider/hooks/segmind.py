@@ -344,6 +344,7 @@ class SegmindHook(BaseHook):
         return account.get_request(self, request_id)
 
     # ---------------------------------------------------------------- waiting (segmind_provider.wait)
+    # ``wait`` is imported where it is used: it imports the trigger, which imports this module.
 
     def wait(
         self,
