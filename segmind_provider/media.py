@@ -7,12 +7,12 @@ from __future__ import annotations
 
 import base64
 import binascii
-import io
 import mimetypes
 import re
 from pathlib import Path
 from urllib.parse import unquote_to_bytes, urlsplit, urlunsplit
 
+from segmind_provider import integrity
 from segmind_provider.exceptions import SegmindOutputError
 
 __all__ = [
@@ -32,8 +32,6 @@ __all__ = [
 ]
 
 SNIFF_BYTES = 16
-DECODABLE = frozenset({"png", "jpeg", "webp", "gif"})
-"""Image kinds decoded in full (Pillow) before they are stored: valid magic bytes are not enough."""
 EXTENSIONS: dict[str, str] = {
     "png": ".png",
     "jpeg": ".jpg",
@@ -106,17 +104,12 @@ def extension_for(kind: str | None, content_type: str) -> str:
 
 
 def decode_problem(source: Path | bytes, kind: str | None) -> str | None:
-    """Why an image (a file, or its bytes) does not decode in full, or None when it does (or is not one)."""
-    if kind not in DECODABLE:
-        return None
-    from PIL import Image
+    """Why a file (a path, or its bytes) of ``kind`` is not whole, or None when it is (or is not checked).
 
-    try:
-        with Image.open(io.BytesIO(source) if isinstance(source, bytes) else source) as image:
-            image.load()
-    except Exception as exc:  # Pillow raises OSError, SyntaxError, ValueError... for broken data
-        return f"{type(exc).__name__}: {exc}"
-    return None
+    Each format is checked by its own structure and checksums, in bounded memory
+    (``segmind_provider.integrity``): valid magic bytes, or a lenient decode, are not enough.
+    """
+    return integrity.problem(source, kind)
 
 
 _BASE64_ALPHABET = re.compile(r"[A-Za-z0-9+/=_-]+")
