@@ -145,28 +145,28 @@ def slow_connection(emulator: SegmindEmulator, monkeypatch: pytest.MonkeyPatch, 
     monkeypatch.setenv("AIRFLOW_CONN_SEGMIND_DEFAULT", json.dumps(conn))
 
 
-def test_media_dripped_at_64_bytes_a_second_is_abandoned_at_the_download_deadline(
-    emulator: SegmindEmulator, make_context: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+@pytest.mark.parametrize(
+    ("endpoint", "rate", "error"),
+    [("media", 64, SegmindOutputError), ("result", 1, SegmindTransportError)],
+    ids=["media at 64 B/s", "result at 1 B/s"],
+)
+def test_a_dripped_body_is_abandoned_at_the_call_deadline(
+    emulator: SegmindEmulator,
+    make_context: Any,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    endpoint: str,
+    rate: float,
+    error: type[Exception],
 ) -> None:
-    """The 256x256 PNG would take minutes at 64 B/s; each read gets bytes within the 2 s timeout."""
+    """Each read gets bytes within the 2 s timeout; the 256x256 PNG (~50 KB) or the result (~300
+    bytes) would need minutes at these rates. A 5 s task timeout: the task ends well before."""
     slow_connection(emulator, monkeypatch)
-    emulator.add_fault("media", kind="drip", rate=64)
+    emulator.add_fault(endpoint, kind="drip", rate=rate)
     started = time.monotonic()
-    with pytest.raises(SegmindOutputError, match="deadline"):
+    with pytest.raises(error, match="deadline"):
         flux(tmp_path, timeout=5).execute(make_context())
-    assert time.monotonic() - started < 40  # the drip alone would need several minutes
-    assert list(tmp_path.iterdir()) == []
-
-
-def test_a_result_body_dripped_at_1_byte_a_second_is_abandoned_at_the_call_deadline(
-    emulator: SegmindEmulator, make_context: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    slow_connection(emulator, monkeypatch)
-    emulator.add_fault("result", kind="drip", rate=1)
-    started = time.monotonic()
-    with pytest.raises(SegmindTransportError, match="deadline"):
-        flux(tmp_path, timeout=5).execute(make_context())
-    assert time.monotonic() - started < 40  # the answer is a few hundred bytes: minutes at 1 B/s
+    assert time.monotonic() - started < 40
     assert list(tmp_path.iterdir()) == []
 
 
