@@ -412,6 +412,203 @@ def _webm(stream: _Stream) -> None:
         raise Broken("no EBML header followed by a Segment")
 
 
+# ---------------------------------------------------------------- audio
+
+
+def _crc_table(width: int, poly: int) -> tuple[int, ...]:
+    top, mask, table = 1 << (width - 1), (1 << width) - 1, []
+    for byte in range(256):
+        crc = byte << (width - 8)
+        for _ in range(8):
+            crc = ((crc << 1) ^ poly) & mask if crc & top else (crc << 1) & mask
+        table.append(crc)
+    return tuple(table)
+
+
+_CRC8, _CRC16, _OGG_CRC = _crc_table(8, 0x07), _crc_table(16, 0x8005), _crc_table(32, 0x04C11DB7)
+
+
+# Bitrates (kbit/s) by (MPEG-1?, layer) and index; sample rates by version and index.
+_MP3_BITRATES = {
+    (True, 1): (0, 32, 64, 96, 128, 160, 192, 224, 256, 288, 320, 352, 384, 416, 448),
+    (True, 2): (0, 32, 48, 56, 64, 80, 96, 112, 128, 160, 192, 224, 256, 320, 384),
+    (True, 3): (0, 32, 40, 48, 56, 64, 80, 96, 112, 128, 160, 192, 224, 256, 320),
+    (False, 1): (0, 32, 48, 56, 64, 80, 96, 112, 128, 144, 160, 176, 192, 224, 256),
+    (False, 2): (0, 8, 16, 24, 32, 40, 48, 56, 64, 80, 96, 112, 128, 144, 160),
+    (False, 3): (0, 8, 16, 24, 32, 40, 48, 56, 64, 80, 96, 112, 128, 144, 160),
+}
+_MP3_RATES = {3: (44100, 48000, 32000), 2: (22050, 24000, 16000), 0: (11025, 12000, 8000)}
+_MP3_TAILS = (b"TAG", b"APETAGEX", b"LYRICS")
+
+
+def _mp3(stream: _Stream) -> None:
+    """ID3v2 tag, then MPEG audio frames back to back to the end (an ID3v1/APE tag may close it)."""
+    head = stream.read(10, "the first frame")
+    if head[:3] == b"ID3":
+        size = int.from_bytes(bytes(b & 0x7F for b in head[6:10]), "big") + (10 if head[5] & 0x10 else 0)
+        stream.skip(size, "the ID3v2 tag")
+        header = stream.read(4, "the first frame")
+    else:
+        header = head[:4]
+        stream.seek(4)
+    frames = 0
+    while True:
+        start = stream.pos - 4
+        if header[0] != 0xFF or header[1] & 0xE0 != 0xE0:
+            if frames and any(header.startswith(t[:4]) for t in _MP3_TAILS):
+                return
+            raise Broken(f"no MPEG audio frame where one must be (byte {start})")
+        version, layer_bits = (header[1] >> 3) & 3, (header[1] >> 1) & 3
+        rate_index, bitrate_index = (header[2] >> 2) & 3, header[2] >> 4
+        if version == 1 or layer_bits == 0 or rate_index == 3 or bitrate_index in (0, 15):
+            raise Broken(f"an invalid MPEG audio frame header at byte {start}")
+        layer, mpeg1 = 4 - layer_bits, version == 3
+        bitrate = _MP3_BITRATES[(mpeg1, layer)][bitrate_index] * 1000
+        rate, padding = _MP3_RATES[version][rate_index], (header[2] >> 1) & 1
+        if layer == 1:
+            length = (12 * bitrate // rate + padding) * 4
+        else:
+            length = (144 if mpeg1 or layer == 2 else 72) * bitrate // rate + padding
+        stream.skip(length - 4, f"MPEG audio frame {frames + 1}")
+        frames += 1
+        if stream.left < 4:
+            if stream.left:
+                raise Broken(f"{stream.left} stray bytes after the last MPEG audio frame: truncated")
+            return
+        header = stream.read(4, "a frame header")
+
+
+def _riff_wave(stream: _Stream) -> None:
+    riff, declared, wave = struct.unpack("<4sI4s", stream.read(12, "the RIFF header"))
+    if riff != b"RIFF" or wave != b"WAVE":
+        raise Broken("no RIFF/WAVE header")
+    if declared + 8 > stream.size:
+        raise Broken(f"the RIFF header gives {declared + 8} bytes; the file has {stream.size}: truncated")
+    seen = set()
+    while stream.pos < declared + 8:
+        kind, length = struct.unpack("<4sI", stream.read(8, "a chunk header"))
+        if kind == b"data" and b"fmt " not in seen:
+            raise Broken("audio data before its format chunk")
+        stream.skip(length + (length & 1 if stream.pos + length < stream.size else 0), f"the {kind!r} chunk")
+        seen.add(kind)
+    if b"data" not in seen:
+        raise Broken("no audio data chunk")
+
+
+def _ogg_crc(data: bytes) -> int:
+    crc, table = 0, _OGG_CRC
+    for byte in data:
+        crc = ((crc << 8) & 0xFFFFFFFF) ^ table[(crc >> 24) ^ byte]
+    return crc
+
+
+def _ogg(stream: _Stream) -> None:
+    """Ogg pages back to back, each with its CRC, the last one marked end-of-stream."""
+    last_flags = 0
+    pages = 0
+    while stream.left:
+        start = stream.pos
+        header = stream.read(27, "a page header")
+        if header[:4] != b"OggS" or header[4] != 0:
+            raise Broken(f"no Ogg page where one must be (byte {start})")
+        table = stream.read(header[26], "a page's segment table")
+        body = b"".join(stream.iter(sum(table), "a page"))
+        stored = int.from_bytes(header[22:26], "little")
+        if _ogg_crc(header[:22] + b"\0\0\0\0" + header[26:] + table + body) != stored:
+            raise Broken(f"the Ogg page at byte {start} fails its CRC")
+        last_flags = header[5]
+        pages += 1
+    if not pages or not last_flags & 4:
+        raise Broken("the last Ogg page does not end the stream: truncated")
+
+
+def _crc8(data: bytes) -> int:
+    crc = 0
+    for byte in data:
+        crc = _CRC8[crc ^ byte]
+    return crc
+
+
+def _crc16(data: bytes) -> int:
+    crc = 0
+    for byte in data:
+        crc = ((crc << 8) & 0xFFFF) ^ _CRC16[(crc >> 8) ^ byte]
+    return crc
+
+
+FLAC_TAIL = 1 << 18
+"""The last frame is looked for in the file's last 256 KiB (a frame of 4096 stereo samples is ~16 KiB)."""
+
+
+def _flac(stream: _Stream) -> None:
+    """Metadata blocks (STREAMINFO first), a valid frame header after them, the last frame's CRC-16."""
+    if stream.read(4, "the signature") != b"fLaC":
+        raise Broken("no fLaC signature")
+    first = True
+    while True:
+        flags, length = struct.unpack(">B3s", stream.read(4, "a metadata block header"))
+        if first and flags & 0x7F != 0:
+            raise Broken("the first metadata block is not STREAMINFO")
+        first = False
+        stream.skip(int.from_bytes(length, "big"), "a metadata block")
+        if flags & 0x80:
+            break
+    audio = stream.pos
+    if _flac_header_length(stream.read(min(16, stream.left), "the first frame")) is None:
+        raise Broken(f"no valid FLAC frame after the metadata (byte {audio})")
+    stream.seek(max(audio, stream.size - FLAC_TAIL))
+    tail = stream.read(stream.left, "the last frames")
+    end = len(tail)
+    while (at := max(tail.rfind(b"\xff\xf8", 0, end), tail.rfind(b"\xff\xf9", 0, end))) >= 0:
+        frame = tail[at:]
+        if _flac_header_length(frame) is not None:
+            if _crc16(frame[:-2]) == int.from_bytes(frame[-2:], "big"):
+                return
+            raise Broken("the last FLAC frame fails its CRC-16: truncated or damaged")
+        end = at + 1
+    raise Broken("no FLAC frame header found near the end: truncated or damaged")
+
+
+def _flac_header_length(frame: bytes) -> int | None:
+    """The length of the frame header ``frame`` starts with, when it is one (its CRC-8 matches)."""
+    if len(frame) < 6 or frame[0] != 0xFF or frame[1] not in (0xF8, 0xF9):
+        return None
+    size_code, rate_code = frame[2] >> 4, frame[2] & 0x0F
+    lead = frame[4]
+    extra = 0 if lead < 0x80 else 8 - (~lead & 0xFF).bit_length() - 1
+    length = 5 + extra
+    length += {6: 1, 7: 2}.get(size_code, 0) + {12: 1, 13: 2, 14: 2}.get(rate_code, 0)
+    if size_code == 0 or rate_code == 15 or extra < 0 or len(frame) <= length:
+        return None
+    return length if _crc8(frame[:length]) == frame[length] else None
+
+
+# ---------------------------------------------------------------- 3D
+
+
+def _glb(stream: _Stream) -> None:
+    """Binary glTF: its header's length is the file's, a JSON chunk that parses, then chunks to the end."""
+    import json
+
+    magic, version, length = struct.unpack("<4sII", stream.read(12, "the header"))
+    if magic != b"glTF" or version != 2:
+        raise Broken(f"not a glTF 2 binary (magic {magic!r}, version {version})")
+    if length != stream.size:
+        raise Broken(f"the header gives {length} bytes; the file has {stream.size}: truncated or padded")
+    chunk_length, chunk_type = struct.unpack("<II", stream.read(8, "the JSON chunk header"))
+    if chunk_type != 0x4E4F534A:
+        raise Broken("the first chunk is not JSON")
+    try:
+        document = json.loads(b"".join(stream.iter(chunk_length, "the JSON chunk")))
+    except ValueError as exc:
+        raise Broken(f"the JSON chunk does not parse: {exc}") from None
+    if not isinstance(document, dict) or "asset" not in document:
+        raise Broken("the JSON chunk has no 'asset'")
+    while stream.left:
+        chunk_length, _ = struct.unpack("<II", stream.read(8, "a chunk header"))
+        stream.skip(chunk_length, "a chunk")
+
+
 # ---------------------------------------------------------------- entry point
 
 
@@ -451,6 +648,11 @@ _CHECKS: dict[str, Callable[[_Stream], object]] = {
     "gif": _gif,
     "mp4": _mp4,
     "webm": _webm,
+    "mp3": _mp3,
+    "wav": _riff_wave,
+    "ogg": _ogg,
+    "flac": _flac,
+    "glb": _glb,
 }
 
 

@@ -41,6 +41,9 @@ EXTENSIONS: dict[str, str] = {
     "webm": ".webm",
     "mp3": ".mp3",
     "wav": ".wav",
+    "ogg": ".ogg",
+    "flac": ".flac",
+    "glb": ".glb",
 }
 KIND_OF_EXTENSION: dict[str, str] = {
     ".png": "png",
@@ -54,6 +57,11 @@ KIND_OF_EXTENSION: dict[str, str] = {
     ".webm": "webm",
     ".mp3": "mp3",
     ".wav": "wav",
+    ".ogg": "ogg",
+    ".oga": "ogg",
+    ".opus": "ogg",
+    ".flac": "flac",
+    ".glb": "glb",
 }
 MEDIA_TYPES: dict[str, str] = {
     "png": "image/png",
@@ -64,6 +72,9 @@ MEDIA_TYPES: dict[str, str] = {
     "webm": "video/webm",
     "mp3": "audio/mpeg",
     "wav": "audio/wav",
+    "ogg": "audio/ogg",
+    "flac": "audio/flac",
+    "glb": "model/gltf-binary",
 }
 
 
@@ -76,7 +87,7 @@ def normalize_format(name: str | None) -> str | None:
 
 
 def sniff_format(head: bytes) -> str | None:
-    """The kind of file from its first bytes (png, jpeg, webp, gif, mp4, webm, mp3, wav) or None."""
+    """The kind of file from its first bytes (png, jpeg, webp, gif, mp4, webm, mp3, wav, ogg, flac, glb) or None."""
     if head.startswith(b"\x89PNG\r\n\x1a\n"):
         return "png"
     if head.startswith(b"\xff\xd8\xff"):
@@ -91,6 +102,12 @@ def sniff_format(head: bytes) -> str | None:
         return "mp4"
     if head.startswith(b"\x1a\x45\xdf\xa3"):
         return "webm"
+    if head.startswith(b"OggS"):
+        return "ogg"
+    if head.startswith(b"fLaC"):
+        return "flac"
+    if head.startswith(b"glTF"):
+        return "glb"
     if head.startswith(b"ID3") or (len(head) > 1 and head[0] == 0xFF and head[1] & 0xE0 == 0xE0):
         return "mp3"
     return None

@@ -1,5 +1,5 @@
-"""The integrity check against real files of every kind: each valid variant passes, each cut or
-damaged copy is refused. A valid output refused would be paid for and lost, so the valid side
+"""The integrity check against real files of every kind (images, video, audio, 3D): each valid
+variant passes, each cut or damaged copy is refused. A valid output refused would be paid for and lost, so the valid side
 covers the variants encoders write (palette, 16-bit, interlaced, progressive, restart markers,
 alpha, animation, lossless)."""
 
@@ -10,11 +10,17 @@ import struct
 import zlib
 from collections.abc import Callable
 from pathlib import Path
+from typing import IO
 
 import pytest
 from PIL import Image
+from pytest_httpserver import HTTPServer
 
+from segmind_provider.exceptions import SegmindOutputError
+from segmind_provider.hooks.segmind import SegmindHook
 from segmind_provider.integrity import problem
+from segmind_provider.media import EXTENSIONS, MEDIA_TYPES
+from segmind_provider.outputs import DEFAULT_MAX_BYTES, store_output
 from segmind_provider.testing.emulator.render import draw_image
 from segmind_provider.testing.emulator.transforms import upscale_png
 
@@ -81,6 +87,42 @@ def video(container: str, codec: str) -> bytes:
     return out.getvalue()
 
 
+def audio(container: str, codec: str, rate: int = 44100, layout: str = "stereo") -> bytes:
+    """Half a second of a 440 Hz tone, encoded by FFmpeg's own encoders and muxers (PyAV)."""
+    import math
+
+    import av
+
+    out = io.BytesIO()
+    with av.open(out, "w", format=container) as box:
+        stream = box.add_stream(codec, rate=rate, layout=layout)
+        context = stream.codec_context
+        resampler = av.AudioResampler(format=context.format.name, layout=layout, rate=rate)
+        channels = context.layout.nb_channels
+        step = context.frame_size or 1024
+        for start in range(0, rate // 2, step):
+            tone = [int(math.sin(2 * math.pi * 440 * (start + i) / rate) * 9000) for i in range(step)]
+            frame = av.AudioFrame(format="s16", layout=layout, samples=step)
+            frame.planes[0].update(
+                struct.pack(f"<{step * channels}h", *(v for v in tone for _ in range(channels)))
+            )
+            frame.sample_rate = rate
+            for ready in resampler.resample(frame):
+                box.mux(stream.encode(ready))
+        box.mux(stream.encode(None))
+    return out.getvalue()
+
+
+def glb() -> bytes:
+    document = b'{"asset":{"version":"2.0"},"buffers":[{"byteLength":8}]}'
+    document += b" " * (-len(document) % 4)
+    binary = bytes(range(8))
+    body = (
+        struct.pack("<II", len(document), 0x4E4F534A) + document + struct.pack("<II", 8, 0x004E4942) + binary
+    )
+    return struct.pack("<4sII", b"glTF", 2, 12 + len(body)) + body
+
+
 VALID: dict[str, tuple[str, Callable[[], bytes]]] = {
     "png rgb": ("png", lambda: saved(picture(), "PNG")),
     "png rgba": ("png", lambda: saved(picture("RGBA"), "PNG")),
@@ -107,7 +149,15 @@ VALID: dict[str, tuple[str, Callable[[], bytes]]] = {
     "gif animated": ("gif", lambda: frames("GIF", loop=0)),
     "mp4 h264": ("mp4", lambda: video("mp4", "libx264")),
     "webm vp9": ("webm", lambda: video("webm", "libvpx-vp9")),
+    "mp3 44.1 kHz": ("mp3", lambda: audio("mp3", "libmp3lame")),
+    "mp3 22.05 kHz mono": ("mp3", lambda: audio("mp3", "libmp3lame", 22050, "mono")),
+    "wav": ("wav", lambda: audio("wav", "pcm_s16le")),
+    "ogg opus": ("ogg", lambda: audio("ogg", "libopus", 48000)),
+    "flac": ("flac", lambda: audio("flac", "flac")),
+    "glb": ("glb", glb),
 }
+
+AV_KINDS = ("mp4", "webm", "mp3", "wav", "ogg", "flac")
 
 
 def _rechunked(png: bytes, size: int) -> bytes:
@@ -131,7 +181,7 @@ def _rechunked(png: bytes, size: int) -> bytes:
 @pytest.fixture(params=sorted(VALID), scope="module")
 def sample(request: pytest.FixtureRequest) -> tuple[str, bytes]:
     kind, make = VALID[request.param]
-    if kind in ("mp4", "webm"):
+    if kind in AV_KINDS:
         pytest.importorskip("av")
     return kind, make()
 
@@ -164,6 +214,13 @@ def test_a_jpeg_marker_inside_a_scan_is_refused() -> None:
     assert "no encoder writes" in (problem(data[:scan] + b"\xff\x12" + data[scan + 2 :], "jpeg") or "")
 
 
+def test_an_ogg_page_with_a_flipped_byte_fails_its_crc() -> None:
+    pytest.importorskip("av")
+    data = audio("ogg", "libopus", 48000)
+    middle = len(data) // 2
+    assert "CRC" in (problem(data[:middle] + bytes([data[middle] ^ 1]) + data[middle + 1 :], "ogg") or "")
+
+
 def test_mp4_without_its_index_is_refused() -> None:
     pytest.importorskip("av")
     data = video("mp4", "libx264")
@@ -185,3 +242,30 @@ def test_an_image_over_the_pixel_limit_is_refused_by_its_header() -> None:
     header = struct.pack(">IIBBBBB", 65536, 65536, 8, 2, 0, 0, 0)
     ihdr = struct.pack(">I", 13) + b"IHDR" + header + struct.pack(">I", zlib.crc32(b"IHDR" + header))
     assert "pixels" in (problem(b"\x89PNG\r\n\x1a\n" + ihdr, "png") or "")
+
+
+@pytest.mark.parametrize("name", ["mp3 44.1 kHz", "wav", "ogg opus", "flac", "glb", "mp4 h264"])
+def test_audio_3d_and_video_are_stored_whole_and_a_cut_copy_never(
+    name: str, httpserver: HTTPServer, tmp_path: Path
+) -> None:
+    """Through the real hook's download and the atomic store: a whole file lands with its own
+    extension; the same file cut by 10 % is fetched twice, refused, and nothing is written."""
+    kind, make = VALID[name]
+    if kind in AV_KINDS:
+        pytest.importorskip("av")
+    data = make()
+    hook = SegmindHook("segmind_outputs_test")
+
+    def download(url: str, fileobj: IO[bytes]) -> str:
+        return hook.download(url, fileobj, max_bytes=DEFAULT_MAX_BYTES)
+
+    httpserver.expect_request("/whole").respond_with_data(data, content_type=MEDIA_TYPES[kind])
+    httpserver.expect_request("/cut").respond_with_data(
+        data[: len(data) * 9 // 10], content_type=MEDIA_TYPES[kind]
+    )
+    stored = Path(store_output(httpserver.url_for("/whole"), str(tmp_path / "whole"), download=download)[0])
+    assert stored.name == f"whole{EXTENSIONS[kind]}"
+    assert stored.read_bytes() == data
+    with pytest.raises(SegmindOutputError, match=rf"broken {kind} file \(2 downloads\)"):
+        store_output(httpserver.url_for("/cut"), str(tmp_path / "cut"), download=download)
+    assert [p.name for p in tmp_path.iterdir()] == [stored.name]
