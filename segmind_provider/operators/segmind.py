@@ -379,7 +379,11 @@ class SegmindOperator(BaseOperator):
     def _store(self, output: Any) -> list[str]:
         if not self.output_path:
             return []
-        from segmind_provider.outputs import store_output
+        from segmind_provider.outputs import store_output, store_text
+
+        entry = get_model(self.model)
+        if entry is not None and entry.output_kind == "text":
+            return [store_text(output, self.output_path, output_conn_id=self.output_conn_id)]
 
         hook = self.hook
         max_bytes = self.max_output_bytes

@@ -200,3 +200,31 @@ def test_a_deferred_task_fetches_its_result_within_the_deadline_too(
     with pytest.raises(SegmindTransportError, match="deadline"):
         op.execute_complete(context, event)
     assert time.monotonic() - started < 40
+
+
+# ---------------------------------------------------------------- text outputs (issue 19, part 3)
+
+
+@pytest.mark.parametrize(("output_path", "name"), [("caption", "caption.txt"), ("caption.md", "caption.md")])
+def test_a_text_output_with_an_output_path_is_written_as_utf8(
+    emulator: SegmindEmulator, make_context: Any, tmp_path: Path, output_path: str, name: str
+) -> None:
+    """llava-v1.6 answers text: written as a UTF-8 file (``.txt`` appended when no extension is given)."""
+    source = tmp_path / "in.png"
+    source.write_bytes(flat_png(64))
+    out = tmp_path / "out"
+    result = SegmindOperator(
+        task_id="caption",
+        model="llava-v1.6",
+        payload={"prompt": "Describe the “lighthouse” — in one line"},
+        input_files={"images": str(source)},
+        output_path=str(out / output_path),
+        deferrable=False,
+        poll_interval=0.2,
+        expected_duration=0.05,
+    ).execute(make_context())
+    assert result["output_uris"] == [str(out / name)]
+    text = (out / name).read_text(encoding="utf-8")
+    assert text == result["output"]
+    assert "“lighthouse”" in text
+    assert [p.name for p in out.iterdir()] == [name]
