@@ -478,18 +478,25 @@ def _mp3(stream: _Stream) -> None:
         header = stream.read(4, "a frame header")
 
 
+_UNKNOWN_LENGTHS = (0, 0xFFFFFFFF)
+"""What a streamed WAV writes for a length it did not know yet: runs to the end of the file."""
+
+
 def _riff_wave(stream: _Stream) -> None:
     riff, declared, wave = struct.unpack("<4sI4s", stream.read(12, "the RIFF header"))
     if riff != b"RIFF" or wave != b"WAVE":
         raise Broken("no RIFF/WAVE header")
-    if declared + 8 > stream.size:
-        raise Broken(f"the RIFF header gives {declared + 8} bytes; the file has {stream.size}: truncated")
+    end = stream.size if declared in _UNKNOWN_LENGTHS else declared + 8
+    if end > stream.size:
+        raise Broken(f"the RIFF header gives {end} bytes; the file has {stream.size}: truncated")
     seen = set()
-    while stream.pos < declared + 8:
+    while stream.pos < end:
         kind, length = struct.unpack("<4sI", stream.read(8, "a chunk header"))
         if kind == b"data" and b"fmt " not in seen:
             raise Broken("audio data before its format chunk")
-        stream.skip(length + (length & 1 if stream.pos + length < stream.size else 0), f"the {kind!r} chunk")
+        if kind == b"data" and length in _UNKNOWN_LENGTHS:
+            length = stream.left
+        stream.skip(min(length + (length & 1), max(length, stream.left)), f"the {kind!r} chunk")
         seen.add(kind)
     if b"data" not in seen:
         raise Broken("no audio data chunk")
@@ -561,12 +568,11 @@ def _flac(stream: _Stream) -> None:
     end = len(tail)
     while (at := max(tail.rfind(b"\xff\xf8", 0, end), tail.rfind(b"\xff\xf9", 0, end))) >= 0:
         frame = tail[at:]
-        if _flac_header_length(frame) is not None:
-            if _crc16(frame[:-2]) == int.from_bytes(frame[-2:], "big"):
-                return
-            raise Broken("the last FLAC frame fails its CRC-16: truncated or damaged")
+        # A sync code inside the last frame's data can pass the header CRC-8 (1 in 256): try on.
+        if _flac_header_length(frame) is not None and _crc16(frame[:-2]) == int.from_bytes(frame[-2:], "big"):
+            return
         end = at + 1
-    raise Broken("no FLAC frame header found near the end: truncated or damaged")
+    raise Broken("no whole FLAC frame ends the file (the last frame fails its CRC-16): truncated or damaged")
 
 
 def _flac_header_length(frame: bytes) -> int | None:

@@ -269,3 +269,13 @@ def test_audio_3d_and_video_are_stored_whole_and_a_cut_copy_never(
     with pytest.raises(SegmindOutputError, match=rf"broken {kind} file \(2 downloads\)"):
         store_output(httpserver.url_for("/cut"), str(tmp_path / "cut"), download=download)
     assert [p.name for p in tmp_path.iterdir()] == [stored.name]
+
+
+def test_a_streamed_wav_with_unknown_lengths_passes() -> None:
+    """A TTS service streaming WAV writes 0xFFFFFFFF for the lengths it does not know yet."""
+    pytest.importorskip("av")
+    data = bytearray(VALID["wav"][1]())
+    data[4:8] = b"\xff\xff\xff\xff"
+    at = data.index(b"data")
+    data[at + 4 : at + 8] = b"\xff\xff\xff\xff"
+    assert problem(bytes(data), "wav") is None
