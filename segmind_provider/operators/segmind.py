@@ -236,7 +236,7 @@ class SegmindOperator(BaseOperator):
             metrics = {"raw": metrics}
         if metrics.get("inference_time") is None and event.get("inference_time") is not None:
             metrics["inference_time"] = event["inference_time"]
-        uris = self._store(output)
+        uris = self._store(output, self._task_deadline(context))
         self.log.info(
             "Segmind request %s completed (inference %ss); stored %s",
             request_id,
@@ -337,7 +337,7 @@ class SegmindOperator(BaseOperator):
                     max_bytes=self.max_output_bytes,
                 )
             elif output is not None:
-                uris = self._store(output)
+                uris = self._store(output, self._task_deadline(context))
         elif result.content is not None:
             self.log.warning(
                 "mode='sync' without output_path: the %s answer is not kept", result.content_type
@@ -376,7 +376,15 @@ class SegmindOperator(BaseOperator):
 
         return expected_output_format(self.model, self.payload)
 
-    def _store(self, output: Any) -> list[str]:
+    def _task_deadline(self, context: Context) -> float | None:
+        """When the task's ``execution_timeout`` ends (epoch seconds; it counts from the task's start
+        date, deferral included): no download outlives it. None without one."""
+        started = getattr(context.get("ti"), "start_date", None)
+        if self.execution_timeout is None or started is None:
+            return None
+        return float(started.timestamp() + self.execution_timeout.total_seconds())
+
+    def _store(self, output: Any, deadline: float | None = None) -> list[str]:
         if not self.output_path:
             return []
         from segmind_provider.outputs import store_output, store_text
@@ -390,7 +398,7 @@ class SegmindOperator(BaseOperator):
         return store_output(
             output,
             self.output_path,
-            download=lambda url, fileobj: hook.download(url, fileobj, max_bytes=max_bytes),
+            download=lambda url, fileobj: hook.download(url, fileobj, max_bytes=max_bytes, deadline=deadline),
             output_conn_id=self.output_conn_id,
             expected_format=self._expected_format(),
             max_bytes=max_bytes,

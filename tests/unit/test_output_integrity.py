@@ -7,6 +7,7 @@ bytes a second), and a real 16384x16384 PNG from its upscaler.
 
 from __future__ import annotations
 
+import datetime as dt
 import io
 import json
 import struct
@@ -166,6 +167,21 @@ def test_a_dripped_body_is_abandoned_at_the_call_deadline(
     started = time.monotonic()
     with pytest.raises(error, match="deadline"):
         flux(tmp_path, timeout=5).execute(make_context())
+    assert time.monotonic() - started < 40
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_download_ends_with_the_tasks_execution_timeout(
+    emulator: SegmindEmulator, make_context: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A 60 s timeout lets the size alone allow ~60 s; the task's 6 s execution_timeout ends it first."""
+    slow_connection(emulator, monkeypatch, timeout=60)
+    emulator.add_fault("media", kind="drip", rate=64)
+    context = make_context()
+    context["ti"].start_date = dt.datetime.now(dt.timezone.utc)
+    started = time.monotonic()
+    with pytest.raises(SegmindOutputError, match="deadline"):
+        flux(tmp_path, execution_timeout=dt.timedelta(seconds=6)).execute(context)
     assert time.monotonic() - started < 40
     assert list(tmp_path.iterdir()) == []
 
