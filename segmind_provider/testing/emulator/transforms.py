@@ -7,6 +7,7 @@ and the images they describe. Reviewers (and tests) can see that the input arriv
 
 from __future__ import annotations
 
+import io
 import struct
 import zlib
 
@@ -56,13 +57,15 @@ def upscale(data: bytes, factor: float) -> Image.Image:
 def upscale_png(data: bytes, factor: float) -> bytes | None:
     """A PNG of the input enlarged `factor` times (up to MAX_PNG_SIDE a side), encoded row by row
     in bounded memory; None when the result fits MAX_SIDE (the Pillow path does it better)."""
+    with Image.open(io.BytesIO(data)) as probe:  # the header only: most upscales fit MAX_SIDE
+        source = probe.size
+    factor = min(factor, MAX_PNG_SIDE / max(source))
+    width, height = max(1, round(source[0] * factor)), max(1, round(source[1] * factor))
+    if max(width, height) <= MAX_SIDE:
+        return None
     img = open_image(data)
     mode = "RGBA" if "A" in img.getbands() else "RGB"
     img = img.convert(mode)
-    factor = min(factor, MAX_PNG_SIDE / max(img.size))
-    width, height = max(1, round(img.width * factor)), max(1, round(img.height * factor))
-    if max(width, height) <= MAX_SIDE:
-        return None
     colour_type = 6 if mode == "RGBA" else 2
     out = [
         b"\x89PNG\r\n\x1a\n",
