@@ -7,12 +7,12 @@ from __future__ import annotations
 
 import base64
 import binascii
-import io
 import mimetypes
 import re
 from pathlib import Path
 from urllib.parse import unquote_to_bytes, urlsplit, urlunsplit
 
+from segmind_provider import integrity
 from segmind_provider.exceptions import SegmindOutputError
 
 __all__ = [
@@ -32,8 +32,6 @@ __all__ = [
 ]
 
 SNIFF_BYTES = 16
-DECODABLE = frozenset({"png", "jpeg", "webp", "gif"})
-"""Image kinds decoded in full (Pillow) before they are stored: valid magic bytes are not enough."""
 EXTENSIONS: dict[str, str] = {
     "png": ".png",
     "jpeg": ".jpg",
@@ -43,6 +41,9 @@ EXTENSIONS: dict[str, str] = {
     "webm": ".webm",
     "mp3": ".mp3",
     "wav": ".wav",
+    "ogg": ".ogg",
+    "flac": ".flac",
+    "glb": ".glb",
 }
 KIND_OF_EXTENSION: dict[str, str] = {
     ".png": "png",
@@ -56,6 +57,11 @@ KIND_OF_EXTENSION: dict[str, str] = {
     ".webm": "webm",
     ".mp3": "mp3",
     ".wav": "wav",
+    ".ogg": "ogg",
+    ".oga": "ogg",
+    ".opus": "ogg",
+    ".flac": "flac",
+    ".glb": "glb",
 }
 MEDIA_TYPES: dict[str, str] = {
     "png": "image/png",
@@ -66,6 +72,9 @@ MEDIA_TYPES: dict[str, str] = {
     "webm": "video/webm",
     "mp3": "audio/mpeg",
     "wav": "audio/wav",
+    "ogg": "audio/ogg",
+    "flac": "audio/flac",
+    "glb": "model/gltf-binary",
 }
 
 
@@ -78,7 +87,7 @@ def normalize_format(name: str | None) -> str | None:
 
 
 def sniff_format(head: bytes) -> str | None:
-    """The kind of file from its first bytes (png, jpeg, webp, gif, mp4, webm, mp3, wav) or None."""
+    """The kind of file from its first bytes (png, jpeg, webp, gif, mp4, webm, mp3, wav, ogg, flac, glb) or None."""
     if head.startswith(b"\x89PNG\r\n\x1a\n"):
         return "png"
     if head.startswith(b"\xff\xd8\xff"):
@@ -93,6 +102,12 @@ def sniff_format(head: bytes) -> str | None:
         return "mp4"
     if head.startswith(b"\x1a\x45\xdf\xa3"):
         return "webm"
+    if head.startswith(b"OggS"):
+        return "ogg"
+    if head.startswith(b"fLaC"):
+        return "flac"
+    if head.startswith(b"glTF"):
+        return "glb"
     if head.startswith(b"ID3") or (len(head) > 1 and head[0] == 0xFF and head[1] & 0xE0 == 0xE0):
         return "mp3"
     return None
@@ -106,17 +121,12 @@ def extension_for(kind: str | None, content_type: str) -> str:
 
 
 def decode_problem(source: Path | bytes, kind: str | None) -> str | None:
-    """Why an image (a file, or its bytes) does not decode in full, or None when it does (or is not one)."""
-    if kind not in DECODABLE:
-        return None
-    from PIL import Image
+    """Why a file (a path, or its bytes) of ``kind`` is not whole, or None when it is (or is not checked).
 
-    try:
-        with Image.open(io.BytesIO(source) if isinstance(source, bytes) else source) as image:
-            image.load()
-    except Exception as exc:  # Pillow raises OSError, SyntaxError, ValueError... for broken data
-        return f"{type(exc).__name__}: {exc}"
-    return None
+    Each format is checked by its own structure and checksums, in bounded memory
+    (``segmind_provider.integrity``): valid magic bytes, or a lenient decode, are not enough.
+    """
+    return integrity.problem(source, kind)
 
 
 _BASE64_ALPHABET = re.compile(r"[A-Za-z0-9+/=_-]+")

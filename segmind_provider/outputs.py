@@ -18,6 +18,7 @@ exactly as it was. See docs/schemas-and-outputs.md.
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import secrets
 import tempfile
@@ -48,6 +49,7 @@ __all__ = [
     "store_bytes",
     "store_document",
     "store_output",
+    "store_text",
 ]
 
 DEFAULT_MAX_BYTES = 256 * 1024 * 1024
@@ -289,7 +291,7 @@ def store_bytes(
 
 
 def store_document(data: bytes, output_path: Any, *, output_conn_id: str | None = None) -> str:
-    """Publish a small non-media file (a batch's manifest) at ``output_path`` the same atomic way; its URI."""
+    """Publish a small non-media file (a manifest, a text output) at ``output_path`` the same atomic way; its URI."""
     dest = destination(output_path, output_conn_id)
     path, fileobj = _new_temp(dest.local_dir, dest.stem)
     try:
@@ -305,6 +307,22 @@ def store_document(data: bytes, output_path: Any, *, output_conn_id: str | None 
         return dest.uri(dest.stem)
     finally:
         path.unlink(missing_ok=True)
+
+
+def store_text(output: Any, output_path: Any, *, output_conn_id: str | None = None) -> str:
+    """Write a text model's output at ``output_path`` as UTF-8, the same atomic way; its URI.
+
+    A string is written as it is (``.txt`` appended when the path has no extension); any other
+    JSON value as indented JSON (``.json`` appended).
+    """
+    if output is None:
+        raise SegmindOutputError("the result holds no output to store")
+    is_text = isinstance(output, str)
+    data = (output if is_text else json.dumps(output, indent=2, ensure_ascii=False) + "\n").encode("utf-8")
+    text = str(output_path) if not isinstance(output_path, os.PathLike) else os.fspath(output_path)
+    if not os.path.splitext(urlsplit(text).path)[1]:
+        text += ".txt" if is_text else ".json"
+    return store_document(data, text, output_conn_id=output_conn_id)
 
 
 def _store(

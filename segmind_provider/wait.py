@@ -18,13 +18,13 @@ from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any
 
-from segmind_provider.catalog import estimate_cost, expected_output_format, validate_payload
+from segmind_provider.catalog import estimate_cost, expected_output_format, get_model, validate_payload
 from segmind_provider.destination import check_output_path
 from segmind_provider.events import failure_reason, make_event, raise_for_event
 from segmind_provider.exceptions import SegmindError
 from segmind_provider.operators.durable import STATE_STORE_KEY, RequestJournal, fingerprint, retry_since
 from segmind_provider.operators.spend import check_floor
-from segmind_provider.outputs import DEFAULT_MAX_BYTES, store_output
+from segmind_provider.outputs import DEFAULT_MAX_BYTES, store_output, store_text
 from segmind_provider.status import RequestStatus, read_status
 from segmind_provider.triggers.polling import DEFAULT_POLL_INTERVAL
 from segmind_provider.triggers.segmind import SegmindRequestTrigger
@@ -114,15 +114,22 @@ def store_outputs(
     payload: Mapping[str, Any],
     output_conn_id: str | None = None,
     max_bytes: int | None = None,
+    deadline: float | None = None,
 ) -> list[str]:
-    """Download and store ``output`` at ``output_path``, checked against the model's format; [] without a path."""
+    """Download and store ``output`` at ``output_path``, checked against the model's format; [] without a path.
+
+    A text model's output is written as UTF-8; ``deadline`` (epoch seconds) bounds every download.
+    """
     if not output_path:
         return []
+    entry = get_model(model)
+    if entry is not None and entry.output_kind == "text":
+        return [store_text(output, output_path, output_conn_id=output_conn_id)]
     cap = DEFAULT_MAX_BYTES if max_bytes is None else max_bytes
     return store_output(
         output,
         output_path,
-        download=lambda url, fileobj: hook.download(url, fileobj, max_bytes=cap),
+        download=lambda url, fileobj: hook.download(url, fileobj, max_bytes=cap, deadline=deadline),
         output_conn_id=output_conn_id,
         expected_format=expected_output_format(model, payload),
         max_bytes=cap,
@@ -159,6 +166,7 @@ def finish_request(
     output_path: Any = None,
     output_conn_id: str | None = None,
     max_bytes: int | None = None,
+    deadline: float | None = None,
     logger: logging.Logger | Any = log,
 ) -> dict[str, Any]:
     """From a wait's event to the return value: raise for a failure, else fetch, store and verify."""
@@ -178,6 +186,7 @@ def finish_request(
         payload=payload,
         output_conn_id=output_conn_id,
         max_bytes=max_bytes,
+        deadline=deadline,
     )
     logger.info(
         "Segmind request %s completed (inference %ss); stored %s",

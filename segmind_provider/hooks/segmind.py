@@ -20,7 +20,6 @@ from typing import IO, Any, Literal
 import aiohttp
 import requests
 from airflow.sdk import BaseHook
-from requests.adapters import HTTPAdapter
 
 from segmind_provider.events import failure_error, failure_reason, raise_for_event, reason_in
 from segmind_provider.exceptions import (
@@ -29,11 +28,13 @@ from segmind_provider.exceptions import (
     SegmindNotFoundError,
     SegmindRateLimitError,
     SegmindServerError,
+    SegmindTransportError,
 )
 from segmind_provider.hooks import account, errors, retry
 from segmind_provider.hooks.budget import Priority
 from segmind_provider.hooks.client import USER_AGENT
 from segmind_provider.hooks.connection import DEFAULT_TIMEOUT, ConnectionSettings, path_segment
+from segmind_provider.hooks.deadline import CallDeadline, DeadlineAdapter, deadline_error
 from segmind_provider.hooks.download import CONNECT_TIMEOUT_CAP, download_to
 from segmind_provider.runtime import process_state
 from segmind_provider.status import RequestStatus, read_status
@@ -112,7 +113,7 @@ class SegmindHook(BaseHook):
             session = requests.Session()
             session.headers["User-Agent"] = USER_AGENT
             session.max_redirects = 0
-            adapter = HTTPAdapter(pool_connections=1, pool_maxsize=10, max_retries=0)
+            adapter = DeadlineAdapter(pool_connections=1, pool_maxsize=10, max_retries=0)
             session.mount("https://", adapter)
             session.mount("http://", adapter)
             self._session = session
@@ -137,29 +138,41 @@ class SegmindHook(BaseHook):
         accept_failed: bool = False,
         timeout: tuple[float, float] | None = None,
     ) -> requests.Response:
-        """One attempt: budget, request (no redirects), map errors. Submits turn ambiguity into SubmitUncertain."""
+        """One attempt: budget, request (no redirects), map errors. Submits turn ambiguity into SubmitUncertain.
+
+        The attempt, body included, ends within its connect plus read timeout (``hooks.deadline``).
+        """
         settings = self.get_settings()
         process_state().budget(settings).acquire(priority)
         what = f"{method} {path}"
-        try:
-            response = self._api_session().request(
-                method,
-                _base(settings, host) + path,
-                json=payload,
-                params=params,
-                headers=_headers(settings),
-                timeout=timeout or (min(CONNECT_TIMEOUT_CAP, settings.timeout), settings.timeout),
-                allow_redirects=False,
-            )
-        except requests.RequestException as exc:
-            if errors.requests_refused_locally(exc):
-                raise errors.local_error(what, exc, settings.api_key) from None
-            transport = errors.transport_error(
-                what, exc, never_sent=errors.requests_never_sent(exc), secret=settings.api_key
-            )
+        timeout = timeout or (min(CONNECT_TIMEOUT_CAP, settings.timeout), settings.timeout)
+        transport: SegmindTransportError | None = None
+        with CallDeadline(sum(timeout)) as deadline:
+            try:
+                response = self._api_session().request(
+                    method,
+                    _base(settings, host) + path,
+                    json=payload,
+                    params=params,
+                    headers=_headers(settings),
+                    timeout=timeout,
+                    allow_redirects=False,
+                )
+            except requests.RequestException as exc:
+                if errors.requests_refused_locally(exc):
+                    raise errors.local_error(what, exc, settings.api_key) from None
+                cause: BaseException | None = exc
+                transport = errors.transport_error(
+                    what, exc, never_sent=errors.requests_never_sent(exc), secret=settings.api_key
+                )
+            else:
+                cause = None
+        if deadline.expired:  # a body cut short by the deadline may even look complete
+            transport = deadline_error(what, deadline.seconds)
+        if transport is not None:
             if submit and transport.maybe_sent:
-                raise errors.uncertain(what, transport) from exc
-            raise transport from exc
+                raise errors.uncertain(what, transport) from cause
+            raise transport from cause
         status = response.status_code
         if 200 <= status < 300 or (accept_failed and status == 422):
             return response
@@ -308,11 +321,12 @@ class SegmindHook(BaseHook):
             return False, str(exc)
         return True, f"Connection OK: Segmind at {settings.base_url} answered with the API key"
 
-    def download(self, url: str, fileobj: IO[bytes], *, max_bytes: int) -> str:
+    def download(self, url: str, fileobj: IO[bytes], *, max_bytes: int, deadline: float | None = None) -> str:
         """Stream an http(s) output URL into ``fileobj`` without the API key; returns its Content-Type.
 
         The one download policy (``hooks.download``): over ``max_bytes`` is refused, a body
-        shorter than its Content-Length is retried, then refused.
+        shorter than its Content-Length is retried, then refused; the whole download ends by a
+        deadline that follows from its size (and by ``deadline``, epoch seconds, when given).
         """
         try:
             settings: ConnectionSettings | None = self.get_settings()
@@ -321,6 +335,9 @@ class SegmindHook(BaseHook):
         if self._download_session is None:
             self._download_session = requests.Session()
             self._download_session.headers["User-Agent"] = USER_AGENT
+            adapter = DeadlineAdapter()
+            self._download_session.mount("https://", adapter)
+            self._download_session.mount("http://", adapter)
         return download_to(
             self._download_session,
             url,
@@ -329,6 +346,7 @@ class SegmindHook(BaseHook):
             timeout=settings.timeout if settings else DEFAULT_TIMEOUT,
             max_retries=settings.max_retries if settings else retry.DEFAULT_MAX_RETRIES,
             sleep=process_state().sleep,
+            deadline=deadline,
         )
 
     def upload(self, data: bytes, content_type: str) -> str:
@@ -499,7 +517,10 @@ class SegmindHook(BaseHook):
     async def _aget(
         self, path: str, *, priority: Priority, request_id: str | None = None, accept_failed: bool = False
     ) -> tuple[int, bytes]:
-        """One async GET on the loop's shared session, retried by the one policy; reads only."""
+        """One async GET on the loop's shared session, retried by the one policy; reads only.
+
+        Each attempt, body included, ends within the connection's timeout (aiohttp's total).
+        """
         settings = await self.aget_settings()
         state = process_state()
 
@@ -522,7 +543,13 @@ class SegmindHook(BaseHook):
                 ):
                     body = await response.read()
                     status, headers = response.status, response.headers
-            except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
+            except asyncio.TimeoutError as exc:
+                if isinstance(exc, aiohttp.ServerTimeoutError):  # the connect timeout, not the call's
+                    raise errors.transport_error(
+                        f"GET {path}", exc, never_sent=errors.aiohttp_never_sent(exc)
+                    ) from exc
+                raise deadline_error(f"GET {path}", settings.timeout) from exc
+            except aiohttp.ClientError as exc:
                 raise errors.transport_error(
                     f"GET {path}", exc, never_sent=errors.aiohttp_never_sent(exc), secret=settings.api_key
                 ) from exc

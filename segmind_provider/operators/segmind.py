@@ -237,6 +237,7 @@ class SegmindOperator(BaseOperator):
             output_path=self.output_path,
             output_conn_id=self.output_conn_id,
             max_bytes=self.max_output_bytes,
+            deadline=self._task_deadline(context),
             logger=self.log,
         )
         return self._finish(context, result)
@@ -304,6 +305,7 @@ class SegmindOperator(BaseOperator):
                     payload=self.payload,
                     output_conn_id=self.output_conn_id,
                     max_bytes=self.max_output_bytes,
+                    deadline=self._task_deadline(context),
                 )
         elif result.content is not None:
             self.log.warning(
@@ -324,6 +326,14 @@ class SegmindOperator(BaseOperator):
         from segmind_provider.catalog import expected_output_format
 
         return expected_output_format(self.model, self.payload)
+
+    def _task_deadline(self, context: Context) -> float | None:
+        """When the task's ``execution_timeout`` ends (epoch seconds; it counts from the task's start
+        date, deferral included): no download outlives it. None without one."""
+        started = getattr(context.get("ti"), "start_date", None)
+        if self.execution_timeout is None or started is None:
+            return None
+        return float(started.timestamp() + self.execution_timeout.total_seconds())
 
     def _record_outlets(
         self, context: Context, request_id: str | None, uris: list[str], cost: float | None

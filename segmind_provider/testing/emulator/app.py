@@ -17,11 +17,12 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from aiohttp import web
+from aiohttp.payload import Payload
 
 from . import account, admin, api, storage
 from .config import EmulatorConfig
 from .control import ACCOUNT_PREFIX, STORAGE_PREFIX, service_urls
-from .faults import FaultRule, Fired
+from .faults import FLIP_BYTES, FaultRule, Fired
 from .models import ModelSpec
 from .recipes import Recipe, Source, render_recipe, text_output
 from .render import RenderCache
@@ -29,6 +30,9 @@ from .responses import SERVER_KEY, Call, begin_call, error, not_found
 from .state import EmulatorState, retry_after_header
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+# Leading bytes a `flip` never touches: a PNG's signature and IHDR chunk (8 + 25).
+SNIFF_SAFE = 33
 
 # A status no real answer uses: marks a call whose connection was dropped unanswered.
 DROPPED = 599
@@ -174,7 +178,7 @@ class EmulatorServer:
             if fired.after is not None:
                 return await self._apply(request, fired.after, call)
             if fired.body is not None and isinstance(response, web.Response):
-                return mangle(request, response, fired.body)
+                return await mangle(request, response, fired.body)
         return response
 
     async def _apply(self, request: web.Request, rule: FaultRule, call: Call) -> web.Response:
@@ -223,11 +227,15 @@ class EmulatorServer:
         return await self.run_in_executor(functools.partial(text_output, recipe, inputs))
 
 
-def mangle(request: web.Request, response: web.Response, rule: FaultRule) -> web.Response:
-    """A `corrupt` or `truncate` fault applied to a real answer (full Content-Length either way)."""
-    body = response.body if isinstance(response.body, bytes) else b""
+async def mangle(request: web.Request, response: web.Response, rule: FaultRule) -> web.StreamResponse:
+    """A `corrupt`, `flip`, `truncate` or `drip` fault applied to a real answer (full Content-Length each)."""
+    body = await _body_bytes(response)
     if rule.kind == "corrupt":
         return web.Response(body=corrupt(body), status=response.status, headers=response.headers)
+    if rule.kind == "flip":
+        return web.Response(body=flip(body), status=response.status, headers=response.headers)
+    if rule.kind == "drip":
+        return await drip(request, response, body, rule.rate)
     head = f"HTTP/1.1 {response.status} {response.reason}\r\n"
     headers = {**response.headers, "Content-Length": str(len(body)), "Connection": "close"}
     head += "".join(f"{k}: {v}\r\n" for k, v in headers.items()) + "\r\n"
@@ -244,6 +252,41 @@ def corrupt(body: bytes) -> bytes:
     idat = body.find(b"IDAT") if body.startswith(b"\x89PNG\r\n\x1a\n") else -1
     keep = idat + 6 if idat > 0 else 16  # the chunk type and the zlib header stay
     return body[:keep] + random.Random(len(body)).randbytes(max(0, len(body) - keep))
+
+
+async def _body_bytes(response: web.Response) -> bytes:
+    """A response's body: bytes as given, or a payload's (a JSON answer is a string payload)."""
+    if isinstance(response.body, bytes):
+        return response.body
+    if isinstance(response.body, Payload):
+        return await response.body.as_bytes()
+    return b""
+
+
+def flip(body: bytes) -> bytes:
+    """Same length, same signature and header: FLIP_BYTES bytes in the middle inverted (what a bad
+    disk or a broken proxy can leave; a PNG's CRCs catch it, a lenient decoder may not)."""
+    start = max(len(body) // 2 - FLIP_BYTES // 2, min(len(body), SNIFF_SAFE))
+    end = min(len(body), start + FLIP_BYTES)
+    return body[:start] + bytes(b ^ 0xFF for b in body[start:end]) + body[end:]
+
+
+async def drip(request: web.Request, response: web.Response, body: bytes, rate: float) -> web.StreamResponse:
+    """The real headers at once, then the body at ``rate`` bytes per second: each read gets bytes in
+    time, so only a deadline on the whole call ends it."""
+    headers = {k: v for k, v in response.headers.items() if k.lower() != "content-length"}
+    out = web.StreamResponse(status=response.status, headers=headers)
+    out.content_length = len(body)
+    await out.prepare(request)
+    step = max(1, int(rate // 10))
+    try:
+        for start in range(0, len(body), step):
+            await out.write(body[start : start + step])
+            await asyncio.sleep(step / rate)
+    except (ConnectionError, RuntimeError):  # the client gave up: what the fault is for
+        return web.Response(status=DROPPED)
+    await out.write_eof()
+    return out
 
 
 def _bind(host: str, port: int, reuse_address: bool) -> socket.socket:

@@ -117,12 +117,15 @@ class EmulatorControl:
         delay: float = 0.0,
         when: str = "before",
         body: str | None = None,
+        rate: float | None = None,
     ) -> int:
         """Inject a fault; returns its id. `kind` defaults to "error" (or "delay" when only `delay` is given).
 
         Kinds: error, delay, drop, hang (hold the connection `delay` seconds, default an hour, then
         close it unanswered), corrupt (full Content-Length, leading bytes intact, garbage after),
-        truncate (full Content-Length, half the body, then close). `when="after"` does the work
+        truncate (full Content-Length, half the body, then close), flip (64 bytes in the middle
+        inverted, length and signature intact), drip (the body at `rate` bytes per second, default 1).
+        `when="after"` does the work
         first: a submit creates and bills its job, then the answer is lost.
         """
         if kind is None:
@@ -137,6 +140,8 @@ class EmulatorControl:
             "when": when,
             "body": body,
         }
+        if rate is not None:
+            rule["rate"] = rate
         return int(self._call("POST", "/faults", rule)["id"])
 
     def lose_answer(

@@ -20,11 +20,15 @@ ENDPOINT_GROUPS = {
 # error: answer with `status`; delay: answer late; drop: close the connection unanswered;
 # hang: hold the connection open unanswered for `delay` seconds (default an hour), then close it;
 # corrupt: the real answer with its full Content-Length, the first bytes (a valid PNG signature
-# and header) intact and the rest garbage; truncate: the real headers, then half the body, then close.
-KINDS = ("error", "delay", "drop", "hang", "corrupt", "truncate")
+# and header) intact and the rest garbage; truncate: the real headers, then half the body, then close;
+# flip: the real answer with FLIP_BYTES bytes in the middle inverted (length and signature intact);
+# drip: the real headers at once, then the body at `rate` bytes per second.
+KINDS = ("error", "delay", "drop", "hang", "corrupt", "truncate", "flip", "drip")
 # Kinds that change the real answer: the endpoint always does its work first.
-BODY_KINDS = ("corrupt", "truncate")
+BODY_KINDS = ("corrupt", "truncate", "flip", "drip")
 HANG_SECONDS = 3600.0
+FLIP_BYTES = 64
+DRIP_RATE = 1.0
 WHEN = ("before", "after")
 
 
@@ -46,6 +50,7 @@ class FaultRule:
     delay: float = 0.0
     when: str = "before"
     body: str | None = None
+    rate: float = DRIP_RATE
     id: int = 0
     fired: int = 0
 
@@ -64,6 +69,8 @@ class FaultRule:
             raise ValueError("count: must be at least 1")
         if float(self.delay) < 0:
             raise ValueError("delay: must be >= 0")
+        if float(self.rate) <= 0:
+            raise ValueError("rate: must be > 0 (bytes per second)")
 
     def matches(self, endpoint: str) -> bool:
         return self.endpoint == endpoint or endpoint in ENDPOINT_GROUPS.get(self.endpoint, ())
@@ -82,7 +89,7 @@ class FaultRule:
         known = {k: v for k, v in data.items() if k in cls.__dataclass_fields__ and k not in ("id", "fired")}
         if "kind" not in known and "delay" in known and "status" not in known:
             known["kind"] = "delay"
-        for name, conv in (("status", int), ("probability", float), ("delay", float)):
+        for name, conv in (("status", int), ("probability", float), ("delay", float), ("rate", float)):
             if name in known:
                 known[name] = conv(known[name])
         if known.get("count") is not None:

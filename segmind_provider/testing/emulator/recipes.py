@@ -112,7 +112,11 @@ def render_recipe(recipe: Recipe, inputs: Mapping[str, Sequence[bytes]]) -> byte
     if recipe.task == "background-removal" and first is not None:
         img = transforms.remove_background(first)
     elif recipe.task == "upscale" and first is not None:
-        img = transforms.upscale(first, _number(values, UPSCALE_FIELDS, 2.0))
+        factor = _number(values, UPSCALE_FIELDS, 2.0)
+        large = transforms.upscale_png(first, factor) if recipe.fmt == "png" else None
+        if large is not None:
+            return large
+        img = transforms.upscale(first, factor)
     elif recipe.task == "image-edit" and first is not None:
         img = transforms.edit(first, prompt, recipe.seed, values.get("aspect_ratio"), recipe.model)
     elif recipe.kind == "video":

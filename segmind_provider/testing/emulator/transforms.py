@@ -7,6 +7,10 @@ and the images they describe. Reviewers (and tests) can see that the input arriv
 
 from __future__ import annotations
 
+import io
+import struct
+import zlib
+
 from PIL import Image, ImageChops, ImageFilter, ImageOps
 
 from .render import draw_band, open_image, rng_for
@@ -16,6 +20,10 @@ from .validation import ASPECT_RATIOS
 # still count as background. Product shots on a plain or softly lit backdrop clear it easily.
 BACKGROUND_TOLERANCE = 48
 MAX_SIDE = 8192
+# A PNG upscale is written a row at a time (nearest neighbour), never as a whole bitmap: real
+# upscalers return 16384x16384 PNGs, and clients must be tested with them.
+MAX_PNG_SIDE = 16384
+IDAT_BYTES = 1 << 20
 
 
 def remove_background(data: bytes) -> Image.Image:
@@ -44,6 +52,45 @@ def upscale(data: bytes, factor: float) -> Image.Image:
     factor = min(factor, MAX_SIDE / max(img.size))
     size = (max(1, round(img.width * factor)), max(1, round(img.height * factor)))
     return img.resize(size, Image.Resampling.LANCZOS)
+
+
+def upscale_png(data: bytes, factor: float) -> bytes | None:
+    """A PNG of the input enlarged `factor` times (up to MAX_PNG_SIDE a side), encoded row by row
+    in bounded memory; None when the result fits MAX_SIDE (the Pillow path does it better)."""
+    with Image.open(io.BytesIO(data)) as probe:  # the header only: most upscales fit MAX_SIDE
+        source = probe.size
+    factor = min(factor, MAX_PNG_SIDE / max(source))
+    width, height = max(1, round(source[0] * factor)), max(1, round(source[1] * factor))
+    if max(width, height) <= MAX_SIDE:
+        return None
+    img = open_image(data)
+    mode = "RGBA" if "A" in img.getbands() else "RGB"
+    img = img.convert(mode)
+    colour_type = 6 if mode == "RGBA" else 2
+    out = [
+        b"\x89PNG\r\n\x1a\n",
+        _chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 8, colour_type, 0, 0, 0)),
+    ]
+    packer = zlib.compressobj(6)
+    pending: list[bytes] = []
+    source_row, row = -1, b""
+    for y in range(height):
+        wanted = y * img.height // height
+        if wanted != source_row:
+            source_row = wanted
+            line = img.crop((0, wanted, img.width, wanted + 1))
+            row = b"\x00" + line.resize((width, 1), Image.Resampling.NEAREST).tobytes()
+        pending.append(packer.compress(row))
+        if sum(map(len, pending)) >= IDAT_BYTES:
+            out.append(_chunk(b"IDAT", b"".join(pending)))
+            pending = []
+    pending.append(packer.flush())
+    out += [_chunk(b"IDAT", b"".join(pending)), _chunk(b"IEND", b"")]
+    return b"".join(out)
+
+
+def _chunk(kind: bytes, body: bytes) -> bytes:
+    return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
 
 
 def edit_size(aspect_ratio: object, source: tuple[int, int]) -> tuple[int, int]:
