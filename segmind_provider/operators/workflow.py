@@ -9,6 +9,7 @@ and the JSON itself is returned (XCom). See docs/workflows.md.
 
 from __future__ import annotations
 
+import asyncio
 import re
 import time
 from collections.abc import Mapping, Sequence
@@ -25,7 +26,7 @@ from segmind_provider.hooks.workflows import check_inputs
 from segmind_provider.operators.durable import STATE_STORE_KEY, Attached, RequestJournal, retry_since
 from segmind_provider.outputs import DEFAULT_MAX_BYTES
 from segmind_provider.triggers.polling import DEFAULT_POLL_INTERVAL
-from segmind_provider.triggers.workflow import SegmindWorkflowTrigger, workflow_watch
+from segmind_provider.triggers.workflow import SegmindWorkflowTrigger
 
 if TYPE_CHECKING:
     import logging
@@ -168,42 +169,24 @@ class SegmindWorkflowOperator(BaseOperator):
             kind = "success" if status == "COMPLETED" else "failed"
             event = make_event(kind, request_id, failure_reason(answer) if kind == "failed" else "completed")
             return self.execute_complete(context, {**event, "poll_url": poll_url})
-        end_time = time.time() + self.timeout
-        time_scale = self.hook.get_settings().time_scale
+        trigger = SegmindWorkflowTrigger(
+            request_id=request_id,
+            poll_url=poll_url,
+            segmind_conn_id=self.segmind_conn_id,
+            poll_interval=self.poll_interval,
+            end_time=time.time() + self.timeout,
+            submitted_at=submitted_at,
+            expected_duration=self.expected_duration,
+            time_scale=self.hook.get_settings().time_scale,
+        )
         if self.deferrable:
             self.defer(
-                trigger=SegmindWorkflowTrigger(
-                    request_id=request_id,
-                    poll_url=poll_url,
-                    segmind_conn_id=self.segmind_conn_id,
-                    poll_interval=self.poll_interval,
-                    end_time=end_time,
-                    submitted_at=submitted_at,
-                    expected_duration=self.expected_duration,
-                    time_scale=time_scale,
-                ),
+                trigger=trigger,
                 method_name="execute_complete",
                 timeout=timedelta(seconds=self.timeout + max(DEFER_GRACE_SECONDS, 2 * self.poll_interval)),
             )
-        watch = workflow_watch(
-            request_id,
-            poll_interval=self.poll_interval,
-            end_time=end_time,
-            submitted_at=submitted_at,
-            expected_duration=self.expected_duration,
-            time_scale=time_scale,
-        )
-        outcome: dict[str, Any] | float = watch.start(time.time())
-        while not isinstance(outcome, dict):
-            time.sleep(outcome)
-            try:
-                outcome = watch.on_status(self.hook.get_workflow_status(request_id, poll_url), time.time())
-            except SegmindError as exc:
-                outcome = watch.on_error(exc, time.time())
-            news = watch.news()
-            if news is not None:
-                self.log.info("%s", news)
-        return self.execute_complete(context, {**outcome, "poll_url": poll_url})
+        # Not deferrable: the same read-only wait, on this worker's own event loop.
+        return self.execute_complete(context, asyncio.run(_one_event(trigger)))
 
     def execute_complete(self, context: Context, event: dict[str, Any]) -> dict[str, Any]:
         """Finish from the trigger's event: read the output from the poll URL, store its media, return it."""
@@ -271,6 +254,12 @@ class SegmindWorkflowOperator(BaseOperator):
                 max_bytes=max_bytes,
             )
         return uris
+
+
+async def _one_event(trigger: SegmindWorkflowTrigger) -> dict[str, Any]:
+    async for event in trigger.run():
+        return dict(event.payload)
+    raise SegmindError(f"the wait for workflow run {trigger.request_id} ended without an event")
 
 
 def _is_media_url(value: Any) -> bool:
