@@ -172,7 +172,7 @@ def test_inputs_the_workflow_does_not_take_are_refused_unpaid(
 def test_poll_url_off_the_api_host_is_not_followed() -> None:
     base = "https://api.segmind.com"
     assert poll_path(base, base + "/workflows/request/r1", "r1") == "/workflows/request/r1"
-    assert poll_path(base, "https://evil.example/workflows/request/r1", "r1") == fallback_poll_path("r1")
+    assert poll_path(base, "https://evil.example/collect/r1", "r1") == fallback_poll_path("r1")
     assert poll_path(base, None, "r1") == "/workflows/request/r1"
 
 
