@@ -44,6 +44,10 @@ def get_provider_info() -> dict[str, Any]:
                 ],
             }
         ],
+        "task-decorators": [
+            {"class-name": "segmind_provider.decorators.segmind.segmind_task", "name": "segmind"},
+            {"class-name": "segmind_provider.decorators.segmind.segmind_batch_task", "name": "segmind_batch"},
+        ],
         "extra-links": ["segmind_provider.operators.segmind.SegmindOutputLink"],
         "connection-types": [
             {

@@ -10,7 +10,6 @@ reuse of unchanged items in ``operators.manifest``; the credit floor and real co
 
 from __future__ import annotations
 
-import asyncio
 import json
 import math
 import threading
@@ -47,6 +46,7 @@ from segmind_provider.outputs import DEFAULT_MAX_BYTES
 from segmind_provider.triggers.batch import POLL_ENDPOINTS, SegmindBatchTrigger
 from segmind_provider.triggers.polling import DEFAULT_POLL_INTERVAL
 from segmind_provider.triggers.workload import workload
+from segmind_provider.wait import run_in_worker
 
 try:
     from airflow.providers.common.compat.sdk import conf
@@ -267,7 +267,7 @@ class SegmindBatchOperator(BaseOperator):
                     method_name="execute_wave",
                     timeout=timedelta(seconds=max(deadline - time.time(), 0.0) + grace),
                 )
-            self._apply(ledger, asyncio.run(_first_event(trigger)), payloads)
+            self._apply(ledger, run_in_worker(trigger), payloads)
 
     def _trigger(
         self, ledger: Ledger, running: list[Item], payloads: Mapping[str, dict[str, Any]]
@@ -454,10 +454,3 @@ class SegmindBatchOperator(BaseOperator):
 
     def _store(self, context: Context) -> Any:
         return context.get("task_state_store") if self.durable else None  # Airflow 3.3+
-
-
-async def _first_event(trigger: SegmindBatchTrigger) -> dict[str, Any]:
-    """The trigger's one event, run in the worker (``deferrable=False``): the same wait, no second logic."""
-    async for event in trigger.run():
-        return dict(event.payload)
-    raise SegmindError("the batch trigger ended without an event")

@@ -18,17 +18,20 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 from airflow.sdk import Asset, BaseOperator, BaseOperatorLink
 
-from segmind_provider.catalog import estimate_cost, get_model
-from segmind_provider.events import failure_reason, make_event, raise_for_event
-from segmind_provider.exceptions import SegmindError
+from segmind_provider.catalog import get_model
 from segmind_provider.inputs import DEFAULT_MAX_INPUT_BYTES, InputFiles, read_input_files
 from segmind_provider.operators.batch import SegmindBatchOperator
 from segmind_provider.operators.durable import STATE_STORE_KEY, RequestJournal
 from segmind_provider.outputs import DEFAULT_MAX_BYTES
 from segmind_provider.triggers.polling import DEFAULT_POLL_INTERVAL
-from segmind_provider.triggers.segmind import SegmindRequestTrigger
-from segmind_provider.triggers.watch import watch_request
-from segmind_provider.triggers.workload import workload
+from segmind_provider.wait import (
+    finish_request,
+    request_trigger,
+    result_value,
+    run_in_worker,
+    store_outputs,
+    terminal_event,
+)
 
 try:
     from airflow.providers.common.compat.sdk import conf
@@ -203,47 +206,40 @@ class SegmindOperator(BaseOperator):
             payload, identity=identity, before_submit=floor
         )
         context["ti"].xcom_push(key="request_id", value=request_id)
-        event = self._terminal_event(request_id, answer)
+        event = terminal_event(request_id, answer)
         if event is not None:
             return self.execute_complete(context, event)
-        end_time = time.time() + self.timeout
+        trigger = request_trigger(
+            self.hook,
+            request_id,
+            model=self.model,
+            payload=self.payload,
+            submitted_at=submitted_at,
+            end_time=time.time() + self.timeout,
+            poll_interval=self.poll_interval,
+            expected_duration=self.expected_duration,
+        )
         if self.deferrable:
             self.defer(
-                trigger=SegmindRequestTrigger(
-                    request_id=request_id,
-                    segmind_conn_id=self.segmind_conn_id,
-                    poll_interval=self.poll_interval,
-                    end_time=end_time,
-                    model=self.model,
-                    submitted_at=submitted_at,
-                    expected_duration=self.expected_duration,
-                    time_scale=self.hook.get_settings().time_scale,
-                    workload=workload(self.model, self.payload),
-                ),
+                trigger=trigger,
                 method_name="execute_complete",
                 timeout=timedelta(seconds=self.timeout + max(DEFER_GRACE_SECONDS, 2 * self.poll_interval)),
             )
-        event = self._wait_in_worker(request_id, submitted_at, end_time)
-        return self.execute_complete(context, event)
+        return self.execute_complete(context, run_in_worker(trigger))
 
     def execute_complete(self, context: Context, event: dict[str, Any]) -> dict[str, Any]:
         """Finish from a trigger event (or an already-terminal answer): fetch, store, return the result."""
-        request_id = raise_for_event(event)
-        result = self.hook.get_result(request_id)
-        output = result.get("output")
-        metrics = result.get("metrics") or {}
-        if not isinstance(metrics, dict):
-            metrics = {"raw": metrics}
-        if metrics.get("inference_time") is None and event.get("inference_time") is not None:
-            metrics["inference_time"] = event["inference_time"]
-        uris = self._store(output)
-        self.log.info(
-            "Segmind request %s completed (inference %ss); stored %s",
-            request_id,
-            metrics.get("inference_time"),
-            ", ".join(uris) if uris else "nothing (no output_path)",
+        result = finish_request(
+            self.hook,
+            event,
+            model=self.model,
+            payload=self.payload,
+            output_path=self.output_path,
+            output_conn_id=self.output_conn_id,
+            max_bytes=self.max_output_bytes,
+            logger=self.log,
         )
-        return self._finish(context, request_id, output, uris, metrics)
+        return self._finish(context, result)
 
     def get_openlineage_facets_on_complete(self, task_instance: Any) -> Any:
         """OpenLineage: the input files and stored outputs as datasets, with the model and request id."""
@@ -281,43 +277,6 @@ class SegmindOperator(BaseOperator):
             self.log.info("Input file: %s", line)
         return inputs
 
-    @staticmethod
-    def _terminal_event(request_id: str, answer: dict[str, Any]) -> dict[str, Any] | None:
-        """An event for an answer that is already final, so it finishes through ``execute_complete``."""
-        status = str(answer.get("status") or "").upper()
-        if status == "COMPLETED":
-            return make_event("success", request_id, f"Segmind request {request_id} completed")
-        if status == "FAILED":
-            return make_event("failed", request_id, failure_reason(answer))
-        return None
-
-    def _wait_in_worker(self, request_id: str, submitted_at: float, end_time: float) -> dict[str, Any]:
-        """The non-deferrable wait: the trigger's decisions, with blocking calls (we own this thread)."""
-        watch = watch_request(
-            request_id=request_id,
-            model=self.model,
-            poll_interval=self.poll_interval,
-            end_time=end_time,
-            submitted_at=submitted_at,
-            expected_duration=self.expected_duration,
-            time_scale=self.hook.get_settings().time_scale,
-            workload=workload(self.model, self.payload),
-        )
-        outcome: dict[str, Any] | float = watch.start(time.time())
-        while not isinstance(outcome, dict):
-            if outcome > 0:
-                time.sleep(outcome)
-            try:
-                answer = self.hook.get_status(request_id)
-            except SegmindError as exc:
-                outcome = watch.on_error(exc, time.time())
-            else:
-                outcome = watch.on_status(answer, time.time())
-            news = watch.news()
-            if news is not None:
-                self.log.info("%s", news)
-        return outcome
-
     def _run_sync(self, context: Context, payload: dict[str, Any]) -> dict[str, Any]:
         """``mode="sync"``: ``POST /v1/{model}`` in the worker, the answer stored like an async output."""
         from segmind_provider.outputs import store_bytes
@@ -337,7 +296,15 @@ class SegmindOperator(BaseOperator):
                     max_bytes=self.max_output_bytes,
                 )
             elif output is not None:
-                uris = self._store(output)
+                uris = store_outputs(
+                    self.hook,
+                    output,
+                    self.output_path,
+                    model=self.model,
+                    payload=self.payload,
+                    output_conn_id=self.output_conn_id,
+                    max_bytes=self.max_output_bytes,
+                )
         elif result.content is not None:
             self.log.warning(
                 "mode='sync' without output_path: the %s answer is not kept", result.content_type
@@ -345,52 +312,18 @@ class SegmindOperator(BaseOperator):
         metrics: dict[str, Any] = {}
         if isinstance(answer, dict) and isinstance(answer.get("metrics"), dict):
             metrics = dict(answer["metrics"])
-        return self._finish(context, None, output, uris, metrics)
+        return self._finish(context, result_value(None, self.model, self.payload, output, uris, metrics))
 
-    def _finish(
-        self,
-        context: Context,
-        request_id: str | None,
-        output: Any,
-        uris: list[str],
-        metrics: dict[str, Any],
-    ) -> dict[str, Any]:
-        """Announce the stored files to the outlets and build the return value (docs/architecture.md)."""
-        # The catalog's price: the actual one is in the account's history, a request per image to read
-        # (SegmindBatchOperator reads it for a hundred images at a time).
-        cost = estimate_cost(self.model, self.payload)
-        self._record_outlets(context, request_id, uris, cost)
-        self.segmind_result = {
-            "request_id": request_id,
-            "model": self.model,
-            "status": "COMPLETED",
-            "output": output,
-            "output_uris": uris,
-            "metrics": metrics,
-            "cost": cost,
-        }
-        return self.segmind_result
+    def _finish(self, context: Context, result: dict[str, Any]) -> dict[str, Any]:
+        """Announce the stored files to the outlets; keep the return value for the extra link."""
+        self._record_outlets(context, result["request_id"], result["output_uris"], result["cost"])
+        self.segmind_result = result
+        return result
 
     def _expected_format(self) -> str | None:
         from segmind_provider.catalog import expected_output_format
 
         return expected_output_format(self.model, self.payload)
-
-    def _store(self, output: Any) -> list[str]:
-        if not self.output_path:
-            return []
-        from segmind_provider.outputs import store_output
-
-        hook = self.hook
-        max_bytes = self.max_output_bytes
-        return store_output(
-            output,
-            self.output_path,
-            download=lambda url, fileobj: hook.download(url, fileobj, max_bytes=max_bytes),
-            output_conn_id=self.output_conn_id,
-            expected_format=self._expected_format(),
-            max_bytes=max_bytes,
-        )
 
     def _record_outlets(
         self, context: Context, request_id: str | None, uris: list[str], cost: float | None

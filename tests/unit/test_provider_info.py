@@ -42,3 +42,11 @@ def test_airflow_cli_lists_the_provider_and_its_connection_type(tmp_path: Path) 
     hooks = json.loads(_airflow("providers", "hooks", "--output", "json", home=tmp_path))
     segmind = [h for h in hooks if h["connection_type"] == "segmind"]
     assert segmind and segmind[0]["class"] == "segmind_provider.hooks.segmind.SegmindHook"
+
+
+def test_the_task_decorators_are_registered_under_their_names() -> None:
+    from airflow.sdk import task
+
+    from segmind_provider.decorators.segmind import segmind_batch_task, segmind_task
+
+    assert task.segmind is segmind_task and task.segmind_batch is segmind_batch_task

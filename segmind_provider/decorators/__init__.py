@@ -1,0 +1,1 @@
+"""TaskFlow decorators: ``@task.segmind`` and ``@task.segmind_batch`` (registered in ``get_provider_info``)."""
