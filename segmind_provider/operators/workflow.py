@@ -9,7 +9,6 @@ and the JSON itself is returned (XCom). See docs/workflows.md.
 
 from __future__ import annotations
 
-import asyncio
 import re
 import time
 from collections.abc import Mapping, Sequence
@@ -19,7 +18,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 from airflow.sdk import BaseOperator
 
-from segmind_provider.events import failure_reason, make_event, raise_for_event
+from segmind_provider.events import raise_for_event
 from segmind_provider.exceptions import SegmindError, SegmindValidationError
 from segmind_provider.hooks.connection import path_segment
 from segmind_provider.hooks.workflows import check_inputs
@@ -27,6 +26,7 @@ from segmind_provider.operators.durable import STATE_STORE_KEY, Attached, Reques
 from segmind_provider.outputs import DEFAULT_MAX_BYTES
 from segmind_provider.triggers.polling import DEFAULT_POLL_INTERVAL
 from segmind_provider.triggers.workflow import SegmindWorkflowTrigger
+from segmind_provider.wait import positive, run_in_worker, terminal_event
 
 if TYPE_CHECKING:
     import logging
@@ -133,11 +133,10 @@ class SegmindWorkflowOperator(BaseOperator):
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
-        seconds = timeout.total_seconds() if isinstance(timeout, timedelta) else float(timeout)
-        if seconds <= 0:
-            raise ValueError(f"timeout must be positive, got {timeout!r}")
-        if poll_interval <= 0:
-            raise ValueError(f"poll_interval must be positive, got {poll_interval!r}")
+        seconds = positive(
+            timeout=timeout.total_seconds() if isinstance(timeout, timedelta) else float(timeout),
+            poll_interval=poll_interval,
+        )
         self.workflow_id = workflow_id
         self.inputs = inputs
         self.output_dir = output_dir
@@ -164,10 +163,8 @@ class SegmindWorkflowOperator(BaseOperator):
         request_id, submitted_at, answer = journal.attach_or_submit(inputs)
         poll_url = journal.poll_urls.get(request_id)
         context["ti"].xcom_push(key="request_id", value=request_id)
-        status = str(answer.get("status") or "").upper()
-        if status in ("COMPLETED", "FAILED"):  # re-attached to a run that already ended
-            kind = "success" if status == "COMPLETED" else "failed"
-            event = make_event(kind, request_id, failure_reason(answer) if kind == "failed" else "completed")
+        event = terminal_event(request_id, answer)
+        if event is not None:  # re-attached to a run that already ended
             return self.execute_complete(context, {**event, "poll_url": poll_url})
         trigger = SegmindWorkflowTrigger(
             request_id=request_id,
@@ -186,7 +183,7 @@ class SegmindWorkflowOperator(BaseOperator):
                 timeout=timedelta(seconds=self.timeout + max(DEFER_GRACE_SECONDS, 2 * self.poll_interval)),
             )
         # Not deferrable: the same read-only wait, on this worker's own event loop.
-        return self.execute_complete(context, asyncio.run(_one_event(trigger)))
+        return self.execute_complete(context, run_in_worker(trigger))
 
     def execute_complete(self, context: Context, event: dict[str, Any]) -> dict[str, Any]:
         """Finish from the trigger's event: read the output from the poll URL, store its media, return it."""
@@ -254,12 +251,6 @@ class SegmindWorkflowOperator(BaseOperator):
                 max_bytes=max_bytes,
             )
         return uris
-
-
-async def _one_event(trigger: SegmindWorkflowTrigger) -> dict[str, Any]:
-    async for event in trigger.run():
-        return dict(event.payload)
-    raise SegmindError(f"the wait for workflow run {trigger.request_id} ended without an event")
 
 
 def _is_media_url(value: Any) -> bool:
