@@ -25,13 +25,23 @@ def get_provider_info() -> dict[str, Any]:
         ],
         "hooks": [{"integration-name": "Segmind", "python-modules": ["segmind_provider.hooks.segmind"]}],
         "operators": [
-            {"integration-name": "Segmind", "python-modules": ["segmind_provider.operators.segmind"]}
+            {
+                "integration-name": "Segmind",
+                "python-modules": [
+                    "segmind_provider.operators.segmind",
+                    "segmind_provider.operators.workflow",
+                ],
+            }
         ],
         "sensors": [{"integration-name": "Segmind", "python-modules": ["segmind_provider.sensors.segmind"]}],
         "triggers": [
             {
                 "integration-name": "Segmind",
-                "python-modules": ["segmind_provider.triggers.segmind", "segmind_provider.triggers.batch"],
+                "python-modules": [
+                    "segmind_provider.triggers.segmind",
+                    "segmind_provider.triggers.batch",
+                    "segmind_provider.triggers.workflow",
+                ],
             }
         ],
         "task-decorators": [

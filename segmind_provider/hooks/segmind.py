@@ -30,7 +30,7 @@ from segmind_provider.exceptions import (
     SegmindServerError,
     SegmindTransportError,
 )
-from segmind_provider.hooks import account, errors, retry
+from segmind_provider.hooks import account, errors, retry, workflows
 from segmind_provider.hooks.budget import Priority
 from segmind_provider.hooks.client import USER_AGENT
 from segmind_provider.hooks.connection import DEFAULT_TIMEOUT, ConnectionSettings, path_segment
@@ -266,7 +266,10 @@ class SegmindHook(BaseHook):
 
     def submit(self, model: str, payload: Mapping[str, Any]) -> dict[str, Any]:
         """``POST /v2/{model}``; retried only when the request surely did not start a job."""
-        path = f"/v2/{path_segment(model, 'model')}"
+        return self._post_job(f"/v2/{path_segment(model, 'model')}", payload)
+
+    def _post_job(self, path: str, payload: Mapping[str, Any]) -> dict[str, Any]:
+        """A paid POST answered with a ``request_id``; retried only when it surely started nothing."""
         settings = self.get_settings()
 
         def attempt() -> dict[str, Any]:
@@ -297,6 +300,26 @@ class SegmindHook(BaseHook):
         path = f"/v2/requests/{path_segment(request_id, 'request_id')}"
         answer = self._get(path, priority=Priority.RESULT, request_id=request_id)
         return self._result_answer(answer, request_id, self.get_settings())
+
+    def submit_workflow(self, workflow_id: str, inputs: Mapping[str, Any]) -> dict[str, Any]:
+        """``POST /workflows/{id}``: start a PixelFlow workflow run (``hooks.workflows``); the answer
+        carries ``request_id`` and ``poll_url``. Bad inputs raise before any call."""
+        return self._post_job(workflows.submit_path(workflow_id), workflows.check_inputs(inputs))
+
+    def get_workflow_status(self, request_id: str, poll_url: str | None = None) -> dict[str, Any]:
+        """``GET poll_url`` of a workflow run: FAILED is returned, not raised; a COMPLETED ``output``
+        string is decoded as JSON. ``poll_url`` off the API host is not followed (``hooks.workflows``)."""
+        settings = self.get_settings()
+        path = workflows.poll_path(settings.base_url, poll_url, request_id)
+
+        def attempt() -> dict[str, Any]:
+            response = self._send(
+                "GET", path, priority=Priority.POLL, request_id=request_id, accept_failed=True
+            )
+            answer = self._status_answer(response.status_code, response.content, settings, request_id)
+            return workflows.parse_poll_answer(answer)
+
+        return self._call(attempt, idempotent=True, settings=settings)
 
     def get_credits(self) -> dict[str, Any]:
         """``GET /v1/get-user-credits``: the balance; spends no credits."""
@@ -590,6 +613,15 @@ class SegmindHook(BaseHook):
             path, priority=Priority.POLL, request_id=request_id, accept_failed=True
         )
         return self._status_answer(status, body, await self.aget_settings(), request_id)
+
+    async def aget_workflow_status(self, request_id: str, poll_url: str | None = None) -> dict[str, Any]:
+        """Async :meth:`get_workflow_status`."""
+        settings = await self.aget_settings()
+        path = workflows.poll_path(settings.base_url, poll_url, request_id)
+        status, body = await self._aget(
+            path, priority=Priority.POLL, request_id=request_id, accept_failed=True
+        )
+        return workflows.parse_poll_answer(self._status_answer(status, body, settings, request_id))
 
     async def aget_credits(self) -> dict[str, Any]:
         """Async :meth:`get_credits`."""

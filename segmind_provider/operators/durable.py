@@ -192,6 +192,14 @@ class RequestJournal:
 
     # ------------------------------------------------------------------ steps
 
+    def _send_submit(self, payload: dict[str, Any]) -> dict[str, Any]:
+        """The paid call (a workflow's journal sends its own, ``operators.workflow``)."""
+        return self.hook.submit(self.model, payload)
+
+    def _read_status(self, request_id: str) -> dict[str, Any]:
+        """The request's status answer; FAILED is returned, not raised."""
+        return self.hook.get_status(request_id)
+
     def _record(self, attached: Attached, digest: str) -> dict[str, Any]:
         request_id, submitted_at, _ = attached
         return {
@@ -207,7 +215,7 @@ class RequestJournal:
         pending = {"model": self.model, "fingerprint": digest, "submit_started": started}
         self.remember(pending)
         try:
-            answer = self.hook.submit(self.model, payload)
+            answer = self._send_submit(payload)
         except SegmindSubmitUncertainError as exc:
             ended = time.time()
             self.remember({**pending, "submit_ended": ended})
@@ -238,7 +246,7 @@ class RequestJournal:
         Only COMPLETED and FAILED end a request; any other status, one we do not know included, is live.
         """
         try:
-            answer = self.hook.get_status(request_id)
+            answer = self._read_status(request_id)
         except SegmindNotFoundError:
             self.log.info("Segmind request %s is gone (expired or unknown)", request_id)
             return None

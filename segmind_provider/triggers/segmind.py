@@ -93,6 +93,10 @@ class SegmindRequestTrigger(BaseTrigger):
         """A hook per call, not per wait: it holds nothing (settings and clients are per process)."""
         return SegmindHook(segmind_conn_id=self.segmind_conn_id)
 
+    async def _read_status(self) -> dict[str, Any]:
+        """One poll's answer (``triggers.workflow`` reads a workflow run's ``poll_url`` instead)."""
+        return await self._hook().aget_status(self.request_id)
+
     async def run(self) -> AsyncIterator[TriggerEvent]:
         """Poll until a terminal status or the deadline; yield exactly one event. Reads only.
 
@@ -116,7 +120,7 @@ class SegmindRequestTrigger(BaseTrigger):
                 await asyncio.sleep(delay)
                 delay = watch.wake(time.time())
             try:
-                answer = await self._hook().aget_status(self.request_id)
+                answer = await self._read_status()
             except Exception as exc:  # CancelledError is a BaseException: it still propagates
                 outcome = watch.on_error(exc, time.time())
             else:

@@ -19,7 +19,7 @@ from typing import Any
 from aiohttp import web
 from aiohttp.payload import Payload
 
-from . import account, admin, api, storage
+from . import account, admin, api, storage, workflows
 from .config import EmulatorConfig
 from .control import ACCOUNT_PREFIX, STORAGE_PREFIX, service_urls
 from .faults import FLIP_BYTES, FaultRule, Fired
@@ -73,6 +73,7 @@ class EmulatorServer:
         storage.add_routes(app, self, STORAGE_PREFIX)
         account.add_routes(app, self, ACCOUNT_PREFIX)
         admin.add_routes(app, self, "/_emulator")
+        workflows.add_routes(app, self, "/_emulator")
         app.router.add_route("*", "/{tail:.*}", not_found)
         return app
 

@@ -105,6 +105,24 @@ class EmulatorControl:
         }
         return self._call("POST", "/models", body)  # type: ignore[no-any-return]
 
+    def register_workflow(
+        self,
+        workflow_id: str,
+        *,
+        inputs: dict[str, Any] | None = None,
+        steps: list[dict[str, Any]] | None = None,
+        fail: str | None = None,
+    ) -> dict[str, Any]:
+        """Serve a PixelFlow workflow at ``POST /workflows/{workflow_id}`` (``emulator.workflows``):
+        ``inputs`` {name: default, None = required}, ``steps`` [{name, model, params}] (default: the
+        text-to-image then background-removal chain), ``fail`` a reason every run ends FAILED with."""
+        body: dict[str, Any] = {"workflow_id": workflow_id, "fail": fail}
+        if inputs is not None:
+            body["inputs"] = inputs
+        if steps is not None:
+            body["steps"] = steps
+        return self._call("POST", "/workflows", body)  # type: ignore[no-any-return]
+
     # -- faults ----------------------------------------------------------------------
     def add_fault(
         self,
