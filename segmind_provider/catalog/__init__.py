@@ -24,6 +24,7 @@ from typing import Any
 
 from segmind_provider.catalog.directory import (
     DirectoryModel,
+    category_kinds,
     load_user_directory,
     nearest,
     shipped_directory,
@@ -116,7 +117,9 @@ def _shipped_directory() -> Mapping[str, DirectoryModel]:
 def _directory_in(folder: str) -> Mapping[str, DirectoryModel]:
     if not folder:
         return _shipped_directory()
-    return MappingProxyType({**_shipped_directory(), **load_user_directory(Path(folder))})
+    shipped = _shipped_directory()
+    user = load_user_directory(Path(folder), category_kinds(shipped.values()))
+    return MappingProxyType({**shipped, **user})
 
 
 def _directory() -> Mapping[str, DirectoryModel]:

@@ -18,9 +18,9 @@ from pathlib import Path
 from typing import Any
 
 __all__ = [
-    "CATEGORY_KINDS",
     "KINDS",
     "DirectoryModel",
+    "category_kinds",
     "kind_for_category",
     "load_user_directory",
     "nearest",
@@ -32,28 +32,7 @@ __all__ = [
 #: Output kinds: what a model's result is, which decides how it is stored.
 KINDS = ("image", "video", "audio", "text", "json", "3d")
 
-#: The directory's own section names and the output kind each implies (a line may say otherwise).
-CATEGORY_KINDS: dict[str, str] = {
-    "Image-to-Video Generation": "video",
-    "Image-to-Image Transformation": "image",
-    "Text-to-Image Generation": "image",
-    "videoToVideo": "video",
-    "Text-to-Video Generation": "video",
-    "Text Generation (LLM)": "text",
-    "Text-to-Audio Generation": "audio",
-    "Video-to-Audio Generation": "audio",
-    "videoToText": "text",
-    "textToEmbed": "json",
-    "voice": "json",
-    "imageTo3d": "3d",
-    "Audio-to-Text (Transcription)": "text",
-    "audioToAudio": "audio",
-    "Image-to-Text (Vision)": "text",
-    "imageTOImage": "image",
-    "Image Inpainting": "image",
-}
-
-#: For a category the table above lacks (a live list may bring new ones): the first word that matches.
+#: For a category the directory does not use yet (a live list may bring new ones): the first word that matches.
 _CATEGORY_WORDS = (
     ("3d", "3d"),
     ("embed", "json"),
@@ -66,7 +45,6 @@ _CATEGORY_WORDS = (
     ("llm", "text"),
     ("textgeneration", "text"),
     ("chat", "text"),
-    ("toimage", "image"),
     ("image", "image"),
 )
 
@@ -110,11 +88,10 @@ class DirectoryModel:
         return data
 
 
-def kind_for_category(category: str) -> str:
-    """The output kind a category implies: the directory's table, else its words, else JSON."""
-    known = CATEGORY_KINDS.get(category)
-    if known is not None:
-        return known
+def kind_for_category(category: str, known: Mapping[str, str] | None = None) -> str:
+    """The output kind a category implies: the shipped directory's (``known``), else its words, else JSON."""
+    if known and category in known:
+        return known[category]
     squashed = "".join(ch for ch in category.lower() if ch.isalnum())
     return next((kind for word, kind in _CATEGORY_WORDS if word in squashed), "json")
 
@@ -135,13 +112,12 @@ def _number(text: str, where: str) -> float | None:
 def parse_directory(text: str, source: str = SHIPPED_FILE) -> dict[str, DirectoryModel]:
     """The records of a directory file (the shipped format: see its header), by slug."""
     records: dict[str, DirectoryModel] = {}
-    category = ""
-    read = ""
+    category = category_kind = read = ""
     for number, raw in enumerate(text.splitlines(), 1):
         line = raw.strip()
         where = f"{source} line {number}"
         if line.startswith("## "):
-            category = line[3:].strip()
+            category, _, category_kind = (part.strip() for part in line[3:].partition("|"))
         elif line.startswith("# read:"):
             read = line.split(":", 1)[1].strip()
         elif line and not line.startswith("#"):
@@ -153,7 +129,7 @@ def parse_directory(text: str, source: str = SHIPPED_FILE) -> dict[str, Director
             successor = options.pop("successor", None)
             if options:
                 raise ValueError(f"{where}: unknown field(s) {', '.join(sorted(options))}")
-            kind = kind or kind_for_category(category)
+            kind = kind or category_kind
             if kind not in KINDS:
                 raise ValueError(f"{where}: kind {kind!r} is not one of {', '.join(KINDS)}")
             if slug in records:
@@ -196,12 +172,24 @@ def _float(value: Any) -> float | None:
     return None
 
 
-def records_from_list(answer: Any, read: str, source: str) -> dict[str, DirectoryModel]:
+def category_kinds(records: Iterable[DirectoryModel]) -> dict[str, str]:
+    """Each category's output kind as the records' section lines give it (the first record's kind)."""
+    kinds: dict[str, str] = {}
+    for record in records:
+        if record.kind_note is None:
+            kinds.setdefault(record.category, record.output_kind)
+    return kinds
+
+
+def records_from_list(
+    answer: Any, read: str, source: str, known: Mapping[str, str] | None = None
+) -> dict[str, DirectoryModel]:
     """Directory records from Segmind's live model list, read tolerantly (its shape is undocumented).
 
     Takes a list of models, or one under ``data``/``models``/``items``; each model needs a slug
     (``slug``, ``model_slug`` or ``name``); title, category (``category``/``type``), output kind,
-    price and latency are taken where present. Models without a slug are skipped.
+    price and latency are taken where present; a kind not given comes from the category (``known``:
+    the shipped directory's categories). Models without a slug are skipped.
     """
     items = answer
     if isinstance(answer, Mapping):
@@ -215,7 +203,7 @@ def records_from_list(answer: Any, read: str, source: str) -> dict[str, Director
             continue
         category = str(_first(item, ("category", "type", "modality")) or "")
         kind = _first(item, ("output_kind", "output"))
-        kind = kind if kind in KINDS else kind_for_category(category)
+        kind = kind if kind in KINDS else kind_for_category(category, known)
         status = str(item.get("status") or "").lower()
         records[slug] = DirectoryModel(
             slug=slug.strip(),
@@ -232,14 +220,14 @@ def records_from_list(answer: Any, read: str, source: str) -> dict[str, Director
     return records
 
 
-def load_user_directory(folder: Path) -> dict[str, DirectoryModel]:
+def load_user_directory(folder: Path, known: Mapping[str, str] | None = None) -> dict[str, DirectoryModel]:
     """The records of a user catalog folder's ``directory.json`` (written by ``refresh``), if any."""
     path = folder / USER_FILE
     if not path.is_file():
         return {}
     data = json.loads(path.read_text(encoding="utf-8"))
     read = str(data.get("read") or "") if isinstance(data, Mapping) else ""
-    return records_from_list(data, read, f"user:{path}")
+    return records_from_list(data, read, f"user:{path}", known)
 
 
 def nearest(slug: str, known: Iterable[str], count: int = 3) -> list[str]:
