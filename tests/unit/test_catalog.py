@@ -13,6 +13,7 @@ from airflow.sdk.exceptions import AirflowFailException
 
 from segmind_provider.catalog import (
     ModelEntry,
+    directory_models,
     estimate_cost,
     expected_output_format,
     get_model,
@@ -222,14 +223,15 @@ def test_expected_output_format(model: str, payload: dict[str, Any], expected: s
 
 def test_docs_models_md_is_the_generators_output() -> None:
     """Fails when an entry changed and docs/models.md was not regenerated (see the page's header)."""
-    assert (ROOT / "docs" / "models.md").read_text(encoding="utf-8") == render_markdown(models())
+    expected = render_markdown(models(), directory_models())
+    assert (ROOT / "docs" / "models.md").read_text(encoding="utf-8") == expected
 
 
 def test_the_module_prints_the_page() -> None:
     done = subprocess.run(
         [sys.executable, "-m", "segmind_provider.catalog"], capture_output=True, text=True, check=True
     )
-    assert done.stdout == render_markdown(models())
+    assert done.stdout == render_markdown(models(), directory_models())
     assert "| `start_image_url` | string | yes |" in done.stdout
     assert "image, base64" in done.stdout and "~144.54 s (about 2.4 min)" in done.stdout
 
