@@ -48,6 +48,9 @@ def _import(args: argparse.Namespace) -> int:
     result = import_page(raw, directory=catalog._directory(), page_url=args.url, read=args.read)
     for problem in result.problems:
         print(f"{args.page}: not read: {problem}", file=sys.stderr)
+    if not result.complete:
+        print(f"{args.page}: not imported: the entry would be incomplete (see above)", file=sys.stderr)
+        return 1
     parse_entry(result.entry, args.page)  # an entry the loader would refuse is never written
     text = json.dumps(result.entry, indent=2, ensure_ascii=False) + "\n"
     folder = Path(args.to).expanduser() if args.to else _folder(args.catalog_dir)

@@ -49,6 +49,8 @@ _TYPES = {
     "bool": "boolean",
     "array": "array",
 }
+#: The fields that name the output's file format, in the order they are looked for.
+FORMAT_FIELDS = ("output_format", "format", "image_format")
 #: What a page's "Returns:" line says, as an output kind ("Text/JSON" is said of images too: not used).
 _RETURNS = {"image": "image", "video": "video", "audio": "audio"}
 #: The directory's output kind and title words to the entry's task.
@@ -69,10 +71,12 @@ _BLOCK_TAGS = frozenset({"p", "div", "br", "li", "tr", "h1", "h2", "h3", "h4", "
 
 @dataclass
 class ImportedPage:
-    """The entry (catalog JSON) and what could not be read from the page."""
+    """The entry (catalog JSON), what could not be read from the page, and whether it is usable."""
 
     entry: dict[str, Any]
     problems: list[str] = field(default_factory=list)
+    complete: bool = True
+    """False when the parameter list may be cut or a contract field is missing: never written."""
 
 
 class _Text(HTMLParser):
@@ -183,6 +187,10 @@ def _parameter(name: str, lines: list[str], problems: list[str]) -> dict[str, An
                     f"parameters.{name}: the page shows only part of its allowed values "
                     f"({line.strip()} ... +{more[1]} more); no enum set"
                 )
+            elif not _QUOTED.findall(values_line):
+                problems.append(
+                    f"parameters.{name}: allowed values {values_line!r} unreadable (not quoted); no enum set"
+                )
             else:
                 spec["enum"] = [_value(json.dumps(v), kind) for v in _QUOTED.findall(values_line)]
         else:
@@ -204,26 +212,32 @@ def _parameter(name: str, lines: list[str], problems: list[str]) -> dict[str, An
     return spec
 
 
-def _sections(lines: list[str]) -> tuple[list[str], list[str]]:
-    """The lines before ``Parameters`` and the parameter lines (up to ``Response Type``)."""
+def _sections(lines: list[str]) -> tuple[list[str], list[str], bool]:
+    """The lines before ``Parameters``, the parameter lines, and whether ``Response Type`` closes them."""
     try:
         start = lines.index("Parameters")
     except ValueError:
-        return lines, []
-    end = next((i for i in range(start + 1, len(lines)) if lines[i] == "Response Type"), len(lines))
-    return lines[:start], lines[start + 1 : end]
+        return lines, [], False
+    end = next((i for i in range(start + 1, len(lines)) if lines[i] == "Response Type"), None)
+    return lines[:start], lines[start + 1 : end], end is not None
 
 
-def _task(slug: str, title: str, kind: str, record: DirectoryModel | None) -> str | None:
-    words = f"{slug} {title}".lower()
-    found = next((task for word, task in _TASK_WORDS if word in words), None)
+def _task_word(text: str) -> str | None:
+    lowered = text.lower()
+    return next((task for word, task in _TASK_WORDS if word in lowered), None)
+
+
+def _task(slug: str, title: str, description: str, kind: str, record: DirectoryModel | None) -> str | None:
+    """The entry's task: from the slug and title, else the directory's category (an image-to-image
+    model's description may say what it does: "an upscaler")."""
+    found = _task_word(f"{slug} {title}")
     if found is not None:
         return found
     category = (record.category if record else "").lower()
     if kind == "image":
         if "text-to-image" in category:
             return "text-to-image"
-        return "image-edit" if record is not None else None
+        return (_task_word(description) or "image-edit") if record is not None else None
     if kind == "video":
         if "text-to-video" in category:
             return "text-to-video"
@@ -240,7 +254,7 @@ def import_page(
 ) -> ImportedPage:
     """Turn one model page into a catalog entry (see the module's docstring); ValueError without a slug."""
     lines = page_text(raw).splitlines()
-    head, param_lines = _sections(lines)
+    head, param_lines, closed = _sections(lines)
     problems: list[str] = []
     notes: list[str] = []
     joined = "\n".join(lines)
@@ -282,6 +296,11 @@ def import_page(
     rules: dict[tuple[str, str], list[str]] = {}
     if not param_lines:
         problems.append("parameters: the page has no Parameters section")
+    elif not closed:
+        problems.append(
+            "parameters: the page ends before 'Response Type' (a cut copy): the list may be incomplete, "
+            "and an entry refuses every field it does not list"
+        )
     blocks: list[tuple[str, bool, list[str]]] = []
     for line in param_lines:
         match = _PARAM_START.match(line)
@@ -299,9 +318,9 @@ def import_page(
         when = _ONLY_WHEN.search(spec.get("description", ""))
         if when:
             rules.setdefault((when[1], when[2].rstrip(".,;")), []).append(name)
-    format_field = next((n for n in ("output_format", "format") if "enum" in parameters.get(n, {})), None)
+    format_field = next((n for n in FORMAT_FIELDS if "enum" in parameters.get(n, {})), None)
     default_format = parameters[format_field].get("default") if format_field else None
-    task = _task(slug, title, kind or "", record)
+    task = _task(slug, title, description, kind or "", record)
     if task is None:
         problems.append("task: the page does not say and the directory does not list the model")
     entry: dict[str, Any] = {
@@ -323,7 +342,8 @@ def import_page(
         ],
         "import_notes": [*notes, *problems],
     }
-    return ImportedPage(entry=entry, problems=problems)
+    complete = closed and bool(param_lines) and None not in (task, kind, seconds, price)
+    return ImportedPage(entry=entry, problems=problems, complete=complete)
 
 
 def _rule_key(rule: Mapping[str, Any]) -> str:

@@ -78,6 +78,19 @@ PAGE_EXAMPLES: dict[str, dict[str, Any]] = {
         "end_image_url": "https://segmind-resources.s3.amazonaws.com/output/output-1767723467082.png",
         "duration": 5,
     },
+    "esrgan": {
+        "image": "https://www.segmind.com/butterfly.png",
+        "scale": 2,
+        "output_format": "jpeg",
+        "quality": 95,
+    },
+    "faceswap-v5": {
+        "target_image": "https://segmind-resources.s3.amazonaws.com/input/d823dde1-aaae-4231-87b7-1d472bc71cef-faceswap-v5-input.png",
+        "source_image": "https://segmind-inference-inputs.s3.amazonaws.com/48892b17-762c-4de5-b6d8-f99d8e139115-black-man-image.jpeg",
+        "seed": 8005332,
+        "image_format": "png",
+        "quality": 95,
+    },
     "llava-v1.6": {
         "images": "https://segmind-sd-models.s3.amazonaws.com/display_images/llava-input.jpg",
         "prompt": "Describe meta data of the image in this format, keep them short and factually correct",
@@ -95,7 +108,7 @@ def problems(payload: Any, model: str = MODEL, **kw: Any) -> str:
 # --- the loader and the entries ------------------------------------------------------------
 
 
-def test_the_catalog_holds_the_six_models_sorted_by_slug() -> None:
+def test_the_catalog_holds_its_models_sorted_by_slug() -> None:
     assert [m.slug for m in models()] == SLUGS
     assert get_model("no-such-model") is None
     assert isinstance(get_model(MODEL), ModelEntry)
