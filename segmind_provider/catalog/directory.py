@@ -210,7 +210,7 @@ def records_from_list(
             title=str(_first(item, ("title", "display_name", "name")) or slug),
             category=category,
             output_kind=kind,
-            price_usd=_float(_first(item, ("price_usd", "average_cost_usd", "avg_cost", "cost"))),
+            price_usd=_float(_first(item, ("price_usd", "average_cost_usd", "avg_cost", "cost", "price"))),
             latency_s=_float(_first(item, ("latency_s", "average_latency_s", "avg_latency", "latency"))),
             read=read,
             successor=_first(item, ("successor",)),
