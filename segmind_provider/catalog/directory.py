@@ -150,7 +150,9 @@ def parse_directory(text: str, source: str = SHIPPED_FILE) -> dict[str, Director
 
 def shipped_directory() -> dict[str, DirectoryModel]:
     """The directory shipped in the package."""
-    text = resources.files("segmind_provider.catalog").joinpath("data", SHIPPED_FILE).read_text("utf-8")
+    text = (
+        resources.files("segmind_provider.catalog").joinpath("data").joinpath(SHIPPED_FILE).read_text("utf-8")
+    )
     return parse_directory(text)
 
 

@@ -201,6 +201,8 @@ def _parameter(name: str, lines: list[str], problems: list[str]) -> dict[str, An
         spec["description"] = text
     if "uri" in qualifier or "url" in qualifier:
         spec["media"], spec["encoding"] = _media(name), "url"
+    elif "base64" in qualifier:
+        spec["media"], spec["encoding"] = _media(name), "base64"
     elif kind == "string" and "base64" in text.lower():
         spec["media"], spec["encoding"] = _media(name), "base64"
         problems.append(f"parameters.{name}: taken as a base64 {spec['media']} from its description")

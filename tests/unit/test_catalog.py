@@ -91,6 +91,16 @@ PAGE_EXAMPLES: dict[str, dict[str, Any]] = {
         "image_format": "png",
         "quality": 95,
     },
+    "svd": {
+        "image": "https://segmind-sd-models.s3.amazonaws.com/outputs/svd_input.png",
+        "fps": 7,
+        "motion": 127,
+        "seed": 452361789,
+        "cond_aug": 0.1,
+        "frames": 14,
+        "resize_method": "maintain_aspect_ratio",
+        "base64": False,
+    },
     "llava-v1.6": {
         "images": "https://segmind-sd-models.s3.amazonaws.com/display_images/llava-input.jpg",
         "prompt": "Describe meta data of the image in this format, keep them short and factually correct",
