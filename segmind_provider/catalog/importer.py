@@ -158,6 +158,14 @@ def _parameter(name: str, lines: list[str], problems: list[str]) -> dict[str, An
     spec: dict[str, Any] = {"type": kind}
     description: list[str] = []
     rest = body[1:]
+    if "|" in type_text or "Exactly one of:" in rest:
+        # "string | string" with "Option 1: string (uri) / Option 2: string": a URL or inline data.
+        problems.append(
+            f"parameters.{name}: one of several types ({body[0]!r}); taken as a {kind} without file "
+            f"handling (input_files cannot fill it: pass a URL or the data yourself)"
+        )
+        cut = rest.index("Exactly one of:") if "Exactly one of:" in rest else len(rest)
+        rest = rest[:cut]
     index = 0
     while index < len(rest):
         line = rest[index]

@@ -52,6 +52,13 @@ PAGE_EXAMPLES: dict[str, dict[str, Any]] = {
         "safety_tolerance": 2,
     },
     "bg-removal-v2": {"image": "https://www.segmind.com/bg-removal.jpg", "type": "transparent"},
+    "bria-eraser": {  # the page's example without its required image (a cut example): the page's default added
+        "image": "https://segmind-resources.s3.amazonaws.com/input/eb8b89ca-9506-4e67-8356-6214f5f6162e-4d423914-87ba-4e92-8f28-21538c9c6154.jpeg",
+        "mask": "https://segmind-resources.s3.amazonaws.com/examples/sample-mask-img.jpg",
+        "mask_type": "manual",
+        "visual_input_content_moderation": True,
+        "visual_output_content_moderation": True,
+    },
     "clarity-upscaler": {
         "seed": 1337,
         "image": "https://segmind-sd-models.s3.amazonaws.com/display_images/clarity_upscale_input.png",

@@ -355,7 +355,7 @@ def test_the_seed_page_reproduces_flux_1_1_pro_and_every_difference_is_explained
     assert all(path in notes for path in differences)
 
 
-@pytest.mark.parametrize("slug", ["bg-removal-v2", "esrgan", "faceswap-v5", "svd"])
+@pytest.mark.parametrize("slug", ["bg-removal-v2", "bria-eraser", "esrgan", "faceswap-v5", "svd"])
 def test_a_stored_page_reproduces_its_shipped_entry(slug: str) -> None:
     shipped = json.loads((ROOT / f"segmind_provider/catalog/models/{slug}.json").read_text())
     assert diff_entries(_imported(f"{slug}.txt"), shipped) == []
