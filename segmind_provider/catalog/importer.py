@@ -32,7 +32,7 @@ _SLUG_PATTERNS = (
     re.compile(r"POST\s*https?://api\.segmind\.com/v[12]/([\w.\-]+)"),
 )
 _SECONDS = re.compile(r"^~\s*([\d.]+)\s*s$")
-_PRICE = re.compile(r"^~?\s*\$\s*([\d.]+)")
+_PRICE = re.compile(r"^~?\s*\$\s*([\d.]+)(?:\s*-\s*\$\s*([\d.]+))?")
 _RANGE = re.compile(r"Range:\s*(-?[\d.]+)\s*(?:-|to)\s*(-?[\d.]+)")
 _MULTIPLE = re.compile(r"multiple of (\d+)", re.IGNORECASE)
 _ONLY_WHEN = re.compile(r"Only used when (\w+)\s*=\s*([\w:.\-]+)")
@@ -286,8 +286,15 @@ def import_page(
         else:
             seconds = record.latency_s
             notes.append(f"typical_seconds: not on the page; the directory's average ({record.read})")
-    price = next((float(m[1]) for line in head for m in [_PRICE.match(line)] if m), None)
+    found = next((m for line in head for m in [_PRICE.match(line)] if m), None)
+    price = float(found[2] or found[1]) if found else None
     price_note = f"the page: ~${price:g}" if price is not None else None
+    if found is not None and found[2]:
+        price_note = (
+            f"the page gives a range, ${found[1]} - ${found[2]} per generation (by parameters it does not "
+            f"tie to prices): the upper bound, so a credit floor is never undershot"
+        )
+        notes.append(f"price_usd: {price_note}")
     if price is None:
         if record is None or record.price_usd is None:
             problems.append("price_usd: not on the page nor in the directory")

@@ -374,6 +374,17 @@ def test_what_the_page_does_not_say_is_reported_not_guessed() -> None:
         import_page("Some page\n\nParameters\n", directory={})
 
 
+def test_a_price_range_takes_its_upper_bound_and_says_so() -> None:
+    page = (
+        (PAGES / "faceswap-v5.txt")
+        .read_text()
+        .replace("$0.05 per generation", "$0.037 - $0.113 per generation")
+    )
+    result = import_page(page, directory=catalog._directory())
+    assert result.entry["price_usd"] == 0.113 and "range" in result.entry["price_note"]
+    assert any(note.startswith("price_usd: the page gives a range") for note in result.entry["import_notes"])
+
+
 def test_an_html_page_imports_like_its_text(tmp_path: Path) -> None:
     text = (PAGES / "faceswap-v5.txt").read_text()
     html = (
