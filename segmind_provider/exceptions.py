@@ -20,6 +20,7 @@ __all__ = [
     "SegmindCreditFloorError",
     "SegmindError",
     "SegmindInsufficientCreditsError",
+    "SegmindModelRetiredError",
     "SegmindNotFoundError",
     "SegmindOutputError",
     "SegmindRateLimitError",
@@ -97,6 +98,10 @@ class SegmindAuthError(SegmindError, AirflowFailException):
 
 class SegmindNotFoundError(SegmindError):
     """404: unknown model, or a request id that is unknown or expired (results live 1 hour)."""
+
+
+class SegmindModelRetiredError(SegmindError, AirflowFailException):
+    """410 Gone: Segmind retired the model; not billed, and no retry brings it back."""
 
 
 class SegmindInsufficientCreditsError(SegmindError, AirflowFailException):

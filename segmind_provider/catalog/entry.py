@@ -11,14 +11,29 @@ import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from importlib import resources
+from importlib.resources.abc import Traversable
 from types import MappingProxyType
 from typing import Any
 
-__all__ = ["ModelEntry", "Parameter", "load_entries", "parse_entry"]
+__all__ = ["ModelEntry", "Parameter", "load_entries", "load_entries_from", "parse_entry"]
 
 TYPES = ("string", "integer", "number", "boolean", "array")
-TASKS = ("text-to-image", "image-edit", "background-removal", "upscale", "image-to-video", "text")
-OUTPUT_KINDS = ("image", "video", "text")
+TASKS = (
+    "text-to-image",
+    "image-edit",
+    "background-removal",
+    "upscale",
+    "face-swap",
+    "image-to-video",
+    "text-to-video",
+    "video-to-video",
+    "text-to-speech",
+    "text-to-audio",
+    "transcription",
+    "image-to-3d",
+    "text",
+)
+OUTPUT_KINDS = ("image", "video", "audio", "text", "json", "3d")
 MEDIA = ("image", "video", "audio")
 ENCODINGS = ("url", "base64")
 
@@ -33,7 +48,7 @@ RULE_KEYS: dict[str, frozenset[str]] = {
 _ENTRY_KEYS = frozenset(
     {"slug", "title", "page", "task", "output", "typical_seconds", "price_usd", "parameters", "rules"}
 )
-_ENTRY_OPTIONAL = frozenset({"price_note", "description"})
+_ENTRY_OPTIONAL = frozenset({"price_note", "description", "read", "import_notes"})
 _OUTPUT_KEYS = frozenset({"kind", "format_field", "default_format"})
 _PARAM_KEYS = frozenset(
     {
@@ -98,6 +113,10 @@ class ModelEntry:
     parameters: Mapping[str, Parameter] = field(hash=False)
     rules: tuple[Mapping[str, Any], ...] = field(hash=False)
     description: str = ""
+    read: str | None = None
+    """The date the page was read (entries made by the importer)."""
+    import_notes: tuple[str, ...] = ()
+    """What the importer could not read from the page, or how the entry differs from it."""
 
     def media_fields(self) -> dict[str, Parameter]:
         """The fields that take a file (image, video, audio), by name."""
@@ -148,6 +167,10 @@ def parse_entry(data: Mapping[str, Any], source: str = "<entry>") -> ModelEntry:
     r.typed("price_usd", data.get("price_usd"), (int, float))
     r.typed("price_note", data.get("price_note"), (str,), none=True)
     r.typed("description", data.get("description", ""), (str,))
+    r.typed("read", data.get("read"), (str,), none=True)
+    notes = data.get("import_notes", [])
+    if not (isinstance(notes, list) and all(isinstance(n, str) for n in notes)):
+        r.fail("import_notes", "expected a list of strings")
     output = data.get("output", {})
     if r.keys("output", output, _OUTPUT_KEYS, frozenset()):
         r.choice("output.kind", output.get("kind"), OUTPUT_KINDS)
@@ -187,6 +210,8 @@ def parse_entry(data: Mapping[str, Any], source: str = "<entry>") -> ModelEntry:
         parameters=MappingProxyType(params),
         rules=tuple(MappingProxyType(dict(rule)) for rule in rules),
         description=data.get("description", ""),
+        read=data.get("read"),
+        import_notes=tuple(data.get("import_notes", [])),
     )
 
 
@@ -251,8 +276,14 @@ def _check_rule(r: _Reader, where: str, rule: Any, params: Mapping[str, Paramete
 
 def load_entries() -> dict[str, ModelEntry]:
     """Read every ``models/*.json`` shipped with the package, by slug (file name = slug)."""
+    return load_entries_from(resources.files("segmind_provider.catalog").joinpath("models"))
+
+
+def load_entries_from(folder: Traversable) -> dict[str, ModelEntry]:
+    """Read every ``*.json`` entry of ``folder`` (the package's, or a user catalog's ``models/``)."""
     entries: dict[str, ModelEntry] = {}
-    folder = resources.files("segmind_provider.catalog").joinpath("models")
+    if not folder.is_dir():
+        return entries
     for item in sorted(folder.iterdir(), key=lambda f: f.name):
         if not item.name.endswith(".json"):
             continue

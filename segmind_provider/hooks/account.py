@@ -1,4 +1,4 @@
-"""Segmind's other two hosts: storage (input uploads) and account (request history).
+"""Segmind's other two hosts: storage (input uploads) and account (request history, model list).
 
 The hook's ``upload``, ``request_history`` and ``get_request`` call these with itself, so they share
 its connection, budget, retry policy and error mapping. The key goes to ``storage_url`` and
@@ -18,7 +18,15 @@ from segmind_provider.media import data_url
 if TYPE_CHECKING:
     from segmind_provider.hooks.segmind import SegmindHook
 
-__all__ = ["HISTORY_PAGE_SIZE", "PAGING_FIELDS", "get_request", "history_page", "request_history", "upload"]
+__all__ = [
+    "HISTORY_PAGE_SIZE",
+    "PAGING_FIELDS",
+    "get_request",
+    "history_page",
+    "list_models",
+    "request_history",
+    "upload",
+]
 
 HISTORY_PAGE_SIZE = 100
 """The most rows one history call asks for: one call can account for a hundred requests."""
@@ -95,6 +103,21 @@ def get_request(hook: SegmindHook, request_id: str) -> dict[str, Any]:
     answer = hook._get(path, priority=Priority.RESULT, host="account", request_id=request_id)
     rows = _rows(answer)
     return rows[0] if rows else answer
+
+
+def list_models(hook: SegmindHook) -> Any:
+    """``GET {account_url}/inference-model-information/list``: Segmind's live model list, as answered.
+
+    The shape is undocumented (a list, or an object holding one): ``catalog.directory`` reads it.
+    """
+    settings = hook.get_settings()
+    path = "/inference-model-information/list"
+
+    def attempt() -> Any:
+        response = hook._send("GET", path, priority=Priority.RESULT, host="account")
+        return hook._json(response.content, f"GET {path}", settings)
+
+    return hook._call(attempt, idempotent=True, settings=settings)
 
 
 def _rows(answer: Mapping[str, Any]) -> list[dict[str, Any]]:

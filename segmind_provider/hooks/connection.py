@@ -2,7 +2,7 @@
 
 Connection: password = API key; host = optional API base URL; extras ``timeout``,
 ``max_retries``, ``requests_per_minute``, ``run_timeout``, ``storage_url``,
-``account_url``, ``time_scale``, ``credit_floor``. With no such connection, ``SEGMIND_API_KEY`` (and
+``account_url``, ``time_scale``, ``credit_floor``, ``catalog_dir``. With no such connection, ``SEGMIND_API_KEY`` (and
 ``SEGMIND_BASE_URL``) are used, as the official SDK does.
 
 The API key is sent to the three Segmind hosts named here (API, storage, account) and
@@ -21,6 +21,7 @@ from urllib.parse import quote, urlsplit, urlunsplit
 
 from airflow.sdk import BaseHook
 
+from segmind_provider.catalog import use_catalog_dir
 from segmind_provider.exceptions import SegmindAuthError, SegmindValidationError
 from segmind_provider.hooks.budget import key_id
 from segmind_provider.hooks.retry import DEFAULT_MAX_RETRIES
@@ -69,6 +70,8 @@ class ConnectionSettings:
     """Multiplies the catalog's typical durations in the poll schedule (a time-scaled emulator)."""
     credit_floor: float | None = None
     """USD the operators never spend below (their ``credit_floor`` argument overrides it); None: no check."""
+    catalog_dir: str | None = None
+    """The user catalog folder (extra ``catalog_dir``): refreshed directory and imported entries."""
     key_source: str = ""
     """Where the key came from, for an auth error that says what to fix."""
     key_id: str = field(default="", repr=False)
@@ -168,6 +171,7 @@ def settings_from(conn: Any | None, conn_id: str, environ: Mapping[str, str]) ->
         account_url=normalise_url(extras.get("account_url"), default=DEFAULT_ACCOUNT_URL),
         time_scale=_number(extras, "time_scale", 1.0) or 1.0,
         credit_floor=_number(extras, "credit_floor", None),
+        catalog_dir=str(extras.get("catalog_dir") or "").strip() or None,
         key_source=source,
         key_id=key_id(key),
     )
@@ -198,6 +202,7 @@ def fetch_settings(conn_id: str, environ: Mapping[str, str]) -> ConnectionSettin
         conn = None
     settings = settings_from(conn, conn_id, environ)
     _mask(settings.api_key)
+    use_catalog_dir(settings.catalog_dir)
     return settings
 
 
@@ -217,6 +222,7 @@ async def afetch_settings(conn_id: str, environ: Mapping[str, str]) -> Connectio
             conn = None
     settings = settings_from(conn, conn_id, environ)
     await _amask(settings.api_key)
+    use_catalog_dir(settings.catalog_dir)
     return settings
 
 

@@ -21,6 +21,7 @@ from segmind_provider.exceptions import (
     SegmindBadRequestError,
     SegmindError,
     SegmindInsufficientCreditsError,
+    SegmindModelRetiredError,
     SegmindNotFoundError,
     SegmindRateLimitError,
     SegmindServerError,
@@ -37,6 +38,7 @@ __all__ = [
     "local_error",
     "requests_never_sent",
     "requests_refused_locally",
+    "retired",
     "safe_url",
     "scrub",
     "transport_error",
@@ -125,6 +127,22 @@ def error_for(
     if status >= 500:
         return SegmindServerError(detail, retry_after=retry_after, **kwargs)
     return SegmindError(detail, **kwargs)
+
+
+def retired(model: str, exc: SegmindError) -> SegmindModelRetiredError:
+    """A submit answered ``410 Gone``: the model is retired, nothing was billed; name its successor."""
+    from segmind_provider.catalog import nearest_slugs, successor_of
+
+    successor = successor_of(model)
+    if successor:
+        hint = f"; the directory's successor is {successor!r}"
+    else:
+        close = [slug for slug in nearest_slugs(model) if slug != model]
+        hint = f"; similar models: {', '.join(close)}" if close else ""
+    return SegmindModelRetiredError(
+        f"model {model!r} is retired (410 Gone: {exc.detail}); nothing was billed{hint}",
+        status_code=exc.status_code,
+    )
 
 
 def uncertain(what: str, exc: SegmindError) -> SegmindSubmitUncertainError:

@@ -177,6 +177,8 @@ class SegmindHook(BaseHook):
         if 200 <= status < 300 or (accept_failed and status == 422):
             return response
         error = self._api_error(settings, status, response.headers, response.content, request_id)
+        if submit and status == 410:
+            raise errors.retired(path.rsplit("/", 1)[-1], error)
         if submit and status in (502, 504):
             raise errors.uncertain(what, error)
         raise error
@@ -383,6 +385,10 @@ class SegmindHook(BaseHook):
     def get_request(self, request_id: str) -> dict[str, Any]:
         """One of the key's own requests from the account API (cost, inputs, status), any age."""
         return account.get_request(self, request_id)
+
+    def list_models(self) -> Any:
+        """Segmind's live model list from the account API (``hooks.account.list_models``)."""
+        return account.list_models(self)
 
     # ---------------------------------------------------------------- waiting (segmind_provider.wait)
     # ``wait`` is imported where it is used: it imports the trigger, which imports this module.

@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 from airflow.sdk import BaseOperator
 
+from segmind_provider.catalog import announce, timeout_seconds
 from segmind_provider.exceptions import (
     SegmindBatchItemsFailedError,
     SegmindCreditFloorError,
@@ -94,7 +95,8 @@ class SegmindBatchOperator(BaseOperator):
     :param segmind_conn_id: the Segmind connection.
     :param max_in_flight: requests submitted and not yet ended, at most.
     :param deferrable: wait in the triggerer between waves instead of holding a worker slot.
-    :param timeout: seconds from each request's submit to its deadline.
+    :param timeout: seconds from each request's submit to its deadline; None: the model's default
+        (2.5 times its typical time, at least 600 s).
     :param poll_interval: the longest gap between two polls of one request.
     :param reuse: reuse an item whose manifest entry has the same fingerprint and whose stored outputs
         still have their recorded size and sha256, instead of paying for it again; False also ignores
@@ -124,7 +126,7 @@ class SegmindBatchOperator(BaseOperator):
         segmind_conn_id: str = "segmind_default",
         max_in_flight: int = DEFAULT_MAX_IN_FLIGHT,
         deferrable: bool = conf.getboolean("operators", "default_deferrable", fallback=False),
-        timeout: float | timedelta = 600,
+        timeout: float | timedelta | None = None,
         poll_interval: float = DEFAULT_POLL_INTERVAL,
         reuse: bool = True,
         fail_on_item_failure: bool = True,
@@ -137,7 +139,7 @@ class SegmindBatchOperator(BaseOperator):
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
-        seconds = timeout.total_seconds() if isinstance(timeout, timedelta) else float(timeout)
+        seconds = timeout_seconds(timeout, model)
         if seconds <= 0 or poll_interval <= 0 or int(max_in_flight) < 1:
             raise ValueError("timeout and poll_interval must be positive and max_in_flight at least 1")
         if poll_endpoint not in POLL_ENDPOINTS:
@@ -175,6 +177,7 @@ class SegmindBatchOperator(BaseOperator):
     # ------------------------------------------------------------------ entry points
 
     def execute(self, context: Context) -> dict[str, Any]:
+        announce(self.model, self.log)
         payloads = batch_items.checked_payloads(self.model, self.payloads, validate=self.validate)
         if self.output_dir:
             batch_items.check_item_paths(self.model, payloads, self.output_dir)

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 from airflow.sdk import Asset, BaseOperator, BaseOperatorLink
 
-from segmind_provider.catalog import get_model
+from segmind_provider.catalog import announce, get_model, timeout_seconds
 from segmind_provider.inputs import DEFAULT_MAX_INPUT_BYTES, InputFiles, read_input_files
 from segmind_provider.operators.batch import SegmindBatchOperator
 from segmind_provider.operators.durable import STATE_STORE_KEY, RequestJournal
@@ -98,7 +98,8 @@ class SegmindOperator(BaseOperator):
     :param output_conn_id: the connection for ``output_path``'s storage.
     :param deferrable: wait in the triggerer instead of holding a worker slot.
     :param poll_interval: the longest gap between two status polls (see docs/operator.md).
-    :param timeout: the whole wait for the job, seconds or a timedelta.
+    :param timeout: the whole wait for the job, seconds or a timedelta; None: 2.5 times the model's
+        typical time (catalog entry or directory average), at least 600 s.
     :param validate: check the payload against the model's schema before any HTTP call.
     :param mode: ``"async"`` (the v2 queue) or ``"sync"`` (``POST /v1/{model}`` in the worker, quick models).
     :param durable: remember the request id across tries so a retry re-attaches instead of paying again
@@ -132,7 +133,7 @@ class SegmindOperator(BaseOperator):
         output_conn_id: str | None = None,
         deferrable: bool = conf.getboolean("operators", "default_deferrable", fallback=False),
         poll_interval: float = DEFAULT_POLL_INTERVAL,
-        timeout: float | timedelta = 600,
+        timeout: float | timedelta | None = None,
         validate: bool = True,
         mode: str = "async",
         durable: bool = True,
@@ -147,7 +148,7 @@ class SegmindOperator(BaseOperator):
         super().__init__(**kwargs)
         if mode not in ("async", "sync"):
             raise ValueError(f"mode must be 'async' or 'sync', got {mode!r}")
-        seconds = timeout.total_seconds() if isinstance(timeout, timedelta) else float(timeout)
+        seconds = timeout_seconds(timeout, model)
         if seconds <= 0:
             raise ValueError(f"timeout must be positive, got {timeout!r}")
         if poll_interval <= 0:
@@ -183,6 +184,7 @@ class SegmindOperator(BaseOperator):
     # ------------------------------------------------------------------ execute
 
     def execute(self, context: Context) -> dict[str, Any]:
+        announce(self.model, self.log)
         payload = self._checked_payload()
         inputs = self._read_inputs(payload)
         if self.output_path:

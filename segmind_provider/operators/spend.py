@@ -1,7 +1,7 @@
 """Spend that never surprises: a credit floor checked before each submit, and what requests really cost.
 
 Before a submit, the key's balance (``GET /v1/get-user-credits``, read at most once a minute per
-key and process, lowered in between by the catalog's price of every submit) must stay at or above
+key and process, lowered in between by the catalog's or directory's price of every submit) must stay at or above
 the floor after the submit's estimated price; otherwise nothing more is submitted. What a request
 really cost comes from the account's request history (``operators.history``).
 """
@@ -12,7 +12,7 @@ import logging
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
-from segmind_provider.catalog import estimate_cost
+from segmind_provider.catalog import estimate_cost, is_known, nearest_slugs
 from segmind_provider.exceptions import SegmindCreditFloorError, SegmindValidationError
 from segmind_provider.hooks.credits import balance_usd
 from segmind_provider.runtime import process_state
@@ -27,12 +27,19 @@ BALANCE_MAX_AGE = 60.0
 
 
 def price_of(model: str, payload: Mapping[str, Any] | None = None) -> float:
-    """The catalog's price of one call; a floor cannot be kept for a model without one, so that is refused."""
+    """The price of one call: the model's catalog entry, else the directory's average price.
+
+    A floor cannot be kept for a model without either (a slug the directory does not list, or one
+    it lists without a price), so that is refused, naming the nearest known slugs.
+    """
     price = estimate_cost(model, payload)
     if price is None:
+        close = nearest_slugs(model)
+        hint = f" (nearest known: {', '.join(close)})" if close and not is_known(model) else ""
         raise SegmindValidationError(
-            f"credit_floor needs a price per call, and the catalog has none for model {model!r}: "
-            f"add its entry (segmind_provider/catalog/models/) or drop credit_floor"
+            f"credit_floor needs a price per call, and neither the catalog nor Segmind's directory "
+            f"has one for model {model!r}{hint}: add its entry (python -m segmind_provider.catalog "
+            f"import PAGE), refresh the directory, or drop credit_floor"
         )
     return price
 

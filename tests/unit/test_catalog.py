@@ -13,6 +13,7 @@ from airflow.sdk.exceptions import AirflowFailException
 
 from segmind_provider.catalog import (
     ModelEntry,
+    directory_models,
     estimate_cost,
     expected_output_format,
     get_model,
@@ -51,6 +52,13 @@ PAGE_EXAMPLES: dict[str, dict[str, Any]] = {
         "safety_tolerance": 2,
     },
     "bg-removal-v2": {"image": "https://www.segmind.com/bg-removal.jpg", "type": "transparent"},
+    "bria-eraser": {  # the page's example without its required image (a cut example): the page's default added
+        "image": "https://segmind-resources.s3.amazonaws.com/input/eb8b89ca-9506-4e67-8356-6214f5f6162e-4d423914-87ba-4e92-8f28-21538c9c6154.jpeg",
+        "mask": "https://segmind-resources.s3.amazonaws.com/examples/sample-mask-img.jpg",
+        "mask_type": "manual",
+        "visual_input_content_moderation": True,
+        "visual_output_content_moderation": True,
+    },
     "clarity-upscaler": {
         "seed": 1337,
         "image": "https://segmind-sd-models.s3.amazonaws.com/display_images/clarity_upscale_input.png",
@@ -77,6 +85,29 @@ PAGE_EXAMPLES: dict[str, dict[str, Any]] = {
         "end_image_url": "https://segmind-resources.s3.amazonaws.com/output/output-1767723467082.png",
         "duration": 5,
     },
+    "esrgan": {
+        "image": "https://www.segmind.com/butterfly.png",
+        "scale": 2,
+        "output_format": "jpeg",
+        "quality": 95,
+    },
+    "faceswap-v5": {
+        "target_image": "https://segmind-resources.s3.amazonaws.com/input/d823dde1-aaae-4231-87b7-1d472bc71cef-faceswap-v5-input.png",
+        "source_image": "https://segmind-inference-inputs.s3.amazonaws.com/48892b17-762c-4de5-b6d8-f99d8e139115-black-man-image.jpeg",
+        "seed": 8005332,
+        "image_format": "png",
+        "quality": 95,
+    },
+    "svd": {
+        "image": "https://segmind-sd-models.s3.amazonaws.com/outputs/svd_input.png",
+        "fps": 7,
+        "motion": 127,
+        "seed": 452361789,
+        "cond_aug": 0.1,
+        "frames": 14,
+        "resize_method": "maintain_aspect_ratio",
+        "base64": False,
+    },
     "llava-v1.6": {
         "images": "https://segmind-sd-models.s3.amazonaws.com/display_images/llava-input.jpg",
         "prompt": "Describe meta data of the image in this format, keep them short and factually correct",
@@ -94,7 +125,7 @@ def problems(payload: Any, model: str = MODEL, **kw: Any) -> str:
 # --- the loader and the entries ------------------------------------------------------------
 
 
-def test_the_catalog_holds_the_six_models_sorted_by_slug() -> None:
+def test_the_catalog_holds_its_models_sorted_by_slug() -> None:
     assert [m.slug for m in models()] == SLUGS
     assert get_model("no-such-model") is None
     assert isinstance(get_model(MODEL), ModelEntry)
@@ -222,14 +253,15 @@ def test_expected_output_format(model: str, payload: dict[str, Any], expected: s
 
 def test_docs_models_md_is_the_generators_output() -> None:
     """Fails when an entry changed and docs/models.md was not regenerated (see the page's header)."""
-    assert (ROOT / "docs" / "models.md").read_text(encoding="utf-8") == render_markdown(models())
+    expected = render_markdown(models(), directory_models())
+    assert (ROOT / "docs" / "models.md").read_text(encoding="utf-8") == expected
 
 
 def test_the_module_prints_the_page() -> None:
     done = subprocess.run(
         [sys.executable, "-m", "segmind_provider.catalog"], capture_output=True, text=True, check=True
     )
-    assert done.stdout == render_markdown(models())
+    assert done.stdout == render_markdown(models(), directory_models())
     assert "| `start_image_url` | string | yes |" in done.stdout
     assert "image, base64" in done.stdout and "~144.54 s (about 2.4 min)" in done.stdout
 

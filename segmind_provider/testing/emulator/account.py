@@ -1,10 +1,14 @@
-"""Segmind's account API: a key's own request history, as the official SDK 1.3 reads it.
+"""Segmind's account API: a key's own request history and the model list, as the official SDK 1.3 reads them.
 
 `GET {account_url}/inference-request/request-history` (paginated under `data`) and
 `GET {account_url}/inference-request/request-history/{request_id}`. In-flight requests are
 listed as PENDING; `request_body` is a Python literal of the inputs as sent (as in the SDK's
 own tests, "{'prompt': 'fox'}"); `credits_deduction` is what the request was charged (0 for a
 blocked one, which the emulator does not charge).
+
+`GET {account_url}/inference-model-information/list` lists every served model (the directory's
+and the catalog's): slug, title, type (the directory's category), output kind, average cost and
+latency, and whether it is retired.
 """
 
 from __future__ import annotations
@@ -17,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
+from .recipes import MEDIA_KINDS
 from .responses import error, json_response, server_of
 from .state import Job, job_status
 from .validation import ParamError
@@ -34,6 +39,7 @@ def add_routes(app: web.Application, server: EmulatorServer, prefix: str) -> Non
     path = prefix + "/inference-request/request-history"
     app.router.add_get(path, server.gate("history", history))
     app.router.add_get(path + "/{request_id}", server.gate("history_item", history_item))
+    app.router.add_get(prefix + "/inference-model-information/list", server.gate("model_list", model_list))
 
 
 def iso(epoch: float) -> str:
@@ -53,7 +59,7 @@ def history_row(job: Job, now: float, media_base: str) -> dict[str, Any]:
     done = status != "PENDING"
     recipe = job.recipe
     file_url = None
-    if status == "COMPLETED" and recipe is not None and recipe.kind in ("image", "video"):
+    if status == "COMPLETED" and recipe is not None and recipe.kind in MEDIA_KINDS:
         file_url = f"{media_base}/media/{job.request_id}.{recipe.fmt}"
     updated = job.end if done else (job.start if now >= job.start else job.created)
     return {
@@ -200,3 +206,9 @@ async def history_item(request: web.Request) -> web.StreamResponse:
     if job is None or job.key_hash != state.key_hash(request.headers.get("x-api-key") or ""):
         return error(404, f"Request not found: {request_id}")
     return json_response(history_row(job, state.now(), server.media_base(request)))
+
+
+async def model_list(request: web.Request) -> web.StreamResponse:
+    """Every served model, sorted by slug (the SDK's ``models.list()``)."""
+    models = server_of(request).state.models
+    return json_response([models[name].list_entry() for name in sorted(models)])

@@ -128,20 +128,25 @@ async def reset(request: web.Request) -> web.StreamResponse:
 
 
 async def register_model(request: web.Request) -> web.StreamResponse:
-    """Serve a new model, or change a served one's timing and price (its catalog data is kept)."""
+    """Serve a new model, or change a served one's timing, price or retirement (its catalog data is kept)."""
     state = server_of(request).state
     data = await _body(request)
     try:
         name = str(data["name"])
         changes = {k: float(data[k]) for k in _TIMING if data.get(k) is not None}
+        flags: dict[str, Any] = {}
+        if data.get("retired") is not None:
+            flags["retired"] = bool(data["retired"])
+        if data.get("successor") is not None:
+            flags["successor"] = str(data["successor"])
         current = state.models.get(name)
         if current is not None:
             if data.get("output") is not None:
                 changes["output"] = str(data["output"])  # type: ignore[assignment]
-            spec = dataclasses.replace(current, **changes)  # type: ignore[arg-type]
+            spec = dataclasses.replace(current, **changes, **flags)  # type: ignore[arg-type]
         else:
             changes.setdefault("latency", 5.0)
-            spec = ModelSpec(name=name, output=str(data.get("output") or "image"), **changes)  # type: ignore[arg-type]
+            spec = ModelSpec(name=name, output=str(data.get("output") or "image"), **changes, **flags)  # type: ignore[arg-type]
     except (KeyError, TypeError, ValueError) as exc:
         return error(400, f"invalid model: {exc}")
     state.models[spec.name] = spec

@@ -1,8 +1,8 @@
 """The model API: v1 sync runs, v2 submit/status/result, the credit balance, and job outputs on
 the media host.
 
-Order of checks for a call: faults, key (401), rate limit (429) in the gate; then model (404),
-body and parameters, file inputs included (400), credits (406), work.
+Order of checks for a call: faults, key (401), rate limit (429) in the gate; then model (404, or
+410 for a retired one: not billed), body and parameters, file inputs included (400), credits (406), work.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from aiohttp import web
 
 from .inputs import resolve_sources
 from .models import ModelSpec
-from .recipes import make_recipe
+from .recipes import MEDIA_KINDS, make_recipe
 from .render import content_type
 from .responses import error, json_response, log_detail, read_object, server_of
 from .state import Job, job_status
@@ -40,6 +40,9 @@ async def _accept(request: web.Request) -> tuple[ModelSpec, Job] | web.Response:
     spec = state.models.get(request.match_info["model"])
     if spec is None:
         return error(404, f"Model not found: {request.match_info['model']}")
+    if spec.retired:
+        successor = f"; use {spec.successor}" if spec.successor else ""
+        return error(410, f"Model {spec.name} has been retired{successor}")
     body = await read_object(request)
     if isinstance(body, web.Response):
         return body
@@ -79,7 +82,7 @@ def urls(server: EmulatorServer, request: web.Request, request_id: str) -> dict[
 async def output_value(server: EmulatorServer, request: web.Request, job: Job) -> Any:
     """What `output` holds: a media URL for images and videos, the value itself for text and JSON."""
     recipe = job.recipe
-    if recipe is None or recipe.kind in ("image", "video"):
+    if recipe is None or recipe.kind in MEDIA_KINDS:
         fmt = recipe.fmt if recipe else "webp"
         return f"{server.media_base(request)}/media/{job.request_id}.{fmt}"
     return await server.text_value(recipe)
@@ -170,7 +173,7 @@ async def credits(request: web.Request) -> web.StreamResponse:
 
 
 async def media(request: web.Request) -> web.StreamResponse:
-    """A finished job's image or video; 404 before completion, after expiry or with the wrong extension."""
+    """A finished job's image, video, audio or 3D file; 404 before completion, after expiry or with the wrong extension."""
     server = server_of(request)
     request_id, _, ext = request.match_info["name"].rpartition(".")
     job = server.state.get_job(request_id)
@@ -178,7 +181,7 @@ async def media(request: web.Request) -> web.StreamResponse:
     if (
         job is None
         or recipe is None
-        or recipe.kind not in ("image", "video")
+        or recipe.kind not in MEDIA_KINDS
         or recipe.fmt != ext
         or job_status(job, server.state.now()) != "COMPLETED"
     ):

@@ -87,9 +87,12 @@ class EmulatorControl:
         cost: float | None = None,
         cold_start: float | None = None,
         cold_after: float | None = None,
+        retired: bool | None = None,
+        successor: str | None = None,
     ) -> dict[str, Any]:
         """Serve a new model (latency 5 s, image output unless given), or change a served one's
-        timing, price or output kind (image, video, text, json); a catalog model keeps its parameters.
+        timing, price or output kind (image, video, audio, 3d, text, json); a catalog model keeps
+        its parameters. ``retired=True``: the model answers 410 Gone (not billed), naming ``successor``.
 
         `cold_start` simulated seconds are added (as QUEUED time) before the first job
         after `cold_after` idle seconds, like a cold model loading.
@@ -102,6 +105,8 @@ class EmulatorControl:
             "cost": cost,
             "cold_start": cold_start,
             "cold_after": cold_after,
+            "retired": retired,
+            "successor": successor,
         }
         return self._call("POST", "/models", body)  # type: ignore[no-any-return]
 

@@ -1,8 +1,10 @@
-"""The models the emulator serves, read from the catalog's JSON files (the API contract as data).
+"""The models the emulator serves, read from the catalog's data files (the API contract as data).
 
-The emulator reads `segmind_provider/catalog/models/*.json` directly and never imports the
-client's catalog code: it writes its own checks from the same data, so a mistake in the
-client's validation is caught here instead of being repeated.
+The emulator reads `segmind_provider/catalog/models/*.json` and the model directory
+(`catalog/data/directory.txt`) directly and never imports the client's catalog code: it writes
+its own checks from the same data, so a mistake in the client's validation is caught here instead
+of being repeated. Every directory model is served, unvalidated, by its output kind at its
+average latency (an unknown average: the kind's typical time).
 """
 
 from __future__ import annotations
@@ -14,7 +16,9 @@ from typing import Any
 
 from .validation import check_rules
 
-OUTPUT_KINDS = ("image", "video", "text", "json")
+OUTPUT_KINDS = ("image", "video", "audio", "3d", "text", "json")
+#: Simulated seconds for a directory model whose average latency the directory does not give.
+KIND_LATENCY = {"image": 15.0, "video": 120.0, "audio": 20.0, "3d": 60.0, "text": 5.0, "json": 5.0}
 PARAMETER_KEYS = frozenset(
     {
         "type",
@@ -35,6 +39,7 @@ PARAMETER_KEYS = frozenset(
 )
 TYPES = ("string", "integer", "number", "boolean", "array")
 DEFAULT_CATALOG_DIR = Path(__file__).resolve().parents[2] / "catalog" / "models"
+DEFAULT_DIRECTORY = Path(__file__).resolve().parents[2] / "catalog" / "data" / "directory.txt"
 
 
 @dataclass
@@ -59,6 +64,13 @@ class ModelSpec:
     rules: list[dict[str, Any]] = field(default_factory=list)
     format_field: str | None = None
     default_format: str | None = None
+    # Directory models: served without parameter checks (Segmind's page was not read for them).
+    title: str = ""
+    category: str = ""
+    directory: bool = False
+    # A retired model answers 410 Gone (not billed), naming `successor` when there is one.
+    retired: bool = False
+    successor: str | None = None
 
     def __post_init__(self) -> None:
         if self.output not in OUTPUT_KINDS:
@@ -83,6 +95,22 @@ class ModelSpec:
             "cold_after": self.cold_after,
             "task": self.task,
             "catalog": self.parameters is not None,
+            "directory": self.directory,
+            "retired": self.retired,
+            "successor": self.successor,
+        }
+
+    def list_entry(self) -> dict[str, Any]:
+        """The model as the account API's model list shows it."""
+        return {
+            "slug": self.name,
+            "title": self.title or self.name,
+            "type": self.category or self.task or "",
+            "output_kind": self.output,
+            "average_cost_usd": self.cost,
+            "average_latency_s": self.latency,
+            "status": "retired" if self.retired else "active",
+            "successor": self.successor,
         }
 
 
@@ -136,8 +164,40 @@ def load_catalog(directory: str | Path | None = None) -> dict[str, ModelSpec]:
     return specs
 
 
+def load_directory(path: str | Path | None = None) -> dict[str, ModelSpec]:
+    """Every model of the directory file (`slug|title|price|latency[|kind=..][|successor=..]` lines
+    under `## Category|kind` headers), as an unvalidated spec; empty if the file is missing."""
+    file = Path(path) if path else DEFAULT_DIRECTORY
+    specs: dict[str, ModelSpec] = {}
+    category, kind = "", "image"
+    for line in file.read_text(encoding="utf-8").splitlines() if file.is_file() else ():
+        if line.startswith("## "):
+            category, _, kind = line[3:].partition("|")
+        elif line.strip() and not line.startswith("#"):
+            slug, title, price, latency, *extras = line.split("|")
+            options = dict(extra.split("=", 1) for extra in extras)
+            output = options.get("kind", kind).split(" ")[0]
+            specs[slug] = ModelSpec(
+                name=slug,
+                latency=KIND_LATENCY[output] if latency == "-" else float(latency),
+                output=output,
+                cost=None if price == "-" else float(price),
+                title=title,
+                category=category,
+                directory=True,
+                successor=options.get("successor"),
+            )
+    return specs
+
+
 def default_models(catalog_dir: str | Path | None = None) -> dict[str, ModelSpec]:
-    """The catalog's models; `flux-1.1-pro` with lenient checks if no catalog is installed."""
-    models = load_catalog(catalog_dir)
+    """The directory's models, overridden by the catalog's full entries; `flux-1.1-pro` with
+    lenient checks if no catalog is installed."""
+    models = load_directory()
+    for name, spec in load_catalog(catalog_dir).items():
+        listed = models.get(name)
+        if listed is not None:
+            spec.title, spec.category, spec.successor = listed.title, listed.category, listed.successor
+        models[name] = spec
     models.setdefault("flux-1.1-pro", ModelSpec("flux-1.1-pro", latency=14.05, jitter=0.15))
     return models

@@ -17,7 +17,7 @@ from PIL import Image
 
 from . import transforms
 from .models import ModelSpec
-from .render import draw_image, encode, open_image
+from .render import draw_image, encode, open_image, render_glb, render_wav
 from .validation import ASPECT_RATIOS, round16
 from .video import image_to_video
 
@@ -26,6 +26,10 @@ UPSCALE_FIELDS = ("scale", "upscale_factor", "scale_factor", "factor", "upscale"
 DURATION_FIELDS = ("duration", "seconds", "video_length")
 PROMPT_FIELDS = ("prompt", "text", "instruction", "question")
 IMAGE_FORMATS = ("png", "jpg", "webp")
+#: Kinds served as a file on the media host (the others are returned in the answer itself).
+MEDIA_KINDS = ("image", "video", "audio", "3d")
+#: The one format the emulator writes for each non-image media kind.
+KIND_FORMATS = {"video": "mp4", "audio": "wav", "3d": "glb"}
 
 
 @dataclass(frozen=True)
@@ -47,8 +51,13 @@ def output_format(spec: ModelSpec, params: Mapping[str, Any]) -> str:
     """The output's file extension ("" for text and JSON outputs)."""
     if spec.output in ("text", "json"):
         return ""
+    if spec.output in ("audio", "3d"):
+        return KIND_FORMATS[spec.output]
     if spec.parameters is None:
-        return str(params.get("output_format", "webp"))
+        fmt = str(params.get("output_format", "webp")).lower()
+        if spec.output == "video":
+            return "mp4"
+        return fmt if fmt in IMAGE_FORMATS or not spec.directory else "png"
     value = params.get(spec.format_field) if spec.format_field else None
     fmt = str(value or spec.default_format or ("mp4" if spec.output == "video" else "png")).lower()
     fmt = "jpg" if fmt == "jpeg" else fmt
@@ -102,11 +111,15 @@ def _number(values: Mapping[str, Any], names: Sequence[str], default: float) -> 
 
 
 def render_recipe(recipe: Recipe, inputs: Mapping[str, Sequence[bytes]]) -> bytes:
-    """The output bytes of an image or video recipe, given the bytes of its inputs."""
+    """The output bytes of an image, video, audio or 3D recipe, given the bytes of its inputs."""
     values = recipe.values
     prompt = prompt_of(values)
+    if recipe.kind == "audio":
+        return render_wav(recipe.model, prompt, recipe.seed, _number(values, DURATION_FIELDS, 2.0))
+    if recipe.kind == "3d":
+        return render_glb(recipe.model, recipe.seed)
     first = next((items[0] for _, items in sorted(inputs.items()) if items), None)
-    quality = int(values.get("output_quality", 80))
+    quality = int(_number(values, ("output_quality",), 80))
     footer = f"segmind-emulator · {recipe.model} · seed {recipe.seed}"
     img: Image.Image
     if recipe.task == "background-removal" and first is not None:

@@ -1,4 +1,4 @@
-"""Deterministic placeholder images, and the cache that renders each output once, lazily.
+"""Deterministic placeholder images, sounds and meshes, and the cache that renders each output once, lazily.
 
 Outputs are only drawn when someone fetches them: a benchmark that queues ten thousand jobs
 and never downloads them costs no rendering CPU at all.
@@ -9,8 +9,12 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import io
+import json
+import math
 import random
+import struct
 import textwrap
+import wave
 from collections import OrderedDict
 from collections.abc import Callable, Hashable
 from concurrent.futures import Executor
@@ -23,6 +27,8 @@ CONTENT_TYPES = {
     "png": "image/png",
     "gif": "image/gif",
     "mp4": "video/mp4",
+    "wav": "audio/wav",
+    "glb": "model/gltf-binary",
 }
 _PIL_FORMATS = {"png": "PNG", "jpg": "JPEG", "webp": "WEBP", "gif": "GIF"}
 
@@ -101,6 +107,51 @@ def encode(img: Image.Image, fmt: str, quality: int = 80) -> bytes:
     else:
         raise ValueError(f"cannot encode images as {fmt!r}")
     return out.getvalue()
+
+
+def render_wav(model: str, prompt: str, seed: int, seconds: float) -> bytes:
+    """A seeded two-tone WAV (16-bit mono, 16 kHz) of ``seconds`` (at most 30): an audio output."""
+    rng = rng_for(model, prompt, seed)
+    rate, tones = 16000, (rng.uniform(220, 440), rng.uniform(440, 880))
+    frames = int(rate * min(max(seconds, 0.1), 30.0))
+    samples = (
+        int(8000 * math.sin(2 * math.pi * tones[(i * 4 // rate) % 2] * i / rate)) for i in range(frames)
+    )
+    out = io.BytesIO()
+    with wave.open(out, "wb") as wav:
+        wav.setnchannels(1)
+        wav.setsampwidth(2)
+        wav.setframerate(rate)
+        wav.writeframes(struct.pack(f"<{frames}h", *samples))
+    return out.getvalue()
+
+
+def render_glb(model: str, seed: int) -> bytes:
+    """A binary glTF 2.0 file (one seeded triangle): a 3D output whose container a reader can check."""
+    rng = rng_for(model, seed)
+    points = [rng.uniform(-1, 1) for _ in range(9)]
+    lows = [min(points[axis::3]) for axis in range(3)]
+    highs = [max(points[axis::3]) for axis in range(3)]
+    binary = struct.pack("<9f", *points)
+    gltf = {
+        "asset": {"version": "2.0", "generator": f"segmind-emulator {model}"},
+        "scene": 0,
+        "scenes": [{"nodes": [0]}],
+        "nodes": [{"mesh": 0}],
+        "meshes": [{"primitives": [{"attributes": {"POSITION": 0}}]}],
+        "buffers": [{"byteLength": len(binary)}],
+        "bufferViews": [{"buffer": 0, "byteOffset": 0, "byteLength": len(binary)}],
+        "accessors": [
+            {"bufferView": 0, "componentType": 5126, "count": 3, "type": "VEC3", "min": lows, "max": highs}
+        ],
+    }
+    text = json.dumps(gltf, separators=(",", ":")).encode()
+    text += b" " * (-len(text) % 4)
+    binary += b"\0" * (-len(binary) % 4)
+    chunks = (
+        struct.pack("<I4s", len(text), b"JSON") + text + struct.pack("<I4s", len(binary), b"BIN\0") + binary
+    )
+    return struct.pack("<4sII", b"glTF", 2, 12 + len(chunks)) + chunks
 
 
 def open_image(data: bytes) -> Image.Image:

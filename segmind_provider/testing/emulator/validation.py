@@ -55,7 +55,8 @@ def validate(spec: ModelSpec, body: Mapping[str, Any]) -> dict[str, Any]:
     says are rounded (`round_to_multiple`) are rounded.
     """
     if spec.parameters is None:
-        return validate_lenient(body)
+        # A directory model: Segmind's page was not read, so nothing is known to refuse.
+        return dict(body) if spec.directory else validate_lenient(body)
     params: dict[str, Any] = {}
     problems: list[str] = []
     for name, param in spec.parameters.items():

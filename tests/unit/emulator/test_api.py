@@ -312,7 +312,7 @@ def test_bad_model_registration_is_refused(segmind_emulator: SegmindEmulator) ->
     from segmind_provider.testing.emulator import EmulatorControlError
 
     with pytest.raises(EmulatorControlError, match="output"):
-        segmind_emulator.register_model("m", output="audio")
+        segmind_emulator.register_model("m", output="hologram")
 
 
 def test_cold_model_over_http(http: httpx.Client, segmind_emulator: SegmindEmulator, submit: Submit) -> None:

@@ -1,0 +1,432 @@
+"""Segmind's whole model directory: every model known (kind, price, latency), served by the emulator,
+run end to end through the real operators; the importer, the user catalog, retired and unknown slugs."""
+
+from __future__ import annotations
+
+import json
+import random
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from segmind_provider import catalog
+from segmind_provider.catalog import (
+    DirectoryModel,
+    default_timeout,
+    directory_model,
+    directory_models,
+    estimate_cost,
+    get_model,
+    model_notice,
+    output_kind,
+    typical_seconds,
+)
+from segmind_provider.catalog.directory import KINDS, parse_directory, records_from_list
+from segmind_provider.catalog.importer import diff_entries, import_page
+from segmind_provider.exceptions import (
+    SegmindModelRetiredError,
+    SegmindNotFoundError,
+    SegmindValidationError,
+)
+from segmind_provider.hooks.segmind import SegmindHook
+from segmind_provider.operators.batch import SegmindBatchOperator
+from segmind_provider.operators.segmind import SegmindOperator
+from segmind_provider.operators.spend import price_of
+from segmind_provider.testing.emulator.runner import SegmindEmulator
+from segmind_provider.triggers.polling import DurationObserver, estimate_duration
+
+ROOT = Path(__file__).resolve().parents[2]
+PAGES = ROOT / "tests" / "data" / "pages"
+SEED_PAGE = Path("/work/shared/seeds/000_d4653e5968a61e76.txt")
+#: A fast emulator for the sample: the longest directory model (~780 s) takes about 1.6 s.
+SCALE = 0.002
+#: What each stored kind starts with (the container's own signature).
+MAGIC = {
+    "video": lambda data: data[4:8] == b"ftyp",
+    "audio": lambda data: data[:4] == b"RIFF" and data[8:12] == b"WAVE",
+    "3d": lambda data: data[:4] == b"glTF",
+    "image": lambda data: (
+        data[:8] == b"\x89PNG\r\n\x1a\n" or data[:3] == b"\xff\xd8\xff" or data[8:12] == b"WEBP"
+    ),
+}
+
+
+@pytest.fixture(autouse=True)
+def _no_user_catalog(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """Each test starts from the shipped catalog (a user folder set by a connection is forgotten)."""
+    monkeypatch.delenv(catalog.ENV_CATALOG_DIR, raising=False)
+    monkeypatch.setattr(catalog, "_configured_dir", None)
+    catalog.reload()
+    yield
+    catalog.reload()
+
+
+def directory_only() -> list[DirectoryModel]:
+    """Directory models without a full entry: what the directory alone must make usable."""
+    return [m for m in directory_models() if get_model(m.slug) is None]
+
+
+def sample_per_category(seed: int = 19) -> list[DirectoryModel]:
+    """One directory-only model per category, drawn at random (seeded, so a failure can be replayed)."""
+    rng = random.Random(seed)
+    by_category: dict[str, list[DirectoryModel]] = {}
+    for model in directory_only():
+        by_category.setdefault(model.category, []).append(model)
+    return [rng.choice(models) for _, models in sorted(by_category.items())]
+
+
+# --- the data -------------------------------------------------------------------------------
+
+
+def test_the_directory_knows_every_listed_model_with_kind_price_and_latency() -> None:
+    models = directory_models()
+    assert len(models) == 507  # the stored llms.txt's rows
+    assert {m.output_kind for m in models} == set(KINDS)
+    assert all(m.read == "2026-12-06" and m.title and m.category for m in models)
+    assert all(m.price_usd is not None and m.price_usd > 0 for m in models)
+    assert sum(m.latency_s is None for m in models) == 24  # "-" in the directory: unknown, not 0
+    for entry in catalog.models():  # every full entry is also a directory model
+        assert directory_model(entry.slug) is not None, entry.slug
+    slow = directory_model("kling-v2-pro-avatar")
+    assert slow is not None and slow.latency_s == 779.47 and slow.output_kind == "video"
+    # a category is not always the output kind: the line says so, with the reason
+    fibo = directory_model("bria-fibo-generate")
+    assert fibo is not None and fibo.category == "Image-to-Text (Vision)" and fibo.output_kind == "image"
+    assert fibo.kind_note and "images" in fibo.kind_note
+    successors = [m.successor for m in models if m.successor]
+    assert successors and all(directory_model(s) is not None for s in successors)
+
+
+def test_a_malformed_directory_line_is_refused_with_its_place() -> None:
+    with pytest.raises(ValueError, match="line 2: kind 'hologram'"):
+        parse_directory("## Things|image\na|A|0.1|2|kind=hologram (no)\n", "test.txt")
+    with pytest.raises(ValueError, match="line 3: 'a' is listed twice"):
+        parse_directory("## Things|image\na|A|0.1|2\na|A|0.1|2\n", "test.txt")
+    with pytest.raises(ValueError, match="latency: 'soon' is not a number"):
+        parse_directory("## Things|image\na|A|0.1|soon\n", "test.txt")
+
+
+def test_every_directory_model_has_a_price_for_credit_floor_and_a_deadline_with_headroom() -> None:
+    for model in directory_models():
+        assert price_of(model.slug, {}) == (get_model(model.slug) or model).price_usd  # type: ignore[union-attr]
+        timeout = default_timeout(model.slug)
+        typical = typical_seconds(model.slug)
+        assert timeout >= 600 and (typical is None or timeout >= 2.5 * typical - 0.5), model.slug
+    assert default_timeout("kling-v2-pro-avatar") == 1949  # 2.5 x 779.47 s: over the old 600 s default
+    assert default_timeout("flux-1.1-pro") == 600
+    assert SegmindOperator(task_id="t", model="kling-v2-pro-avatar", payload={}).timeout == 1949
+    batch = SegmindBatchOperator(task_id="b", model="kling-v2-pro-avatar", payloads=[{}])
+    assert batch.timeout == 1949
+    assert SegmindOperator(task_id="t", model="kling-v2-pro-avatar", payload={}, timeout=30).timeout == 30
+
+
+def test_a_price_is_refused_for_a_slug_nobody_knows_naming_the_nearest() -> None:
+    with pytest.raises(SegmindValidationError, match=r"flux-1.1-por.*nearest known: flux-1.1-pro"):
+        price_of("flux-1.1-por")
+
+
+def test_the_poll_schedule_expects_the_directory_latency() -> None:
+    estimate = estimate_duration("kling-v2-pro-avatar", observer=DurationObserver(), time_scale=0.01)
+    assert estimate is not None and estimate.source == "default"
+    assert estimate.typical == pytest.approx(7.7947)
+    assert estimate_duration("no-such-model", observer=DurationObserver()) is None
+
+
+def test_notices_say_unvalidated_or_name_the_nearest_slugs() -> None:
+    assert model_notice("flux-1.1-pro") is None  # a full entry: validated, nothing to say
+    known = model_notice("kling-2.6")
+    assert known is not None and "unvalidated" in known and "video output" in known
+    typo = model_notice("flux-1.1-por")
+    assert typo is not None and "nearest known: flux-1.1-pro" in typo and "\n" not in typo
+    assert output_kind("gemini-2.5-flash-tts") == "audio" and output_kind("hunyuan3d-2.1") == "3d"
+    assert output_kind("nope") is None
+
+
+# --- through the real operators, against the emulator ------------------------------------------
+
+
+def _payload(model: DirectoryModel) -> dict[str, Any]:
+    """A payload in the model's own words: nothing validates it (no full entry), the service takes it."""
+    if model.output_kind == "text":
+        return {
+            "messages": [{"role": "user", "content": "Write a caption for a lighthouse"}],
+            "prompt": "caption",
+        }
+    return {"prompt": f"a lighthouse ({model.slug})", "some_model_field": 3}
+
+
+def _check_stored(model: DirectoryModel, result: dict[str, Any]) -> None:
+    if model.output_kind in MAGIC:
+        (uri,) = result["output_uris"]
+        data = Path(uri.removeprefix("file://")).read_bytes()
+        assert MAGIC[model.output_kind](data), (model.slug, data[:16])
+    elif model.output_kind == "text":
+        assert isinstance(result["output"], str) and result["output"]
+    else:
+        assert isinstance(result["output"], dict)
+
+
+@pytest.mark.segmind_emulator(time_scale=SCALE)
+def test_a_sample_of_directory_models_runs_end_to_end_per_category(
+    emulator: SegmindEmulator, make_context: Any, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    sample = sample_per_category()
+    assert len(sample) >= 16 and {m.output_kind for m in sample} == set(KINDS)
+    for model in sample:
+        media = model.output_kind in MAGIC
+        op = SegmindOperator(
+            task_id=f"t-{model.slug}",
+            model=model.slug,
+            payload=_payload(model),
+            deferrable=False,
+            output_path=str(tmp_path / model.slug) if media else None,
+            credit_floor=0.0,
+        )
+        capsys.readouterr()
+        result = op.execute(make_context())
+        assert result["status"] == "COMPLETED" and result["cost"] == model.price_usd
+        _check_stored(model, result)
+        log = capsys.readouterr().out
+        assert log.count("has no full catalog entry") == 1 and f"Model {model.slug!r}" in log  # once per task
+    submitted = [
+        json.loads(c["detail"]) if isinstance(c.get("detail"), str) else c for c in emulator.calls("submit")
+    ]
+    assert len(submitted) == len(sample)
+
+
+@pytest.mark.segmind_emulator(time_scale=SCALE)
+@pytest.mark.parametrize(
+    "slug", ["sora-2", "tts-eleven-labs", "hunyuan3d-2.1", "gpt-5.4-mini", "eleven-labs-transcript"]
+)
+def test_video_audio_3d_llm_and_transcription_models_run_through_the_batch_operator(
+    emulator: SegmindEmulator, make_context: Any, tmp_path: Path, slug: str
+) -> None:
+    kind = output_kind(slug)
+    media = kind in MAGIC
+    payloads = {"a": {"prompt": "one"}, "b": {"prompt": "two"}}
+    op = SegmindBatchOperator(
+        task_id="batch",
+        model=slug,
+        payloads=payloads,
+        output_dir=str(tmp_path / "out") if media else None,
+        deferrable=False,
+        credit_floor=0.0,
+    )
+    result = op.execute(make_context())
+    assert result["cost"] == pytest.approx(2 * (estimate_cost(slug) or 0), rel=1e-3)  # the directory's price
+    items = result["items"]
+    assert sorted(items) == ["a", "b"] and all(i["status"] == "COMPLETED" for i in items.values())
+    for item in items.values():
+        if media:
+            (uri,) = item["output_uris"]
+            assert MAGIC[str(kind)](Path(uri.removeprefix("file://")).read_bytes())
+        else:
+            assert isinstance(item["output"], str) and item["output"]
+
+
+# --- retired and unknown models ----------------------------------------------------------------
+
+
+def test_a_retired_model_fails_final_naming_its_successor_and_is_not_billed(
+    emulator: SegmindEmulator, make_context: Any
+) -> None:
+    emulator.register_model("flux-pro", retired=True)
+    before = emulator.stats()["spent"]
+    op = SegmindOperator(task_id="t", model="flux-pro", payload={"prompt": "x"}, deferrable=False)
+    with pytest.raises(SegmindModelRetiredError) as info:
+        op.execute(make_context())
+    message = str(info.value)
+    assert "'flux-pro' is retired" in message and "410" in message and "nothing was billed" in message
+    assert "successor is 'flux-1.1-pro'" in message  # the directory's, not the server's word
+    assert [c["status"] for c in emulator.calls("submit")] == [410]  # final: not retried
+    assert emulator.stats()["spent"] == before
+
+
+def test_an_unknown_slug_is_warned_about_before_any_spend(
+    emulator: SegmindEmulator, make_context: Any, capsys: pytest.CaptureFixture[str]
+) -> None:
+    op = SegmindOperator(task_id="t", model="flux-1.1-por", payload={"prompt": "x"}, deferrable=False)
+    with pytest.raises(SegmindNotFoundError):
+        op.execute(make_context())
+    log = capsys.readouterr().out
+    warning = next(line for line in log.splitlines() if "flux-1.1-por" in line and "nearest" in line)
+    assert "warning" in warning and "nearest known: flux-1.1-pro, flux-1.1-pro-ultra" in warning
+    # with a credit floor nothing is even sent: no price can be kept for a slug nobody knows
+    floored = SegmindOperator(
+        task_id="t", model="flux-1.1-por", payload={"prompt": "x"}, deferrable=False, credit_floor=1.0
+    )
+    emulator.clear_calls()
+    with pytest.raises(SegmindValidationError, match=r"nearest known: flux-1\.1-pro"):
+        floored.execute(make_context())
+    assert emulator.calls("submit") == [] and emulator.calls("credits") == []
+
+
+# --- the live model list and the user catalog ----------------------------------------------------
+
+
+def test_the_emulator_lists_every_model_it_serves(emulator: SegmindEmulator) -> None:
+    listed = SegmindHook().list_models()
+    slugs = {item["slug"] for item in listed}
+    assert {m.slug for m in directory_models()} <= slugs
+    kling = next(item for item in listed if item["slug"] == "kling-v2-pro-avatar")
+    assert kling["output_kind"] == "video" and kling["average_latency_s"] == 779.47
+
+
+def test_refresh_reads_the_live_list_into_the_user_catalog_which_wins(
+    emulator: SegmindEmulator, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from segmind_provider.catalog.__main__ import main
+
+    emulator.register_model("brand-new-tts", latency=7.0, output="audio", cost=0.02)
+    emulator.register_model("kling-2.6", cost=9.99)
+    emulator.register_model("flux-pro", retired=True, successor="flux-1.1-pro")
+    assert directory_model("brand-new-tts") is None
+    assert main(["refresh", "--catalog-dir", str(tmp_path)]) == 0
+    written = json.loads((tmp_path / "directory.json").read_text())
+    assert written["read"] and written["source"].endswith("/inference-model-information/list")
+    monkeypatch.setenv(catalog.ENV_CATALOG_DIR, str(tmp_path))
+    catalog.reload()
+    new = directory_model("brand-new-tts")
+    assert new is not None and new.output_kind == "audio" and new.price_usd == 0.02 and new.latency_s == 7.0
+    assert estimate_cost("kling-2.6") == 9.99  # the user catalog wins over the shipped directory
+    assert estimate_cost("flux-1.1-pro") == get_model("flux-1.1-pro").price_usd  # type: ignore[union-attr]
+    with pytest.raises(SegmindValidationError, match=r"'flux-pro' is retired.*use 'flux-1\.1-pro'"):
+        model_notice("flux-pro")  # refused before any spend once the list says so
+
+
+def test_refresh_without_a_user_catalog_folder_says_how_to_name_one(emulator: SegmindEmulator) -> None:
+    from segmind_provider.catalog.__main__ import main
+
+    assert main(["refresh"]) == 2
+
+
+def test_the_connection_extra_names_the_user_catalog(
+    emulator: SegmindEmulator, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    conn = json.loads(emulator.connection_json())
+    conn["extra"]["catalog_dir"] = str(tmp_path)
+    monkeypatch.setenv("AIRFLOW_CONN_SEGMIND_DEFAULT", json.dumps(conn))
+    assert SegmindHook().get_settings().catalog_dir == str(tmp_path)
+    assert catalog.user_catalog_dir() == tmp_path
+
+
+def test_records_from_an_unknown_list_shape_are_read_tolerantly() -> None:
+    answer = {
+        "data": [
+            {
+                "slug": "a",
+                "title": "A",
+                "type": "Text-to-Image Generation",
+                "price": "$0.5",
+                "latency": "12s",
+            },
+            {"name": "b", "category": "Speech Synthesis"},
+            {"title": "no slug"},
+            "junk",
+        ]
+    }
+    records = records_from_list(answer, "2026-12-06", "test", {"Text-to-Image Generation": "image"})
+    assert sorted(records) == ["a", "b"]
+    assert (
+        records["a"].output_kind == "image" and records["a"].price_usd == 0.5 and records["a"].latency_s == 12
+    )
+    assert records["b"].output_kind == "audio" and records["b"].price_usd is None
+
+
+# --- the importer -------------------------------------------------------------------------------
+
+
+def _imported(name: str) -> dict[str, Any]:
+    result = import_page((PAGES / name).read_text(), directory=catalog._directory(), read="2026-12-06")
+    assert result.complete, result.problems
+    return result.entry
+
+
+def test_the_seed_page_reproduces_flux_1_1_pro_and_every_difference_is_explained() -> None:
+    assert SEED_PAGE.read_text() == (PAGES / "flux-1.1-pro.txt").read_text()  # the stored copy is the seed
+    shipped = json.loads((ROOT / "segmind_provider/catalog/models/flux-1.1-pro.json").read_text())
+    differences = diff_entries(_imported("flux-1.1-pro.txt"), shipped)
+    assert differences == ["price_usd", "parameters.prompt.min_length", "parameters.seed.minimum"]
+    notes = " ".join(shipped["import_notes"])
+    assert all(path in notes for path in differences)
+
+
+@pytest.mark.parametrize("slug", ["bg-removal-v2", "bria-eraser", "esrgan", "faceswap-v5", "svd"])
+def test_a_stored_page_reproduces_its_shipped_entry(slug: str) -> None:
+    shipped = json.loads((ROOT / f"segmind_provider/catalog/models/{slug}.json").read_text())
+    assert diff_entries(_imported(f"{slug}.txt"), shipped) == []
+
+
+def test_what_the_page_does_not_say_is_reported_not_guessed() -> None:
+    esrgan = import_page((PAGES / "esrgan.txt").read_text(), directory=catalog._directory())
+    assert "enum" not in esrgan.entry["parameters"]["scale"]  # '248': 2, 4, 8 or 248? not guessed
+    assert any("scale" in p and "unreadable" in p for p in esrgan.problems)
+    assert esrgan.entry["price_note"].startswith("not on the page")  # the directory's average, said so
+    bg = import_page((PAGES / "bg-removal-v2.txt").read_text(), directory=catalog._directory())
+    assert "enum" not in bg.entry["parameters"]["type"] and any("+3 more" in p for p in bg.problems)
+    cut = import_page((PAGES / "chatterbox-tts.txt").read_text(), directory=catalog._directory())
+    assert not cut.complete and any("ends before 'Response Type'" in p for p in cut.problems)
+    with pytest.raises(ValueError, match="no model slug"):
+        import_page("Some page\n\nParameters\n", directory={})
+
+
+def test_a_price_range_takes_its_upper_bound_and_says_so() -> None:
+    page = (
+        (PAGES / "faceswap-v5.txt")
+        .read_text()
+        .replace("$0.05 per generation", "$0.037 - $0.113 per generation")
+    )
+    result = import_page(page, directory=catalog._directory())
+    assert result.entry["price_usd"] == 0.113 and "range" in result.entry["price_note"]
+    assert any(note.startswith("price_usd: the page gives a range") for note in result.entry["import_notes"])
+
+
+def test_an_html_page_imports_like_its_text(tmp_path: Path) -> None:
+    text = (PAGES / "faceswap-v5.txt").read_text()
+    html = (
+        "<!DOCTYPE html><html><head><script>var x = 1;</script></head><body>"
+        + "".join(f"<div>{line}</div>" for line in text.splitlines())
+        + "</body></html>"
+    )
+    from_html = import_page(html, directory=catalog._directory(), read="2026-12-06")
+    assert from_html.entry == _imported("faceswap-v5.txt")
+
+
+def test_import_writes_into_the_user_catalog_whose_entry_wins(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from segmind_provider.catalog.__main__ import main
+
+    monkeypatch.setenv(catalog.ENV_CATALOG_DIR, str(tmp_path))
+    assert main(["import", str(PAGES / "chatterbox-tts.txt")]) == 1  # a cut page is not written
+    assert not (tmp_path / "models").exists()
+    page = tmp_path / "page.txt"
+    page.write_text((PAGES / "faceswap-v5.txt").read_text().replace("~9.82s", "~4.5s"))
+    assert main(["import", str(page)]) == 0
+    assert (tmp_path / "models" / "faceswap-v5.json").is_file()
+    catalog.reload()
+    assert typical_seconds("faceswap-v5") == 4.5
+
+
+def test_the_module_imports_a_page_to_stdout_without_a_user_catalog() -> None:
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "segmind_provider.catalog",
+            "import",
+            str(PAGES / "esrgan.txt"),
+            "--read",
+            "2026-12-06",
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+        env={k: v for k, v in __import__("os").environ.items() if k != catalog.ENV_CATALOG_DIR},
+    )
+    assert json.loads(done.stdout)["slug"] == "esrgan"
+    assert "not read: parameters.scale" in done.stderr
