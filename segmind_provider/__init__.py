@@ -25,7 +25,10 @@ def get_provider_info() -> dict[str, Any]:
         ],
         "hooks": [{"integration-name": "Segmind", "python-modules": ["segmind_provider.hooks.segmind"]}],
         "operators": [
-            {"integration-name": "Segmind", "python-modules": ["segmind_provider.operators.segmind"]}
+            {
+                "integration-name": "Segmind",
+                "python-modules": ["segmind_provider.operators.segmind", "segmind_provider.operators.review"],
+            }
         ],
         "sensors": [{"integration-name": "Segmind", "python-modules": ["segmind_provider.sensors.segmind"]}],
         "triggers": [
