@@ -191,6 +191,11 @@ class SegmindReviewOperator(HITLOperator):
         for name in self.FIXED_ARGS:
             if name in kwargs:
                 raise ValueError(f"{type(self).__name__} sets {name!r} itself; do not pass it")
+        if preview_side < 16 or max_preview_bytes < 1:
+            raise ValueError(
+                f"preview_side must be at least 16 pixels and max_preview_bytes positive, "
+                f"not {preview_side!r} and {max_preview_bytes!r}"
+            )
         super().__init__(
             subject=subject,
             body=body,

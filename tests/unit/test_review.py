@@ -180,9 +180,11 @@ def test_outputs_of_another_shape_are_refused_by_name_before_any_upload(
     assert uploads(emulator) == [] and asked.requests == []
 
 
-def test_fixed_arguments_are_refused() -> None:
+def test_fixed_arguments_and_unusable_sizes_are_refused() -> None:
     with pytest.raises(ValueError, match="sets 'options' itself"):
         SegmindReviewOperator(task_id="review", outputs=[], options=["Yes"])
+    with pytest.raises(ValueError, match="preview_side must be at least 16 pixels"):
+        SegmindReviewOperator(task_id="review", outputs=[], preview_side=0)
 
 
 def test_templated_fields() -> None:
