@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import datetime as dt
 
-from airflow.sdk import DAG, Variable
+from airflow.sdk import DAG
 from segmind_pipeline import settings
 
 from segmind_provider.operators.segmind import SegmindOperator
@@ -22,18 +22,13 @@ ASTRONAUT_PROMPT = (
 )
 
 
-def segmind_output_root() -> str:
-    """Template macro: resolved when the task runs, so parsing the DAG touches no Variable."""
-    return settings.output_root(Variable.get(settings.OUTPUT_DIR_VARIABLE, default=None)).rstrip("/")
-
-
 with DAG(
     dag_id="segmind_quickstart",
     schedule=None,
     start_date=dt.datetime(2026, 1, 1, tzinfo=dt.timezone.utc),
     catchup=False,
     tags=["segmind", "example"],
-    user_defined_macros={"segmind_output_root": segmind_output_root},
+    user_defined_macros={"segmind_output_root": settings.segmind_output_root},
     doc_md=__doc__,
 ):
     SegmindOperator(

@@ -30,6 +30,7 @@ def get_provider_info() -> dict[str, Any]:
                 "python-modules": [
                     "segmind_provider.operators.segmind",
                     "segmind_provider.operators.workflow",
+                    "segmind_provider.operators.review",
                 ],
             }
         ],

@@ -1,19 +1,25 @@
 """Media formats: what a file is from its first bytes, its extensions, and whether an image decodes.
 
-Shared by ``inputs`` (files going to Segmind) and ``outputs`` (files coming back).
+Shared by ``inputs`` (files going to Segmind) and ``outputs`` (files coming back), and the small
+previews a reviewer looks at (``preview_image``, ``thumbnail``).
 """
 
 from __future__ import annotations
 
 import base64
 import binascii
+import io
 import mimetypes
 import re
 from pathlib import Path
+from typing import TYPE_CHECKING
 from urllib.parse import unquote_to_bytes, urlsplit, urlunsplit
 
 from segmind_provider import integrity
 from segmind_provider.exceptions import SegmindOutputError
+
+if TYPE_CHECKING:
+    from PIL import Image as PILImage
 
 __all__ = [
     "EXTENSIONS",
@@ -27,8 +33,11 @@ __all__ = [
     "decode_problem",
     "extension_for",
     "normalize_format",
+    "open_image",
+    "preview_image",
     "redact_url",
     "sniff_format",
+    "thumbnail",
 ]
 
 SNIFF_BYTES = 16
@@ -127,6 +136,48 @@ def decode_problem(source: Path | bytes, kind: str | None) -> str | None:
     (``segmind_provider.integrity``): valid magic bytes, or a lenient decode, are not enough.
     """
     return integrity.problem(source, kind)
+
+
+_CHECKER = ((236, 236, 236), (206, 206, 206))
+
+
+def open_image(data: bytes) -> PILImage.Image:
+    """An image decoded in full and upright (EXIF); ValueError when the bytes are no readable image."""
+    from PIL import Image, ImageOps
+
+    try:
+        with Image.open(io.BytesIO(data)) as opened:
+            opened.load()
+            return ImageOps.exif_transpose(opened)
+    except (OSError, Image.DecompressionBombError) as exc:
+        raise ValueError(f"not a readable image: {exc}") from exc
+
+
+def preview_image(data: bytes, side: int) -> PILImage.Image:
+    """An image fitted in ``side`` pixels, RGB, transparency over a checkerboard (the way editors show
+    it); ValueError when the bytes are no readable image."""
+    from PIL import Image, ImageDraw
+
+    image = open_image(data)
+    image.thumbnail((side, side), Image.Resampling.LANCZOS)
+    if "A" not in image.getbands():
+        return image.convert("RGB")
+    rgba = image.convert("RGBA")
+    cell = max(6, min(rgba.size) // 24)
+    board = Image.new("RGB", rgba.size, _CHECKER[0])
+    draw = ImageDraw.Draw(board)
+    for y in range(0, rgba.height, cell):
+        for x in range((y // cell) % 2 * cell, rgba.width, 2 * cell):
+            draw.rectangle((x, y, x + cell - 1, y + cell - 1), fill=_CHECKER[1])
+    board.paste(rgba, (0, 0), rgba)
+    return board
+
+
+def thumbnail(data: bytes, side: int, quality: int = 84) -> bytes:
+    """A small JPEG of an image (the whole image, fitted in ``side``): what a gallery or a reviewer shows."""
+    buffer = io.BytesIO()
+    preview_image(data, side).save(buffer, format="JPEG", quality=quality, optimize=True)
+    return buffer.getvalue()
 
 
 _BASE64_ALPHABET = re.compile(r"[A-Za-z0-9+/=_-]+")

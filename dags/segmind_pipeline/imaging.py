@@ -13,6 +13,8 @@ from dataclasses import dataclass
 
 from PIL import Image, ImageDraw, ImageFilter, ImageFont, ImageOps
 
+from segmind_provider import media
+
 
 @dataclass(frozen=True)
 class Format:
@@ -115,7 +117,7 @@ def make_formats(image_bytes: bytes, *, title: str, subtitle: str = "", brand: s
     Raises ``ValueError`` when the bytes are not an image Pillow can read, so a corrupt download is
     reported for that product instead of crashing the run.
     """
-    source = _open(image_bytes).convert("RGB")
+    source = media.open_image(image_bytes).convert("RGB")
     result: dict[str, bytes] = {}
     for fmt in FORMATS:
         image = render_format(source, fmt, title=title, subtitle=subtitle, brand=brand)
@@ -128,40 +130,11 @@ def make_formats(image_bytes: bytes, *, title: str, subtitle: str = "", brand: s
 # ------------------------------------------------------------------ stage previews (gallery, review)
 
 STAGE_SIDE = 240
-_CHECKER = ((236, 236, 236), (206, 206, 206))
-
-
-def _flatten(image: Image.Image) -> Image.Image:
-    """RGB for JPEG; transparency shown over a checkerboard, the way editors show it."""
-    if "A" not in image.getbands():
-        return image.convert("RGB")
-    rgba = image.convert("RGBA")
-    cell = max(6, min(rgba.size) // 24)
-    board = Image.new("RGB", rgba.size, _CHECKER[0])
-    draw = ImageDraw.Draw(board)
-    for y in range(0, rgba.height, cell):
-        for x in range((y // cell) % 2 * cell, rgba.width, 2 * cell):
-            draw.rectangle((x, y, x + cell - 1, y + cell - 1), fill=_CHECKER[1])
-    board.paste(rgba, (0, 0), rgba)
-    return board
-
-
-def _open(data: bytes) -> Image.Image:
-    try:
-        with Image.open(io.BytesIO(data)) as opened:
-            opened.load()
-            return ImageOps.exif_transpose(opened)
-    except (OSError, Image.DecompressionBombError) as exc:
-        raise ValueError(f"not a readable image: {exc}") from exc
 
 
 def stage_preview(data: bytes, side: int = STAGE_SIDE) -> bytes:
     """A small JPEG of one stage's image (the whole image, fitted in ``side``), for the gallery."""
-    image = _flatten(_open(data))
-    image.thumbnail((side, side), Image.Resampling.LANCZOS)
-    buffer = io.BytesIO()
-    image.save(buffer, format="JPEG", quality=84, optimize=True)
-    return buffer.getvalue()
+    return media.thumbnail(data, side)
 
 
 def stage_strip(stages: list[tuple[str, bytes | None]], *, title: str, side: int = STAGE_SIDE) -> bytes:
@@ -184,8 +157,7 @@ def stage_strip(stages: list[tuple[str, bytes | None]], *, title: str, side: int
         x, y = margin + index * (side + margin), band
         tile = Image.new("RGB", (side, side), (222, 222, 218))
         if data is not None:
-            image = _flatten(_open(data))
-            image.thumbnail((side, side), Image.Resampling.LANCZOS)
+            image = media.preview_image(data, side)
             tile.paste(image, ((side - image.width) // 2, (side - image.height) // 2))
         else:
             ImageDraw.Draw(tile).text(

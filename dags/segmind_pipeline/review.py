@@ -9,17 +9,13 @@ URL, on the hosts that already hold the photos) and the body links those URLs.
 from __future__ import annotations
 
 import datetime as dt
-import re
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-_MARKDOWN_SPECIAL = re.compile(r"([\\`*_{}\[\]()<>#+!|~])")
+from segmind_provider.operators.review import markdown_text
 
-
-def md(text: Any) -> str:
-    """Plain text made inert in Markdown (model-written captions and error texts can hold anything)."""
-    flat = " ".join(str(text or "").split())
-    return _MARKDOWN_SPECIAL.sub(r"\\\1", flat)
+md = markdown_text
+"""Plain text made inert in Markdown (the provider's own, shared with ``SegmindReviewOperator``)."""
 
 
 def candidate(

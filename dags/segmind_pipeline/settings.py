@@ -37,6 +37,13 @@ def output_root(variable: str | None = None, env: Mapping[str, str] = os.environ
     return str(Path(airflow_home) / "segmind-output")
 
 
+def segmind_output_root() -> str:
+    """Template macro of the example DAGs: resolved when the task runs, so parsing touches no Variable."""
+    from airflow.sdk import Variable
+
+    return output_root(Variable.get(OUTPUT_DIR_VARIABLE, default=None)).rstrip("/")
+
+
 def publish_uri(
     variable: str | None = None, output_dir_variable: str | None = None, env: Mapping[str, str] = os.environ
 ) -> str:

@@ -82,8 +82,8 @@ def test_every_dag_file_imports_without_errors_or_network(parsed: tuple[Any, lis
     dagbag, network_attempts = parsed
     assert dagbag.import_errors == {}
     assert network_attempts == []
-    assert set(dagbag.dag_ids) == {"segmind_quickstart", "segmind_content_pipeline"}
-    assert dagbag.size() == 2  # the helper package and data/ are in .airflowignore, not parsed as DAGs
+    assert set(dagbag.dag_ids) == {"segmind_quickstart", "segmind_content_pipeline", "segmind_review"}
+    assert dagbag.size() == 3  # the helper package and data/ are in .airflowignore, not parsed as DAGs
 
 
 def test_quickstart_is_the_model_page_example(parsed: tuple[Any, list[Any]]) -> None:

@@ -177,6 +177,7 @@ def test_a_decorated_task_without_deferral_waits_in_the_worker(
     [
         ("operator.md", "## TaskFlow", "taskflow_images", {"animal", "shots", "report"}),
         ("hook.md", "## Waiting from plain Python", "hook_images", {"hero"}),
+        ("review.md", "## Example", "review_images", {"images", "review", "publish"}),
     ],
 )
 def test_the_docs_examples_are_dags_that_parse(
