@@ -292,6 +292,13 @@ class SegmindOperator(BaseOperator):
         """``mode="sync"``: ``POST /v1/{model}`` in the worker, the answer stored like an async output."""
         from segmind_provider.outputs import store_bytes
 
+        self.log.info(
+            "Running %s synchronously (POST /v1/%s): the output comes in the answer, which carries no "
+            "request id (the result's request_id is None)",
+            self.model,
+            self.model,
+        )
+        started = time.monotonic()
         result = self.hook.run(self.model, payload)
         uris: list[str] = []
         answer: Any = result.json
@@ -324,6 +331,13 @@ class SegmindOperator(BaseOperator):
         metrics: dict[str, Any] = {}
         if isinstance(answer, dict) and isinstance(answer.get("metrics"), dict):
             metrics = dict(answer["metrics"])
+        self.log.info(
+            "Segmind sync run of %s answered in %.1fs (%s); stored %s",
+            self.model,
+            time.monotonic() - started,
+            result.content_type,
+            ", ".join(uris) if uris else "nothing",
+        )
         return self._finish(context, result_value(None, self.model, self.payload, output, uris, metrics))
 
     def _finish(self, context: Context, result: dict[str, Any]) -> dict[str, Any]:
