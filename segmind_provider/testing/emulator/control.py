@@ -26,7 +26,12 @@ def connection_dict(base_url: str, api_key: str, time_scale: float) -> dict[str,
 
     The provider sends storage and account calls to ``{host}/storage`` and ``{host}/account`` for
     any host that is not Segmind's, which is where the emulator serves them (``service_urls``)."""
-    return {"conn_type": "segmind", "host": base_url, "password": api_key, "extra": {"time_scale": time_scale}}
+    return {
+        "conn_type": "segmind",
+        "host": base_url,
+        "password": api_key,
+        "extra": {"time_scale": time_scale},
+    }
 
 
 class EmulatorControlError(RuntimeError):

@@ -6,7 +6,6 @@ import base64
 import json
 import os
 
-import httpx
 import pytest
 
 from segmind_provider.testing.emulator import SegmindEmulator

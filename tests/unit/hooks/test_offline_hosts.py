@@ -26,13 +26,17 @@ def conn(host: str | None, **extra: Any) -> SimpleNamespace:
     return SimpleNamespace(host=host, port=None, password="any-key", extra_dejson=extra)
 
 
-@pytest.mark.parametrize("host", [None, "", "https://api.segmind.com", "api.segmind.com", "https://api.segmind.com/v1"])
+@pytest.mark.parametrize(
+    "host", [None, "", "https://api.segmind.com", "api.segmind.com", "https://api.segmind.com/v1"]
+)
 def test_segmind_hosts_keep_segmind_storage_and_account(host: str | None) -> None:
     settings = settings_from(conn(host), "segmind_default", {})
     assert (settings.storage_url, settings.account_url) == (DEFAULT_STORAGE_URL, DEFAULT_ACCOUNT_URL)
 
 
-@pytest.mark.parametrize("host", [LOCAL, "http://localhost:9000/segmind", "https://segmind-proxy.example.com"])
+@pytest.mark.parametrize(
+    "host", [LOCAL, "http://localhost:9000/segmind", "https://segmind-proxy.example.com"]
+)
 def test_a_non_segmind_host_takes_storage_and_account_with_it(host: str) -> None:
     settings = settings_from(conn(host), "segmind_default", {})
     assert settings.storage_url == settings.base_url + "/storage"
@@ -58,7 +62,9 @@ def test_explicit_storage_and_account_urls_win() -> None:
 
 
 def test_the_sdk_style_environment_fallback_follows_too() -> None:
-    settings = settings_from(None, "segmind_default", {"SEGMIND_API_KEY": "k", "SEGMIND_BASE_URL": LOCAL + "/v1"})
+    settings = settings_from(
+        None, "segmind_default", {"SEGMIND_API_KEY": "k", "SEGMIND_BASE_URL": LOCAL + "/v1"}
+    )
     assert settings.base_url == LOCAL
     assert settings.storage_url == LOCAL + "/storage"
     assert settings.account_url == LOCAL + "/account"
