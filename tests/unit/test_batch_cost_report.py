@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -27,29 +28,19 @@ def run_batch(tmp_path: Path, make_context: Any, n: int = 3) -> dict[str, Any]:
     return op.execute(make_context())  # type: ignore[no-any-return]
 
 
-def told(caplog: pytest.LogCaptureFixture, capsys: pytest.CaptureFixture[str]) -> str:
-    """The task's log (Airflow's task logger writes through structlog, to stdout here)."""
-    return caplog.text + "".join(capsys.readouterr())
-
-
 def test_costs_read_from_the_history_are_reported(
-    emulator: SegmindEmulator,
-    tmp_path: Path,
-    make_context: Any,
-    caplog: pytest.LogCaptureFixture,
-    capsys: pytest.CaptureFixture[str],
+    emulator: SegmindEmulator, tmp_path: Path, make_context: Any, task_log: Callable[[], str]
 ) -> None:
     manifest = run_batch(tmp_path, make_context)
     assert manifest["cost"] == pytest.approx(0.15)
-    assert "cost $0.1500" in told(caplog, capsys)
+    assert "cost $0.1500" in task_log()
 
 
 def test_an_unreadable_history_reports_the_cost_as_unknown(
     emulator: SegmindEmulator,
     tmp_path: Path,
     make_context: Any,
-    caplog: pytest.LogCaptureFixture,
-    capsys: pytest.CaptureFixture[str],
+    task_log: Callable[[], str],
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     conn = json.loads(emulator.connection_json())
@@ -58,6 +49,6 @@ def test_an_unreadable_history_reports_the_cost_as_unknown(
     emulator.add_fault("history", status=503)
     manifest = run_batch(tmp_path, make_context)
     assert manifest["completed"] == 3
-    text = told(caplog, capsys)
+    text = task_log()
     (line,) = [line for line in text.splitlines() if "Batch done" in line]
     assert "cost unknown" in line and "cost $0.0000" not in line

@@ -7,6 +7,7 @@ import json
 import subprocess
 import sys
 import textwrap
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -20,19 +21,9 @@ FLUX = "flux-1.1-pro"
 SMALL = {"aspect_ratio": "custom", "width": 256, "height": 256}
 
 
-def said(caplog: pytest.LogCaptureFixture, capsys: pytest.CaptureFixture[str]) -> str:
-    """What the task logged (Airflow's task logger writes through structlog, to stdout here)."""
-    return caplog.text + "".join(capsys.readouterr())
-
-
 def test_sync_mode_logs_the_call_and_where_the_output_went(
-    emulator: SegmindEmulator,
-    make_context: Any,
-    tmp_path: Path,
-    caplog: pytest.LogCaptureFixture,
-    capsys: pytest.CaptureFixture[str],
+    emulator: SegmindEmulator, make_context: Any, tmp_path: Path, task_log: Callable[[], str]
 ) -> None:
-    caplog.set_level("INFO")
     op = SegmindOperator(
         task_id="quick",
         model=FLUX,
@@ -42,7 +33,7 @@ def test_sync_mode_logs_the_call_and_where_the_output_went(
     )
     result = op.execute(make_context())
     (uri,) = result["output_uris"]
-    text = said(caplog, capsys)
+    text = task_log()
     assert f"POST /v1/{FLUX}" in text  # the call
     assert f"stored {uri}" in text  # where the output went
     assert "no request id" in text  # why the result's request_id is None
@@ -50,17 +41,13 @@ def test_sync_mode_logs_the_call_and_where_the_output_went(
 
 
 def test_sync_mode_without_output_path_says_nothing_was_kept(
-    emulator: SegmindEmulator,
-    make_context: Any,
-    caplog: pytest.LogCaptureFixture,
-    capsys: pytest.CaptureFixture[str],
+    emulator: SegmindEmulator, make_context: Any, task_log: Callable[[], str]
 ) -> None:
-    caplog.set_level("INFO")
     op = SegmindOperator(
         task_id="quick", model=FLUX, payload={"prompt": "a lighthouse", **SMALL}, mode="sync"
     )
     op.execute(make_context())
-    assert "not kept" in said(caplog, capsys)
+    assert "not kept" in task_log()
 
 
 #: Runs the real operator against an emulator in a process where PyAV cannot be imported.
