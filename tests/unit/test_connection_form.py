@@ -69,3 +69,14 @@ def test_provider_info_is_valid_for_airflow() -> None:
     schema = json.loads((Path(airflow.__file__).parent / "provider.yaml.schema.json").read_text())
     conn_types = schema["properties"]["connection-types"]
     jsonschema.validate(segmind_provider.get_provider_info()["connection-types"], conn_types)
+
+
+def test_airflow_builds_a_described_form_field_from_each() -> None:
+    """What the UI's connection form is built from: Airflow's providers manager, reading our entry point."""
+    from airflow.providers_manager import ProvidersManager
+
+    widgets = ProvidersManager().connection_form_widgets
+    for name, field in form_fields().items():
+        widget = widgets[f"extra__segmind__{name}"]
+        assert widget.field["description"] == field["description"]
+        assert widget.field["schema"]["title"] == field["label"]
