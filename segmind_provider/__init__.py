@@ -14,8 +14,8 @@ def get_provider_info() -> dict[str, Any]:
     return {
         "package-name": "airflow-provider-segmind",
         "name": "Segmind",
-        "description": "Run Segmind's serverless image, video and text models from Airflow: deferrable, "
-        "retry-safe, offline-testable.",
+        "description": "Run Segmind's serverless generation models (image, video, audio, text) from "
+        "Airflow: deferrable, retry-safe, offline-testable.",
         "versions": [__version__],
         "integrations": [
             {
