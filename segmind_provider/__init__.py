@@ -102,6 +102,12 @@ def get_provider_info() -> dict[str, Any]:
                         "with Segmind's API, {Base URL}/account with any other (the emulator).",
                         "schema": {"type": ["string", "null"], "format": "url"},
                     },
+                    "catalog_dir": {
+                        "label": "Catalog folder",
+                        "description": "A folder of model entries (python -m segmind_provider.catalog refresh, "
+                        "or import) that win over the package's catalog; empty: SEGMIND_CATALOG_DIR or none.",
+                        "schema": {"type": ["string", "null"]},
+                    },
                     "time_scale": {
                         "label": "Time scale",
                         "description": "Multiplies the models' typical durations in the poll schedule: "
