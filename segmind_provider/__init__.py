@@ -14,7 +14,8 @@ def get_provider_info() -> dict[str, Any]:
     return {
         "package-name": "airflow-provider-segmind",
         "name": "Segmind",
-        "description": "Run Segmind's serverless image models from Airflow: deferrable, retry-safe, offline-testable.",
+        "description": "Run Segmind's serverless generation models (image, video, audio, text) from "
+        "Airflow: deferrable, retry-safe, offline-testable.",
         "versions": [__version__],
         "integrations": [
             {
@@ -83,6 +84,35 @@ def get_provider_info() -> dict[str, Any]:
                         "label": "Credit floor (USD)",
                         "description": "Never submit below this balance (checked before each submit); empty: no check.",
                         "schema": {"type": ["number", "null"], "minimum": 0},
+                    },
+                    "run_timeout": {
+                        "label": "Sync run timeout (s)",
+                        "description": "Read timeout of a mode='sync' call (POST /v1/{model}), which waits for the output.",
+                        "schema": {"type": ["number", "null"], "default": 300, "minimum": 0},
+                    },
+                    "storage_url": {
+                        "label": "Storage URL",
+                        "description": "Where input files are uploaded. Empty: https://workflows-api.segmind.com "
+                        "with Segmind's API, {Base URL}/storage with any other (the emulator).",
+                        "schema": {"type": ["string", "null"], "format": "url"},
+                    },
+                    "account_url": {
+                        "label": "Account URL",
+                        "description": "Request history and costs. Empty: https://api.spotprod.segmind.com "
+                        "with Segmind's API, {Base URL}/account with any other (the emulator).",
+                        "schema": {"type": ["string", "null"], "format": "url"},
+                    },
+                    "catalog_dir": {
+                        "label": "Catalog folder",
+                        "description": "A folder of model entries (python -m segmind_provider.catalog refresh, "
+                        "or import) that win over the package's catalog; empty: SEGMIND_CATALOG_DIR or none.",
+                        "schema": {"type": ["string", "null"]},
+                    },
+                    "time_scale": {
+                        "label": "Time scale",
+                        "description": "Multiplies the models' typical durations in the poll schedule: "
+                        "the emulator's --time-scale (1 for Segmind).",
+                        "schema": {"type": ["number", "null"], "default": 1, "minimum": 0},
                     },
                 },
             }

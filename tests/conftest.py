@@ -83,6 +83,13 @@ def make_context() -> Callable[..., dict[str, Any]]:
 
 
 @pytest.fixture
+def task_log(caplog: pytest.LogCaptureFixture, capsys: pytest.CaptureFixture[str]) -> Callable[[], str]:
+    """What tasks have logged so far (Airflow's task logger writes through structlog, to stdout here)."""
+    caplog.set_level("INFO")
+    return lambda: caplog.text + "".join(capsys.readouterr())
+
+
+@pytest.fixture
 def state_store() -> FakeTaskStateStore:
     """One task instance's ``task_state_store``, shared by the tries of a test."""
     return FakeTaskStateStore()

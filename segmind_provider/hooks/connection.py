@@ -6,12 +6,15 @@ Connection: password = API key; host = optional API base URL; extras ``timeout``
 ``SEGMIND_BASE_URL``) are used, as the official SDK does.
 
 The API key is sent to the three Segmind hosts named here (API, storage, account) and
-nowhere else.
+nowhere else. When ``host`` is not Segmind's (the emulator, a proxy), storage and account follow
+it unless set: ``{host}/storage`` and ``{host}/account``, the emulator's layout, so a local API
+never sends a file or the key to Segmind's real hosts.
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
 import re
 import unicodedata
 from collections.abc import Mapping
@@ -40,6 +43,7 @@ __all__ = [
     "afetch_settings",
     "check_key",
     "fetch_settings",
+    "is_segmind_url",
     "normalise_url",
     "path_segment",
     "settings_from",
@@ -52,6 +56,11 @@ DEFAULT_TIMEOUT = 30.0
 DEFAULT_RUN_TIMEOUT = 300.0
 ENV_API_KEY = "SEGMIND_API_KEY"
 ENV_BASE_URL = "SEGMIND_BASE_URL"
+#: Where a non-Segmind ``host`` serves the storage and account APIs unless the extras say otherwise.
+LOCAL_STORAGE_PATH = "/storage"
+LOCAL_ACCOUNT_PATH = "/account"
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -104,6 +113,32 @@ def normalise_url(value: str | None, port: int | None = None, *, default: str = 
         netloc = f"{netloc}:{port}"
     path = re.sub(r"/v[12]/?$", "", parts.path.rstrip("/"))
     return urlunsplit((parts.scheme, netloc, path, "", "")).rstrip("/")
+
+
+def is_segmind_url(url: str) -> bool:
+    """True for Segmind's own hosts (``segmind.com`` and its subdomains)."""
+    host = (urlsplit(url).hostname or "").lower()
+    return host == "segmind.com" or host.endswith(".segmind.com")
+
+
+def _service_url(extras: Mapping[str, Any], name: str, base_url: str, default: str, local_path: str) -> str:
+    """An explicit extra wins; else Segmind's host beside Segmind's API, or a path under any other API."""
+    if str(extras.get(name) or "").strip():
+        return normalise_url(extras.get(name))
+    return default if is_segmind_url(base_url) else base_url + local_path
+
+
+def _note_unscaled(conn_id: str, base_url: str, extras: Mapping[str, Any]) -> None:
+    """A non-Segmind API without ``time_scale`` polls at the models' real durations: say how to scale."""
+    if is_segmind_url(base_url) or str(extras.get("time_scale") or "").strip():
+        return
+    log.info(
+        "Connection %r: %s is not Segmind's API and sets no time_scale, so polls wait the models' real "
+        "durations (flux-1.1-pro about 14 s); for an emulator started with --time-scale S, add the "
+        "extra time_scale S",
+        conn_id,
+        base_url,
+    )
 
 
 def _number(extras: Mapping[str, Any], name: str, default: float | None, *, integer: bool = False) -> Any:
@@ -160,6 +195,7 @@ def settings_from(conn: Any | None, conn_id: str, environ: Mapping[str, str]) ->
         source = f"connection {conn_id!r}"
     check_key(key, source)
     timeout = _number(extras, "timeout", DEFAULT_TIMEOUT) or DEFAULT_TIMEOUT
+    _note_unscaled(conn_id, base_url, extras)
     return ConnectionSettings(
         base_url=base_url,
         api_key=key,
@@ -167,8 +203,8 @@ def settings_from(conn: Any | None, conn_id: str, environ: Mapping[str, str]) ->
         max_retries=_number(extras, "max_retries", DEFAULT_MAX_RETRIES, integer=True),
         requests_per_minute=_number(extras, "requests_per_minute", None) or None,
         run_timeout=_number(extras, "run_timeout", max(DEFAULT_RUN_TIMEOUT, timeout)) or DEFAULT_RUN_TIMEOUT,
-        storage_url=normalise_url(extras.get("storage_url"), default=DEFAULT_STORAGE_URL),
-        account_url=normalise_url(extras.get("account_url"), default=DEFAULT_ACCOUNT_URL),
+        storage_url=_service_url(extras, "storage_url", base_url, DEFAULT_STORAGE_URL, LOCAL_STORAGE_PATH),
+        account_url=_service_url(extras, "account_url", base_url, DEFAULT_ACCOUNT_URL, LOCAL_ACCOUNT_PATH),
         time_scale=_number(extras, "time_scale", 1.0) or 1.0,
         credit_floor=_number(extras, "credit_floor", None),
         catalog_dir=str(extras.get("catalog_dir") or "").strip() or None,

@@ -85,14 +85,14 @@ class _ThreadHooks(threading.local):
 class SegmindBatchOperator(BaseOperator):
     """Generate a whole batch of items with one task: waves, one trigger per wave, stored outputs, a manifest.
 
-    :param model: the Segmind model slug.
+    :param model: the Segmind model slug (templated).
     :param payloads: a dict of item key to payload, or a list of payload dicts (each keyed by the first
         16 hex digits of its fingerprint, ``-2``... for repeats: inserting an item re-keys no other);
         templated, or an XComArg.
     :param output_dir: where item ``k`` is stored as ``{output_dir}/{k}.{ext}`` and the manifest as
         ``{output_dir}/manifest.json`` (local path or ObjectStoragePath URI); None: nothing is downloaded.
-    :param output_conn_id: the connection for ``output_dir``'s storage.
-    :param segmind_conn_id: the Segmind connection.
+    :param output_conn_id: the connection for ``output_dir``'s storage (templated).
+    :param segmind_conn_id: the Segmind connection (templated).
     :param max_in_flight: requests submitted and not yet ended, at most.
     :param deferrable: wait in the triggerer between waves instead of holding a worker slot.
     :param timeout: seconds from each request's submit to its deadline; None: the model's default
@@ -112,7 +112,7 @@ class SegmindBatchOperator(BaseOperator):
     :param max_output_bytes: size cap per stored output.
     """
 
-    template_fields: Sequence[str] = ("payloads", "output_dir")
+    template_fields: Sequence[str] = ("model", "payloads", "segmind_conn_id", "output_dir", "output_conn_id")
     template_fields_renderers: ClassVar[dict[str, str]] = {"payloads": "json"}
     ui_color = "#ecd9ff"
 

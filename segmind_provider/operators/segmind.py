@@ -89,13 +89,13 @@ class SegmindOutputLink(BaseOperatorLink):
 class SegmindOperator(BaseOperator):
     """Run one Segmind model request and store its output.
 
-    :param model: the Segmind model slug, e.g. ``flux-1.1-pro``.
+    :param model: the Segmind model slug, e.g. ``flux-1.1-pro`` (templated).
     :param payload: the model's JSON parameters (templated; Jinja inside values works).
-    :param segmind_conn_id: the Segmind connection (API key, optional base URL).
+    :param segmind_conn_id: the Segmind connection (API key, optional base URL; templated).
     :param output_path: where to store the output (templated): a local path or an ObjectStoragePath
         URI (``file://``, ``s3://``, ``memory://``...). Without an extension the content's one is
         appended; several outputs get ``-1``, ``-2``... None: nothing is downloaded.
-    :param output_conn_id: the connection for ``output_path``'s storage.
+    :param output_conn_id: the connection for ``output_path``'s storage (templated).
     :param deferrable: wait in the triggerer instead of holding a worker slot.
     :param poll_interval: the longest gap between two status polls (see docs/operator.md).
     :param timeout: the whole wait for the job, seconds or a timedelta; None: 2.5 times the model's
@@ -118,7 +118,15 @@ class SegmindOperator(BaseOperator):
     :param max_input_bytes: size cap for each input file.
     """
 
-    template_fields: Sequence[str] = ("payload", "output_path", "input_files", "input_conn_id")
+    template_fields: Sequence[str] = (
+        "model",
+        "payload",
+        "segmind_conn_id",
+        "output_path",
+        "output_conn_id",
+        "input_files",
+        "input_conn_id",
+    )
     template_fields_renderers: ClassVar[dict[str, str]] = {"payload": "json"}
     operator_extra_links = (SegmindOutputLink(),)
     ui_color = "#f5e6ff"
@@ -284,6 +292,13 @@ class SegmindOperator(BaseOperator):
         """``mode="sync"``: ``POST /v1/{model}`` in the worker, the answer stored like an async output."""
         from segmind_provider.outputs import store_bytes
 
+        self.log.info(
+            "Running %s synchronously (POST /v1/%s): the output comes in the answer, which carries no "
+            "request id (the result's request_id is None)",
+            self.model,
+            self.model,
+        )
+        started = time.monotonic()
         result = self.hook.run(self.model, payload)
         uris: list[str] = []
         answer: Any = result.json
@@ -316,6 +331,13 @@ class SegmindOperator(BaseOperator):
         metrics: dict[str, Any] = {}
         if isinstance(answer, dict) and isinstance(answer.get("metrics"), dict):
             metrics = dict(answer["metrics"])
+        self.log.info(
+            "Segmind sync run of %s answered in %.1fs (%s); stored %s",
+            self.model,
+            time.monotonic() - started,
+            result.content_type,
+            ", ".join(uris) if uris else "nothing",
+        )
         return self._finish(context, result_value(None, self.model, self.payload, output, uris, metrics))
 
     def _finish(self, context: Context, result: dict[str, Any]) -> dict[str, Any]:

@@ -19,7 +19,7 @@ from .render import content_type
 from .responses import error, json_response, log_detail, read_object, server_of
 from .state import Job, job_status
 from .validation import ParamError, validate
-from .video import VideoUnavailableError
+from .video import VideoUnavailableError, video_problem
 
 if TYPE_CHECKING:
     from .app import EmulatorServer
@@ -43,6 +43,9 @@ async def _accept(request: web.Request) -> tuple[ModelSpec, Job] | web.Response:
     if spec.retired:
         successor = f"; use {spec.successor}" if spec.successor else ""
         return error(410, f"Model {spec.name} has been retired{successor}")
+    problem = video_problem() if spec.output == "video" else None
+    if problem is not None:  # refused before it is charged, not a 500 when the output is fetched
+        return error(400, f"this emulator cannot make {spec.name}'s output: {problem}")
     body = await read_object(request)
     if isinstance(body, web.Response):
         return body

@@ -24,6 +24,7 @@ from .config import EmulatorConfig
 from .control import connection_dict
 from .faults import FaultRule
 from .models import ModelSpec, default_models
+from .video import video_problem
 
 READY_PREFIX = "SEGMIND_EMULATOR_READY "
 KEYS_ENV = "SEGMIND_EMULATOR_API_KEYS"
@@ -210,6 +211,9 @@ async def _serve(server: EmulatorServer, host: str, port: int, media_port: int) 
         file=sys.stderr,
         flush=True,
     )
+    problem = video_problem()
+    if problem is not None:
+        print(f"segmind-emulator: video models' requests are refused (400): {problem}", file=sys.stderr)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):

@@ -22,9 +22,16 @@ def service_urls(base_url: str) -> dict[str, str]:
 
 
 def connection_dict(base_url: str, api_key: str, time_scale: float) -> dict[str, Any]:
-    """An Airflow connection pointing at an emulator: API host, storage and account URLs, time scale."""
-    extra = {**service_urls(base_url), "time_scale": time_scale}
-    return {"conn_type": "segmind", "host": base_url, "password": api_key, "extra": extra}
+    """An Airflow connection pointing at an emulator: the API host and the time scale.
+
+    The provider sends storage and account calls to ``{host}/storage`` and ``{host}/account`` for
+    any host that is not Segmind's, which is where the emulator serves them (``service_urls``)."""
+    return {
+        "conn_type": "segmind",
+        "host": base_url,
+        "password": api_key,
+        "extra": {"time_scale": time_scale},
+    }
 
 
 class EmulatorControlError(RuntimeError):
@@ -222,6 +229,6 @@ class EmulatorControl:
     # -- helpers for clients under test ----------------------------------------------
     def connection_json(self, api_key: str | None = None) -> str:
         """An Airflow connection (JSON form) pointing at this emulator, for `AIRFLOW_CONN_SEGMIND_DEFAULT`:
-        the API host, extras `storage_url`, `account_url` and `time_scale` (the emulator's current one)."""
+        the API host and the extra `time_scale` (the emulator's current one)."""
         time_scale = float(self.config()["time_scale"])
         return json.dumps(connection_dict(self.base_url, api_key or self.api_key, time_scale))

@@ -2,7 +2,8 @@
 
 PyAV (`av` on PyPI, FFmpeg's libraries in a wheel) is needed only for video outputs; it ships
 in the `emulator` extra (`pip install 'airflow-provider-segmind[emulator]'`), which the `test`
-extra includes. Without it a video job fails at render time with a message saying so.
+extra includes. Without it a video model's request is refused (400, this hint) before it is
+charged, and the command line says so when it starts.
 """
 
 from __future__ import annotations
@@ -25,6 +26,15 @@ INSTALL_HINT = (
 
 class VideoUnavailableError(RuntimeError):
     """PyAV is not installed: the emulator cannot encode MP4 outputs."""
+
+
+def video_problem() -> str | None:
+    """Why this emulator cannot make videos (PyAV missing), or None when it can."""
+    try:
+        import av  # noqa: F401
+    except ImportError:
+        return INSTALL_HINT
+    return None
 
 
 def frame_size(size: tuple[int, int]) -> tuple[int, int]:

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 
-import httpx
 import pytest
 
 from segmind_provider.testing.emulator import SegmindEmulator
@@ -35,18 +35,20 @@ def test_connection_fixture_points_airflow_at_it(segmind_emulator_connection: Se
         "conn_type": "segmind",
         "host": emu.base_url,
         "password": emu.api_key,
-        "extra": {"storage_url": emu.storage_url, "account_url": emu.account_url, "time_scale": 0.01},
+        "extra": {"time_scale": 0.01},
     }
     assert os.environ["SEGMIND_API_KEY"] == emu.api_key
-    # The extras are live addresses: storage takes an upload, the account lists the key's requests.
-    headers = {"x-api-key": conn["password"]}
-    png = "data:image/png;base64,iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mP8z8BQDwAEhQGAhKmMIQAAAABJRU5ErkJggg=="
-    upload = httpx.post(
-        conn["extra"]["storage_url"] + "/upload-asset", json={"data_urls": [png]}, headers=headers
+    # Storage and account follow the host: the hook uploads to and lists the emulator's own.
+    from segmind_provider.hooks.segmind import SegmindHook
+
+    hook = SegmindHook()
+    settings = hook.get_settings()
+    assert (settings.storage_url, settings.account_url) == (emu.storage_url, emu.account_url)
+    png = base64.b64decode(
+        "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mP8z8BQDwAEhQGAhKmMIQAAAABJRU5ErkJggg=="
     )
-    assert upload.status_code == 200
-    history = httpx.get(conn["extra"]["account_url"] + "/inference-request/request-history", headers=headers)
-    assert (history.status_code, history.json()["data"]) == (200, [])
+    assert hook.upload(png, "image/png").startswith(emu.media_url)
+    assert hook.request_history() == []
 
 
 @pytest.mark.segmind_emulator(time_scale=0.5)
