@@ -3,7 +3,9 @@
 The page is ``segmind.com/models/<slug>/api`` saved as text, as HTML, or the model's ``llms.txt``
 (the format of ``/work/shared/seeds/``: a title, the typical time, the endpoint, then a
 ``Parameters`` section of ``<name>required|optional`` blocks with the type, a description,
-``Default:``, ``Range:`` and ``Allowed values``). What the page does not say (the task, a price
+``Default:``, ``Range:`` and ``Allowed values``, closed by ``Response Type``). An LLM page has a
+chat layout: ``messages`` typed ``object[]`` followed by ``Array items:`` (the fields of each message,
+named in the list's description: ``role``, ``content``), its own fields, then ``Response Format``. What the page does not say (the task, a price
 the page omits, the output kind) comes from the model directory and is noted; what the importer
 cannot read (an enum the page cuts with "+3 more", a type it does not know) is reported in the
 entry's ``import_notes`` and on stderr, and left out rather than guessed.
@@ -48,7 +50,13 @@ _TYPES = {
     "boolean": "boolean",
     "bool": "boolean",
     "array": "array",
+    "string[]": "array",
+    "object[]": "array",
 }
+#: The lines that close the parameter list: media pages, and LLM pages (a JSON sample follows).
+_PARAMS_END = ("Response Type", "Response Format")
+_ITEMS = "Array items:"
+_API_FORMAT = re.compile(r"^API Format:\s*(.+)$")
 #: The fields that name the output's file format, in the order they are looked for.
 FORMAT_FIELDS = ("output_format", "format", "image_format")
 #: What a page's "Returns:" line says, as an output kind ("Text/JSON" is said of images too: not used).
@@ -153,7 +161,10 @@ def _parameter(name: str, lines: list[str], problems: list[str]) -> dict[str, An
     base, _, qualifier = type_text.partition("(")
     kind = _TYPES.get(base.strip().split(" ")[0])
     if kind is None:
-        problems.append(f"parameters.{name}: unknown type {body[0]!r}; left out")
+        problems.append(
+            f"parameters.{name}: unknown type {body[0]!r}; not imported (an entry refuses a field it does "
+            f"not list, and fields nested in an object cannot be placed)"
+        )
         return None
     spec: dict[str, Any] = {"type": kind}
     description: list[str] = []
@@ -214,6 +225,9 @@ def _parameter(name: str, lines: list[str], problems: list[str]) -> dict[str, An
     elif kind == "string" and "base64" in text.lower():
         spec["media"], spec["encoding"] = _media(name), "base64"
         problems.append(f"parameters.{name}: taken as a base64 {spec['media']} from its description")
+    elif base.strip() == "string[]" and re.search(r"\burls?\b", text.lower()):
+        spec["media"], spec["encoding"] = _media(name), "url"
+        problems.append(f"parameters.{name}: taken as a list of {spec['media']} URLs from its description")
     multiple = _MULTIPLE.search(text)
     if multiple and kind in ("integer", "number"):
         spec["multiple_of"] = int(multiple[1])
@@ -223,13 +237,56 @@ def _parameter(name: str, lines: list[str], problems: list[str]) -> dict[str, An
 
 
 def _sections(lines: list[str]) -> tuple[list[str], list[str], bool]:
-    """The lines before ``Parameters``, the parameter lines, and whether ``Response Type`` closes them."""
+    """The lines before ``Parameters``, the parameter lines, and whether ``Response Type`` (or an LLM
+    page's ``Response Format``) closes them."""
     try:
         start = lines.index("Parameters")
     except ValueError:
         return lines, [], False
-    end = next((i for i in range(start + 1, len(lines)) if lines[i] == "Response Type"), None)
+    end = next((i for i in range(start + 1, len(lines)) if lines[i] in _PARAMS_END), None)
     return lines[:start], lines[start + 1 : end], end is not None
+
+
+def _item_text(name: str, required: bool, lines: list[str], problems: list[str]) -> str:
+    """One field of a list's items, in words (the entry describes items; it does not check them)."""
+    spec = _parameter(name, lines, problems) or {"type": "unknown"}
+    words = [("required " if required else "") + spec["type"]]
+    if "enum" in spec:
+        words.append("one of " + ", ".join(repr(v) for v in spec["enum"]))
+    text = f"{name} ({'; '.join(words)})"
+    return f"{text}: {spec['description']}" if spec.get("description") else text
+
+
+def _fold_items(
+    blocks: list[tuple[str, bool, list[str]]], problems: list[str]
+) -> list[tuple[str, bool, list[str]]]:
+    """Fold an LLM page's ``Array items:`` fields into their list's description.
+
+    The fields that follow the marker and that the list's own description names (``Array of message
+    objects with role and content``) are its items' fields; the first one it does not name is the
+    page's next field (Claude's ``instruction``)."""
+    folded: list[tuple[str, bool, list[str]]] = []
+    index = 0
+    while index < len(blocks):
+        name, required, lines = blocks[index]
+        index += 1
+        if _ITEMS not in lines:
+            folded.append((name, required, lines))
+            continue
+        own = lines[: lines.index(_ITEMS)]
+        named = set(re.findall(r"\w+", " ".join(own[1:]).lower()))
+        items: list[str] = []
+        while index < len(blocks) and blocks[index][0].lower() in named:
+            items.append(_item_text(*blocks[index], problems))
+            index += 1
+        if items:
+            own = [*own, "Each item: " + "; ".join(items) + "."]
+            problems.append(
+                f"parameters.{name}: a list of objects ({', '.join(i.split(' ')[0] for i in items)}); "
+                f"the entry checks it is a list, its items are described, not checked"
+            )
+        folded.append((name, required, own))
+    return folded
 
 
 def _task_word(text: str) -> str | None:
@@ -261,8 +318,11 @@ def import_page(
     directory: Mapping[str, DirectoryModel],
     page_url: str | None = None,
     read: str | None = None,
+    page_file: str | None = None,
 ) -> ImportedPage:
-    """Turn one model page into a catalog entry (see the module's docstring); ValueError without a slug."""
+    """Turn one model page into a catalog entry (see the module's docstring); ValueError without a slug.
+
+    ``page_file`` names the saved copy the entry was read from, so the import can be repeated."""
     lines = page_text(raw).splitlines()
     head, param_lines, closed = _sections(lines)
     problems: list[str] = []
@@ -301,6 +361,9 @@ def import_page(
         else:
             price = record.price_usd
             price_note = f"not on the page; the directory's average (read {record.read})"
+    api_format = next((m[1].strip() for line in head for m in [_API_FORMAT.match(line)] if m), None)
+    if api_format is not None:
+        notes.append(f"response: the page's API format is {api_format!r} (its Response Format sample)")
     returns = next(
         (line.split(":", 1)[1].strip().lower() for line in lines if line.startswith("Returns:")), ""
     )
@@ -325,9 +388,11 @@ def import_page(
             blocks.append((match[1], match[2] == "required", []))
         elif blocks:
             blocks[-1][2].append(line)
-    for name, required, block in blocks:
+    unreadable = False
+    for name, required, block in _fold_items(blocks, problems):
         spec = _parameter(name, block, problems)
         if spec is None:
+            unreadable = True
             continue
         if required:
             spec = {"type": spec["type"], "required": True, **{k: v for k, v in spec.items() if k != "type"}}
@@ -345,6 +410,7 @@ def import_page(
         "title": title,
         "page": page_url or f"https://www.segmind.com/models/{slug}/api",
         "read": read or dt.date.today().isoformat(),
+        **({"page_file": page_file} if page_file else {}),
         "task": task,
         "description": description,
         "output": {"kind": kind, "format_field": format_field, "default_format": default_format},
@@ -359,7 +425,7 @@ def import_page(
         ],
         "import_notes": [*notes, *problems],
     }
-    complete = closed and bool(param_lines) and None not in (task, kind, seconds, price)
+    complete = closed and bool(param_lines) and not unreadable and None not in (task, kind, seconds, price)
     return ImportedPage(entry=entry, problems=problems, complete=complete)
 
 

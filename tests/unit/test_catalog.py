@@ -108,6 +108,34 @@ PAGE_EXAMPLES: dict[str, dict[str, Any]] = {
         "resize_method": "maintain_aspect_ratio",
         "base64": False,
     },
+    "deepseek-chat": {"messages": [{"role": "user", "content": "What is the capital of France?"}]},
+    "claude-4-sonnet": {
+        "instruction": "You are a helpful assistant.",
+        "messages": [
+            {
+                "role": "user",
+                "content": [
+                    {"type": "text", "text": "What's in this image?"},
+                    {
+                        "type": "image",
+                        "source": {
+                            "type": "base64",
+                            "media_type": "image/jpeg",
+                            "data": "iVBORw0KGgoAAAANSUhEUgA...",
+                        },
+                    },
+                ],
+            }
+        ],
+    },
+    "nano-banana": {
+        "prompt": "Dancing Banana",
+        "image_urls": [
+            "https://segmind-inference-inputs.s3.amazonaws.com/5ead6a2e-3e8d-4d07-a86d-5777fc6cb6f9-09a99645-3171-4742-be08-dfcfe7f0a4b2-1304f734-929b-4047-822d-4f59fca2179a-40457f0b-d422-4525-b3a5-19633a9cdac0.png"
+        ],
+        "aspect_ratio": "1:1",
+        "response_modalities": "TEXT_AND_IMAGE",
+    },
     "llava-v1.6": {
         "images": "https://segmind-sd-models.s3.amazonaws.com/display_images/llava-input.jpg",
         "prompt": "Describe meta data of the image in this format, keep them short and factually correct",

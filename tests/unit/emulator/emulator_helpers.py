@@ -78,6 +78,10 @@ def valid_payload(entry: dict[str, Any], upload: Upload, image: bytes | None = N
             payload[name] = file_value(param, image or product_png(), upload)
         elif "enum" in param:
             payload[name] = param["enum"][0]
+        elif param["type"] == "array":  # a chat model's messages, else a list of one text
+            payload[name] = (
+                [{"role": "user", "content": "a red box"}] if name == "messages" else ["a red box"]
+            )
         else:
             payload[name] = {"string": "a red box", "integer": 1, "number": 1.0, "boolean": True}[
                 param["type"]
