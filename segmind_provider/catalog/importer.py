@@ -32,6 +32,7 @@ _PARAM_START = re.compile(r"^([A-Za-z_][\w.\-]*?)(required|optional)$")
 _SLUG_PATTERNS = (
     re.compile(r"POST\s*/v2/([\w.\-]+)"),
     re.compile(r"POST\s*https?://api\.segmind\.com/v[12]/([\w.\-]+)"),
+    re.compile(r"url\s*=\s*[\"']https?://api\.segmind\.com/v1/([\w.\-]+)[\"']"),  # the older layout's sample
 )
 _SECONDS = re.compile(r"^~\s*([\d.]+)\s*s$")
 _PRICE = re.compile(r"^~?\s*\$\s*([\d.]+)(?:\s*-\s*\$\s*([\d.]+))?")
@@ -53,9 +54,36 @@ _TYPES = {
     "string[]": "array",
     "object[]": "array",
 }
+#: The Python types of each parameter type's values (a default of another type is not taken).
+_PY_TYPES: dict[str, type | tuple[type, ...]] = {
+    "string": str,
+    "integer": int,
+    "number": (int, float),
+    "boolean": bool,
+    "array": list,
+}
 #: The lines that close the parameter list: media pages, and LLM pages (a JSON sample follows).
 _PARAMS_END = ("Response Type", "Response Format")
 _ITEMS = "Array items:"
+#: The older page layout: ``Attributes``, then ``<name><type>[ *][ ( default: X )]`` headers with
+#: ``min : N,`` / ``max : M`` lines, up to the note on credit usage.
+_ATTRIBUTES = "Attributes"
+_ATTRIBUTES_END = "To keep track of your credit usage"
+_OLD_FIELD = re.compile(
+    r"^([a-z_][\w.\-]*?)(enum:str|str|int|float|boolean|bool|Array|image)(\s*\*)?"
+    r"(?:\s*\(\s*default:\s*(.*?)\s*\))?$"
+)
+_OLD_TYPES = {
+    "str": "string",
+    "enum:str": "string",
+    "int": "integer",
+    "float": "number",
+    "boolean": "boolean",
+    "bool": "boolean",
+    "Array": "array",
+    "image": "string",
+}
+_OLD_BOUND = re.compile(r"^(min|max)\s*:\s*(-?[\d.]+),?$")
 _API_FORMAT = re.compile(r"^API Format:\s*(.+)$")
 #: The fields that name the output's file format, in the order they are looked for.
 FORMAT_FIELDS = ("output_format", "format", "image_format")
@@ -137,6 +165,13 @@ def _value(text: str, kind: str) -> Any:
     return value
 
 
+def _fits(value: Any, kind: str) -> bool:
+    """Whether a page's default is a value of the parameter's type (null always is; true is no number)."""
+    if value is None:
+        return True
+    return isinstance(value, _PY_TYPES[kind]) and (kind == "boolean" or not isinstance(value, bool))
+
+
 def _media(name: str) -> str:
     lowered = name.lower()
     if "video" in lowered:
@@ -182,7 +217,11 @@ def _parameter(name: str, lines: list[str], problems: list[str]) -> dict[str, An
         line = rest[index]
         if line.startswith("Default:"):
             default_text = line[len("Default:") :].split("Range:")[0].strip()
-            spec["default"] = _value(default_text, kind)
+            default = _value(default_text, kind)
+            if _fits(default, kind):
+                spec["default"] = default
+            else:
+                problems.append(f"parameters.{name}: default {default_text!r} is not a {kind}; left out")
             if "Range:" in line:
                 match = _RANGE.search(line)
                 if match is None:
@@ -247,6 +286,45 @@ def _sections(lines: list[str]) -> tuple[list[str], list[str], bool]:
     return lines[:start], lines[start + 1 : end], end is not None
 
 
+def _attribute_blocks(lines: list[str], problems: list[str]) -> tuple[list[tuple[str, bool, list[str]]], int]:
+    """The older layout's fields, each rewritten in the newer layout's words (a type line, ``Default:``,
+    ``Range:``) so one reader parses both; and the index of the line that closes the list (-1: none)."""
+    start = lines.index(_ATTRIBUTES)
+    end = next((i for i in range(start + 1, len(lines)) if lines[i].startswith(_ATTRIBUTES_END)), -1)
+    raw: list[tuple[str, str, bool, str | None, list[str]]] = []
+    for line in lines[start + 1 : end if end >= 0 else len(lines)]:
+        match = _OLD_FIELD.match(line)
+        if match:
+            raw.append((match[1], match[2], bool(match[3]), match[4], []))
+        elif raw and line:
+            raw[-1][4].append(line)
+    blocks: list[tuple[str, bool, list[str]]] = []
+    for name, word, required, default, body in raw:
+        bounds = {m[1]: m[2] for m in map(_OLD_BOUND.match, body) if m}
+        text = [line for line in body if not _OLD_BOUND.match(line) and line != "Allowed values:"]
+        kind = _OLD_TYPES[word]
+        url = kind == "string" and (word == "image" or re.search(r"\burls?\b", " ".join(text).lower()))
+        block = [kind + (" (uri)" if url else ""), *text]
+        if url:
+            problems.append(
+                f"parameters.{name}: taken as a file URL from its {word!r} type or its description"
+            )
+        if "Allowed values:" in body:
+            problems.append(
+                f"parameters.{name}: the page lists no allowed values under 'Allowed values:'; no enum set"
+            )
+        if default is not None:
+            block.append(f"Default: {default}")
+        if len(bounds) == 2:
+            block.append(f"Range: {bounds['min']} - {bounds['max']}")
+        elif bounds:
+            problems.append(f"parameters.{name}: only a {next(iter(bounds))} bound on the page; no range set")
+        if kind == "array":
+            block.append(_ITEMS)  # the fields its description names follow it: they are its items'
+        blocks.append((name, required, block))
+    return blocks, end
+
+
 def _item_text(name: str, required: bool, lines: list[str], problems: list[str]) -> str:
     """One field of a list's items, in words (the entry describes items; it does not check them)."""
     spec = _parameter(name, lines, problems) or {"type": "unknown"}
@@ -254,7 +332,7 @@ def _item_text(name: str, required: bool, lines: list[str], problems: list[str])
     if "enum" in spec:
         words.append("one of " + ", ".join(repr(v) for v in spec["enum"]))
     text = f"{name} ({'; '.join(words)})"
-    return f"{text}: {spec['description']}" if spec.get("description") else text
+    return f"{text}: {spec['description'].rstrip('.')}" if spec.get("description") else text
 
 
 def _fold_items(
@@ -280,7 +358,10 @@ def _fold_items(
             items.append(_item_text(*blocks[index], problems))
             index += 1
         if items:
-            own = [*own, "Each item: " + "; ".join(items) + "."]
+            own = [line for line in own if line]
+            if own[1:] and not own[-1].endswith("."):
+                own[-1] += "."
+            own.append("Each item: " + "; ".join(items) + ".")
             problems.append(
                 f"parameters.{name}: a list of objects ({', '.join(i.split(' ')[0] for i in items)}); "
                 f"the entry checks it is a list, its items are described, not checked"
@@ -327,6 +408,16 @@ def import_page(
     head, param_lines, closed = _sections(lines)
     problems: list[str] = []
     notes: list[str] = []
+    old_blocks: list[tuple[str, bool, list[str]]] | None = None
+    if not param_lines and _ATTRIBUTES in lines:  # the older layout
+        old_blocks, end = _attribute_blocks(lines, problems)
+        head, param_lines, closed = lines[: lines.index(_ATTRIBUTES)], [""], end >= 0
+        texts_after = [line for line in lines[end + 1 :] if line] if end >= 0 else []
+        if [line for line in head if line][:1] == ["POST"] and len(texts_after) >= 2:  # no heading
+            head = texts_after[:2]
+            notes.append(
+                "title, description: the page opens with its code sample; read from below its fields"
+            )
     joined = "\n".join(lines)
     slug = next((m[1] for pattern in _SLUG_PATTERNS for m in [pattern.search(joined)] if m), None)
     if slug is None:
@@ -381,8 +472,8 @@ def import_page(
             "parameters: the page ends before 'Response Type' (a cut copy): the list may be incomplete, "
             "and an entry refuses every field it does not list"
         )
-    blocks: list[tuple[str, bool, list[str]]] = []
-    for line in param_lines:
+    blocks: list[tuple[str, bool, list[str]]] = old_blocks or []
+    for line in param_lines if old_blocks is None else ():
         match = _PARAM_START.match(line)
         if match:
             blocks.append((match[1], match[2] == "required", []))

@@ -469,6 +469,43 @@ def test_an_llm_page_imports_its_chat_layout() -> None:
     assert any("'Anthropic Claude'" in note for note in claude["import_notes"])
 
 
+def test_an_older_layout_page_imports_its_attributes() -> None:
+    """``Attributes`` with ``<name><type>[ *][ ( default: X )]`` headers, ``min :``/``max :`` lines, up to
+    the note on credit usage; a page that opens with its code sample has its title below its fields."""
+    reasoner = _imported("deepseek-reasoner.txt")
+    assert (reasoner["slug"], reasoner["title"], reasoner["task"]) == (
+        "deepseek-reasoner",
+        "DeepSeek R1",
+        "text",
+    )
+    messages = reasoner["parameters"]["messages"]
+    assert list(reasoner["parameters"]) == ["messages"] and "required" not in messages  # the page marks none
+    assert "Each item: role (string): Could be" in messages["description"]
+    gpt = _imported("gpt-4o.txt")
+    assert (gpt["title"], gpt["description"]) == (
+        "GPT-4o",
+        "GPT-4o is the next iteration of GPT-4 language model.",
+    )
+    page = (
+        'Tool\n\nA tool.\n\nPOST\nurl = "https://api.segmind.com/v1/esrgan"\nAttributes\n\nimagestr *\n\n'
+        "Input an image URL.\n\nscaleint ( default: 3 )\n\nBlur.\n\nmin : 1,\n\nmax : 5\n\n"
+        "flagboolean ( default: 1 )\n\nA flag.\n\nTo keep track of your credit usage, look.\n"
+    )
+    result = import_page(page, directory=catalog._directory())
+    params = result.entry["parameters"]
+    assert result.complete, result.problems
+    assert params["image"] == {
+        "type": "string",
+        "required": True,
+        "description": "Input an image URL.",
+        "media": "image",
+        "encoding": "url",
+    }
+    assert (params["scale"]["default"], params["scale"]["minimum"], params["scale"]["maximum"]) == (3, 1, 5)
+    assert "default" not in params["flag"]  # "1" is not a boolean: reported, not taken
+    assert any("flag: default '1' is not a boolean" in p for p in result.problems)
+
+
 def test_a_page_with_nested_object_fields_is_reported_not_imported() -> None:
     gemini = import_page(
         (PAGES / "gemini-3.1-flash-lite.txt").read_text(encoding="utf-8"), directory=catalog._directory()

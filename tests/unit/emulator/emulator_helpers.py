@@ -31,12 +31,13 @@ def catalog_entries() -> dict[str, dict[str, Any]]:
 
 
 def entry_for(task: str) -> dict[str, Any]:
-    """The (first) catalog entry of a task that runs on its files and prompt alone (every required
-    field takes a file, or is the prompt), so tests follow the catalog rather than a slug."""
+    """The (first) catalog entry of a task that runs on its files and prompt alone (it requires fields,
+    and every one takes a file, or is the prompt), so tests follow the catalog rather than a slug."""
     found = [
         e
         for e in catalog_entries().values()
         if e["task"] == task
+        and any(p.get("required") for p in e["parameters"].values())
         and all(
             p.get("media") or name == "prompt" for name, p in e["parameters"].items() if p.get("required")
         )
