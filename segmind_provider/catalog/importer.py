@@ -31,7 +31,7 @@ CONTRACT_KEYS = ("slug", "task", "output", "typical_seconds", "price_usd")
 _PARAM_START = re.compile(r"^([A-Za-z_][\w.\-]*?)(required|optional)$")
 _SLUG_PATTERNS = (
     re.compile(r"POST\s*/v2/([\w.\-]+)"),
-    re.compile(r"POST\s*https?://api\.segmind\.com/v[12]/([\w.\-]+)"),
+    re.compile(r"POST\s*https?://api\.segmind\.com/v[12]/(?:models/)?([\w.\-]+)"),  # older: /v1/models/<slug>
     re.compile(r"url\s*=\s*[\"']https?://api\.segmind\.com/v1/([\w.\-]+)[\"']"),  # the older layout's sample
 )
 _SECONDS = re.compile(r"^~\s*([\d.]+)\s*s$")

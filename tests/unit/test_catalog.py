@@ -98,6 +98,14 @@ PAGE_EXAMPLES: dict[str, dict[str, Any]] = {
         "image_format": "png",
         "quality": 95,
     },
+    "faceswap-v2": {  # the page's sample sends "sample text" for its files: the newer page's files here
+        "source_img": "https://segmind-sd-models.s3.us-east-1.amazonaws.com/elon.jpg",
+        "target_img": "https://segmind-sd-models.s3.amazonaws.com/display_images/faceswapv2_target.jpg",
+        "input_faces_index": "0",
+        "source_faces_index": "0",
+        "face_restore": "codeformer-v0.1.0.pth",
+        "base64": False,
+    },
     "svd": {
         "image": "https://segmind-sd-models.s3.amazonaws.com/outputs/svd_input.png",
         "fps": 7,
