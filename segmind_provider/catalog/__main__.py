@@ -45,7 +45,9 @@ def _import(args: argparse.Namespace) -> int:
     from segmind_provider.catalog.importer import import_page
 
     raw = Path(args.page).read_text(encoding="utf-8")
-    result = import_page(raw, directory=catalog._directory(), page_url=args.url, read=args.read)
+    result = import_page(
+        raw, directory=catalog._directory(), page_url=args.url, read=args.read, page_file=Path(args.page).name
+    )
     for problem in result.problems:
         print(f"{args.page}: not read: {problem}", file=sys.stderr)
     if not result.complete:

@@ -48,7 +48,7 @@ RULE_KEYS: dict[str, frozenset[str]] = {
 _ENTRY_KEYS = frozenset(
     {"slug", "title", "page", "task", "output", "typical_seconds", "price_usd", "parameters", "rules"}
 )
-_ENTRY_OPTIONAL = frozenset({"price_note", "description", "read", "import_notes"})
+_ENTRY_OPTIONAL = frozenset({"price_note", "description", "read", "page_file", "import_notes"})
 _OUTPUT_KEYS = frozenset({"kind", "format_field", "default_format"})
 _PARAM_KEYS = frozenset(
     {
@@ -168,6 +168,7 @@ def parse_entry(data: Mapping[str, Any], source: str = "<entry>") -> ModelEntry:
     r.typed("price_note", data.get("price_note"), (str,), none=True)
     r.typed("description", data.get("description", ""), (str,))
     r.typed("read", data.get("read"), (str,), none=True)
+    r.typed("page_file", data.get("page_file"), (str,), none=True)
     notes = data.get("import_notes", [])
     if not (isinstance(notes, list) and all(isinstance(n, str) for n in notes)):
         r.fail("import_notes", "expected a list of strings")

@@ -3,7 +3,9 @@
 The page is ``segmind.com/models/<slug>/api`` saved as text, as HTML, or the model's ``llms.txt``
 (the format of ``/work/shared/seeds/``: a title, the typical time, the endpoint, then a
 ``Parameters`` section of ``<name>required|optional`` blocks with the type, a description,
-``Default:``, ``Range:`` and ``Allowed values``). What the page does not say (the task, a price
+``Default:``, ``Range:`` and ``Allowed values``, closed by ``Response Type``). An LLM page has a
+chat layout: ``messages`` typed ``object[]`` followed by ``Array items:`` (the fields of each message,
+named in the list's description: ``role``, ``content``), its own fields, then ``Response Format``. What the page does not say (the task, a price
 the page omits, the output kind) comes from the model directory and is noted; what the importer
 cannot read (an enum the page cuts with "+3 more", a type it does not know) is reported in the
 entry's ``import_notes`` and on stderr, and left out rather than guessed.
@@ -29,7 +31,8 @@ CONTRACT_KEYS = ("slug", "task", "output", "typical_seconds", "price_usd")
 _PARAM_START = re.compile(r"^([A-Za-z_][\w.\-]*?)(required|optional)$")
 _SLUG_PATTERNS = (
     re.compile(r"POST\s*/v2/([\w.\-]+)"),
-    re.compile(r"POST\s*https?://api\.segmind\.com/v[12]/([\w.\-]+)"),
+    re.compile(r"POST\s*https?://api\.segmind\.com/v[12]/(?:models/)?([\w.\-]+)"),  # older: /v1/models/<slug>
+    re.compile(r"url\s*=\s*[\"']https?://api\.segmind\.com/v1/([\w.\-]+)[\"']"),  # the older layout's sample
 )
 _SECONDS = re.compile(r"^~\s*([\d.]+)\s*s$")
 _PRICE = re.compile(r"^~?\s*\$\s*([\d.]+)(?:\s*-\s*\$\s*([\d.]+))?")
@@ -48,7 +51,40 @@ _TYPES = {
     "boolean": "boolean",
     "bool": "boolean",
     "array": "array",
+    "string[]": "array",
+    "object[]": "array",
 }
+#: The Python types of each parameter type's values (a default of another type is not taken).
+_PY_TYPES: dict[str, type | tuple[type, ...]] = {
+    "string": str,
+    "integer": int,
+    "number": (int, float),
+    "boolean": bool,
+    "array": list,
+}
+#: The lines that close the parameter list: media pages, and LLM pages (a JSON sample follows).
+_PARAMS_END = ("Response Type", "Response Format")
+_ITEMS = "Array items:"
+#: The older page layout: ``Attributes``, then ``<name><type>[ *][ ( default: X )]`` headers with
+#: ``min : N,`` / ``max : M`` lines, up to the note on credit usage.
+_ATTRIBUTES = "Attributes"
+_ATTRIBUTES_END = "To keep track of your credit usage"
+_OLD_FIELD = re.compile(
+    r"^([a-z_][\w.\-]*?)(enum:str|str|int|float|boolean|bool|Array|image)(\s*\*)?"
+    r"(?:\s*\(\s*default:\s*(.*?)\s*\))?$"
+)
+_OLD_TYPES = {
+    "str": "string",
+    "enum:str": "string",
+    "int": "integer",
+    "float": "number",
+    "boolean": "boolean",
+    "bool": "boolean",
+    "Array": "array",
+    "image": "string",
+}
+_OLD_BOUND = re.compile(r"^(min|max)\s*:\s*(-?[\d.]+),?$")
+_API_FORMAT = re.compile(r"^API Format:\s*(.+)$")
 #: The fields that name the output's file format, in the order they are looked for.
 FORMAT_FIELDS = ("output_format", "format", "image_format")
 #: What a page's "Returns:" line says, as an output kind ("Text/JSON" is said of images too: not used).
@@ -129,6 +165,13 @@ def _value(text: str, kind: str) -> Any:
     return value
 
 
+def _fits(value: Any, kind: str) -> bool:
+    """Whether a page's default is a value of the parameter's type (null always is; true is no number)."""
+    if value is None:
+        return True
+    return isinstance(value, _PY_TYPES[kind]) and (kind == "boolean" or not isinstance(value, bool))
+
+
 def _media(name: str) -> str:
     lowered = name.lower()
     if "video" in lowered:
@@ -153,7 +196,10 @@ def _parameter(name: str, lines: list[str], problems: list[str]) -> dict[str, An
     base, _, qualifier = type_text.partition("(")
     kind = _TYPES.get(base.strip().split(" ")[0])
     if kind is None:
-        problems.append(f"parameters.{name}: unknown type {body[0]!r}; left out")
+        problems.append(
+            f"parameters.{name}: unknown type {body[0]!r}; not imported (an entry refuses a field it does "
+            f"not list, and fields nested in an object cannot be placed)"
+        )
         return None
     spec: dict[str, Any] = {"type": kind}
     description: list[str] = []
@@ -171,7 +217,11 @@ def _parameter(name: str, lines: list[str], problems: list[str]) -> dict[str, An
         line = rest[index]
         if line.startswith("Default:"):
             default_text = line[len("Default:") :].split("Range:")[0].strip()
-            spec["default"] = _value(default_text, kind)
+            default = _value(default_text, kind)
+            if _fits(default, kind):
+                spec["default"] = default
+            else:
+                problems.append(f"parameters.{name}: default {default_text!r} is not a {kind}; left out")
             if "Range:" in line:
                 match = _RANGE.search(line)
                 if match is None:
@@ -214,6 +264,9 @@ def _parameter(name: str, lines: list[str], problems: list[str]) -> dict[str, An
     elif kind == "string" and "base64" in text.lower():
         spec["media"], spec["encoding"] = _media(name), "base64"
         problems.append(f"parameters.{name}: taken as a base64 {spec['media']} from its description")
+    elif base.strip() == "string[]" and re.search(r"\burls?\b", text.lower()):
+        spec["media"], spec["encoding"] = _media(name), "url"
+        problems.append(f"parameters.{name}: taken as a list of {spec['media']} URLs from its description")
     multiple = _MULTIPLE.search(text)
     if multiple and kind in ("integer", "number"):
         spec["multiple_of"] = int(multiple[1])
@@ -223,13 +276,98 @@ def _parameter(name: str, lines: list[str], problems: list[str]) -> dict[str, An
 
 
 def _sections(lines: list[str]) -> tuple[list[str], list[str], bool]:
-    """The lines before ``Parameters``, the parameter lines, and whether ``Response Type`` closes them."""
+    """The lines before ``Parameters``, the parameter lines, and whether ``Response Type`` (or an LLM
+    page's ``Response Format``) closes them."""
     try:
         start = lines.index("Parameters")
     except ValueError:
         return lines, [], False
-    end = next((i for i in range(start + 1, len(lines)) if lines[i] == "Response Type"), None)
+    end = next((i for i in range(start + 1, len(lines)) if lines[i] in _PARAMS_END), None)
     return lines[:start], lines[start + 1 : end], end is not None
+
+
+def _attribute_blocks(lines: list[str], problems: list[str]) -> tuple[list[tuple[str, bool, list[str]]], int]:
+    """The older layout's fields, each rewritten in the newer layout's words (a type line, ``Default:``,
+    ``Range:``) so one reader parses both; and the index of the line that closes the list (-1: none)."""
+    start = lines.index(_ATTRIBUTES)
+    end = next((i for i in range(start + 1, len(lines)) if lines[i].startswith(_ATTRIBUTES_END)), -1)
+    raw: list[tuple[str, str, bool, str | None, list[str]]] = []
+    for line in lines[start + 1 : end if end >= 0 else len(lines)]:
+        match = _OLD_FIELD.match(line)
+        if match:
+            raw.append((match[1], match[2], bool(match[3]), match[4], []))
+        elif raw and line:
+            raw[-1][4].append(line)
+    blocks: list[tuple[str, bool, list[str]]] = []
+    for name, word, required, default, body in raw:
+        bounds = {m[1]: m[2] for m in map(_OLD_BOUND.match, body) if m}
+        text = [line for line in body if not _OLD_BOUND.match(line) and line != "Allowed values:"]
+        kind = _OLD_TYPES[word]
+        url = kind == "string" and (word == "image" or re.search(r"\burls?\b", " ".join(text).lower()))
+        block = [kind + (" (uri)" if url else ""), *text]
+        if url:
+            problems.append(
+                f"parameters.{name}: taken as a file URL from its {word!r} type or its description"
+            )
+        if "Allowed values:" in body:
+            problems.append(
+                f"parameters.{name}: the page lists no allowed values under 'Allowed values:'; no enum set"
+            )
+        if default is not None:
+            block.append(f"Default: {default}")
+        if len(bounds) == 2:
+            block.append(f"Range: {bounds['min']} - {bounds['max']}")
+        elif bounds:
+            problems.append(f"parameters.{name}: only a {next(iter(bounds))} bound on the page; no range set")
+        if kind == "array":
+            block.append(_ITEMS)  # the fields its description names follow it: they are its items'
+        blocks.append((name, required, block))
+    return blocks, end
+
+
+def _item_text(name: str, required: bool, lines: list[str], problems: list[str]) -> str:
+    """One field of a list's items, in words (the entry describes items; it does not check them)."""
+    spec = _parameter(name, lines, problems) or {"type": "unknown"}
+    words = [("required " if required else "") + spec["type"]]
+    if "enum" in spec:
+        words.append("one of " + ", ".join(repr(v) for v in spec["enum"]))
+    text = f"{name} ({'; '.join(words)})"
+    return f"{text}: {spec['description'].rstrip('.')}" if spec.get("description") else text
+
+
+def _fold_items(
+    blocks: list[tuple[str, bool, list[str]]], problems: list[str]
+) -> list[tuple[str, bool, list[str]]]:
+    """Fold an LLM page's ``Array items:`` fields into their list's description.
+
+    The fields that follow the marker and that the list's own description names (``Array of message
+    objects with role and content``) are its items' fields; the first one it does not name is the
+    page's next field (Claude's ``instruction``)."""
+    folded: list[tuple[str, bool, list[str]]] = []
+    index = 0
+    while index < len(blocks):
+        name, required, lines = blocks[index]
+        index += 1
+        if _ITEMS not in lines:
+            folded.append((name, required, lines))
+            continue
+        own = lines[: lines.index(_ITEMS)]
+        named = set(re.findall(r"\w+", " ".join(own[1:]).lower()))
+        items: list[str] = []
+        while index < len(blocks) and blocks[index][0].lower() in named:
+            items.append(_item_text(*blocks[index], problems))
+            index += 1
+        if items:
+            own = [line for line in own if line]
+            if own[1:] and not own[-1].endswith("."):
+                own[-1] += "."
+            own.append("Each item: " + "; ".join(items) + ".")
+            problems.append(
+                f"parameters.{name}: a list of objects ({', '.join(i.split(' ')[0] for i in items)}); "
+                f"the entry checks it is a list, its items are described, not checked"
+            )
+        folded.append((name, required, own))
+    return folded
 
 
 def _task_word(text: str) -> str | None:
@@ -261,12 +399,25 @@ def import_page(
     directory: Mapping[str, DirectoryModel],
     page_url: str | None = None,
     read: str | None = None,
+    page_file: str | None = None,
 ) -> ImportedPage:
-    """Turn one model page into a catalog entry (see the module's docstring); ValueError without a slug."""
+    """Turn one model page into a catalog entry (see the module's docstring); ValueError without a slug.
+
+    ``page_file`` names the saved copy the entry was read from, so the import can be repeated."""
     lines = page_text(raw).splitlines()
     head, param_lines, closed = _sections(lines)
     problems: list[str] = []
     notes: list[str] = []
+    old_blocks: list[tuple[str, bool, list[str]]] | None = None
+    if not param_lines and _ATTRIBUTES in lines:  # the older layout
+        old_blocks, end = _attribute_blocks(lines, problems)
+        head, param_lines, closed = lines[: lines.index(_ATTRIBUTES)], [""], end >= 0
+        texts_after = [line for line in lines[end + 1 :] if line] if end >= 0 else []
+        if [line for line in head if line][:1] == ["POST"] and len(texts_after) >= 2:  # no heading
+            head = texts_after[:2]
+            notes.append(
+                "title, description: the page opens with its code sample; read from below its fields"
+            )
     joined = "\n".join(lines)
     slug = next((m[1] for pattern in _SLUG_PATTERNS for m in [pattern.search(joined)] if m), None)
     if slug is None:
@@ -301,6 +452,9 @@ def import_page(
         else:
             price = record.price_usd
             price_note = f"not on the page; the directory's average (read {record.read})"
+    api_format = next((m[1].strip() for line in head for m in [_API_FORMAT.match(line)] if m), None)
+    if api_format is not None:
+        notes.append(f"response: the page's API format is {api_format!r} (its Response Format sample)")
     returns = next(
         (line.split(":", 1)[1].strip().lower() for line in lines if line.startswith("Returns:")), ""
     )
@@ -318,16 +472,18 @@ def import_page(
             "parameters: the page ends before 'Response Type' (a cut copy): the list may be incomplete, "
             "and an entry refuses every field it does not list"
         )
-    blocks: list[tuple[str, bool, list[str]]] = []
-    for line in param_lines:
+    blocks: list[tuple[str, bool, list[str]]] = old_blocks or []
+    for line in param_lines if old_blocks is None else ():
         match = _PARAM_START.match(line)
         if match:
             blocks.append((match[1], match[2] == "required", []))
         elif blocks:
             blocks[-1][2].append(line)
-    for name, required, block in blocks:
+    unreadable = False
+    for name, required, block in _fold_items(blocks, problems):
         spec = _parameter(name, block, problems)
         if spec is None:
+            unreadable = True
             continue
         if required:
             spec = {"type": spec["type"], "required": True, **{k: v for k, v in spec.items() if k != "type"}}
@@ -345,6 +501,7 @@ def import_page(
         "title": title,
         "page": page_url or f"https://www.segmind.com/models/{slug}/api",
         "read": read or dt.date.today().isoformat(),
+        **({"page_file": page_file} if page_file else {}),
         "task": task,
         "description": description,
         "output": {"kind": kind, "format_field": format_field, "default_format": default_format},
@@ -359,7 +516,7 @@ def import_page(
         ],
         "import_notes": [*notes, *problems],
     }
-    complete = closed and bool(param_lines) and None not in (task, kind, seconds, price)
+    complete = closed and bool(param_lines) and not unreadable and None not in (task, kind, seconds, price)
     return ImportedPage(entry=entry, problems=problems, complete=complete)
 
 

@@ -41,6 +41,13 @@ from segmind_provider.triggers.polling import DurationObserver, estimate_duratio
 
 ROOT = Path(__file__).resolve().parents[2]
 PAGES = ROOT / "tests" / "data" / "pages"
+#: Every shipped full entry, as the JSON files hold it.
+SHIPPED = {
+    path.stem: json.loads(path.read_text(encoding="utf-8"))
+    for path in sorted((ROOT / "segmind_provider" / "catalog" / "models").glob("*.json"))
+}
+#: Entries made by hand before the importer, with no stored page to re-import them from.
+MADE_BY_HAND = ["clarity-upscaler", "flux-kontext-pro", "kling-o1-image-to-video", "llava-v1.6"]
 SEED_PAGE = Path("/work/shared/seeds/000_d4653e5968a61e76.txt")
 #: A fast emulator for the sample: the longest directory model (~780 s) takes about 1.6 s.
 SCALE = 0.002
@@ -159,12 +166,12 @@ def _payload(model: DirectoryModel) -> dict[str, Any]:
     return {"prompt": f"a lighthouse ({model.slug})", "some_model_field": 3}
 
 
-def _check_stored(model: DirectoryModel, result: dict[str, Any]) -> None:
-    if model.output_kind in MAGIC:
+def _check_stored(slug: str, kind: str | None, result: dict[str, Any]) -> None:
+    if kind in MAGIC:
         (uri,) = result["output_uris"]
         data = Path(uri.removeprefix("file://")).read_bytes()
-        assert MAGIC[model.output_kind](data), (model.slug, data[:16])
-    elif model.output_kind == "text":
+        assert MAGIC[kind](data), (slug, data[:16])
+    elif kind == "text":
         assert isinstance(result["output"], str) and result["output"]
     else:
         assert isinstance(result["output"], dict)
@@ -189,7 +196,7 @@ def test_a_sample_of_directory_models_runs_end_to_end_per_category(
         capsys.readouterr()
         result = op.execute(make_context())
         assert result["status"] == "COMPLETED" and result["cost"] == model.price_usd
-        _check_stored(model, result)
+        _check_stored(model.slug, model.output_kind, result)
         log = capsys.readouterr().out
         assert log.count("has no full catalog entry") == 1 and f"Model {model.slug!r}" in log  # once per task
     submitted = [
@@ -355,10 +362,78 @@ def test_the_seed_page_reproduces_flux_1_1_pro_and_every_difference_is_explained
     assert all(path in notes for path in differences)
 
 
-@pytest.mark.parametrize("slug", ["bg-removal-v2", "bria-eraser", "esrgan", "faceswap-v5", "svd"])
+def test_every_shipped_entry_names_its_page_file_but_those_made_by_hand() -> None:
+    without = sorted(slug for slug, entry in SHIPPED.items() if "page_file" not in entry)
+    assert without == MADE_BY_HAND
+    for slug in MADE_BY_HAND:
+        assert "Made by hand" in " ".join(SHIPPED[slug]["import_notes"])
+    for slug in sorted(set(SHIPPED) - set(MADE_BY_HAND)):
+        assert (PAGES / SHIPPED[slug]["page_file"]).is_file(), slug
+
+
+@pytest.mark.parametrize("slug", sorted(set(SHIPPED) - set(MADE_BY_HAND)))
 def test_a_stored_page_reproduces_its_shipped_entry(slug: str) -> None:
-    shipped = json.loads((ROOT / f"segmind_provider/catalog/models/{slug}.json").read_text())
-    assert diff_entries(_imported(f"{slug}.txt"), shipped) == []
+    """Re-imported from its page file, an entry is what ships, or each difference is in its notes."""
+    shipped = SHIPPED[slug]
+    result = import_page(
+        (PAGES / shipped["page_file"]).read_text(encoding="utf-8"),
+        directory=catalog._directory(),
+        read=shipped.get("read"),
+        page_file=shipped["page_file"],
+    )
+    assert result.complete, result.problems
+    notes = " ".join(shipped.get("import_notes", []))
+    assert [path for path in diff_entries(result.entry, shipped) if path not in notes] == []
+    if "read" in shipped:  # written by the importer: the same file, byte for byte
+        assert result.entry == shipped
+
+
+def _entry_payload(entry: dict[str, Any], photo: Path) -> tuple[dict[str, Any], dict[str, str]]:
+    """An entry's required fields: files from a local photo (``input_files``), the rest from the
+    entry's default, its first allowed value, its minimum, or a chat message for ``messages``."""
+    payload: dict[str, Any] = {}
+    files: dict[str, str] = {}
+    for name, param in entry["parameters"].items():
+        if not param.get("required"):
+            continue
+        if param.get("media"):
+            files[name] = str(photo)
+        elif param.get("default") is not None:
+            payload[name] = param["default"]
+        elif "enum" in param:
+            payload[name] = param["enum"][0]
+        elif name == "messages":
+            payload[name] = [{"role": "user", "content": "Write a caption for a lighthouse"}]
+        else:
+            kind = param["type"]
+            payload[name] = param.get("minimum", 1) if kind in ("integer", "number") else "a lighthouse"
+    return payload, files
+
+
+@pytest.mark.segmind_emulator(time_scale=SCALE)
+@pytest.mark.parametrize("slug", sorted(SHIPPED))
+def test_every_shipped_entry_runs_through_the_operator_with_its_required_fields(
+    emulator: SegmindEmulator, make_context: Any, tmp_path: Path, slug: str
+) -> None:
+    from PIL import Image
+
+    entry = SHIPPED[slug]
+    photo = tmp_path / "photo.png"
+    Image.new("RGB", (64, 48), (200, 30, 30)).save(photo)
+    payload, files = _entry_payload(entry, photo)
+    kind = entry["output"]["kind"]
+    op = SegmindOperator(
+        task_id=f"t-{slug}",
+        model=slug,
+        payload=payload,
+        input_files=files or None,
+        deferrable=False,
+        output_path=str(tmp_path / "out" / slug) if kind in MAGIC else None,
+        credit_floor=0.0,
+    )
+    result = op.execute(make_context())
+    assert result["status"] == "COMPLETED" and result["cost"] == entry["price_usd"]
+    _check_stored(slug, kind, result)
 
 
 def test_what_the_page_does_not_say_is_reported_not_guessed() -> None:
@@ -372,6 +447,78 @@ def test_what_the_page_does_not_say_is_reported_not_guessed() -> None:
     assert not cut.complete and any("ends before 'Response Type'" in p for p in cut.problems)
     with pytest.raises(ValueError, match="no model slug"):
         import_page("Some page\n\nParameters\n", directory={})
+
+
+def test_an_llm_page_imports_its_chat_layout() -> None:
+    """``messages`` is an ``object[]`` whose ``Array items:`` fields are described in it, not made top
+    level; ``Response Format`` (a JSON sample follows) closes the list like ``Response Type``."""
+    deepseek = _imported("deepseek-chat.txt")
+    messages = deepseek["parameters"]["messages"]
+    assert list(deepseek["parameters"]) == ["messages"]
+    assert (messages["type"], messages["required"]) == ("array", True)
+    assert "Each item: role (required string; one of 'user', 'assistant')" in messages["description"]
+    assert (deepseek["task"], deepseek["output"]["kind"], deepseek["typical_seconds"]) == (
+        "text",
+        "text",
+        31.05,
+    )
+    assert any("'OpenAI GPT (Standard Format)'" in note for note in deepseek["import_notes"])
+    claude = _imported("claude-4-sonnet.txt")
+    assert sorted(claude["parameters"]) == ["instruction", "messages"]  # the page's own field after the items
+    assert "required" not in claude["parameters"]["instruction"]
+    assert any("'Anthropic Claude'" in note for note in claude["import_notes"])
+
+
+def test_an_older_layout_page_imports_its_attributes() -> None:
+    """``Attributes`` with ``<name><type>[ *][ ( default: X )]`` headers, ``min :``/``max :`` lines, up to
+    the note on credit usage; a page that opens with its code sample has its title below its fields."""
+    reasoner = _imported("deepseek-reasoner.txt")
+    assert (reasoner["slug"], reasoner["title"], reasoner["task"]) == (
+        "deepseek-reasoner",
+        "DeepSeek R1",
+        "text",
+    )
+    messages = reasoner["parameters"]["messages"]
+    assert list(reasoner["parameters"]) == ["messages"] and "required" not in messages  # the page marks none
+    assert "Each item: role (string): Could be" in messages["description"]
+    gpt = _imported("gpt-4o.txt")
+    assert (gpt["title"], gpt["description"]) == (
+        "GPT-4o",
+        "GPT-4o is the next iteration of GPT-4 language model.",
+    )
+    page = (
+        'Tool\n\nA tool.\n\nPOST\nurl = "https://api.segmind.com/v1/esrgan"\nAttributes\n\nimagestr *\n\n'
+        "Input an image URL.\n\nscaleint ( default: 3 )\n\nBlur.\n\nmin : 1,\n\nmax : 5\n\n"
+        "flagboolean ( default: 1 )\n\nA flag.\n\nTo keep track of your credit usage, look.\n"
+    )
+    result = import_page(page, directory=catalog._directory())
+    params = result.entry["parameters"]
+    assert result.complete, result.problems
+    assert params["image"] == {
+        "type": "string",
+        "required": True,
+        "description": "Input an image URL.",
+        "media": "image",
+        "encoding": "url",
+    }
+    assert (params["scale"]["default"], params["scale"]["minimum"], params["scale"]["maximum"]) == (3, 1, 5)
+    assert "default" not in params["flag"]  # "1" is not a boolean: reported, not taken
+    assert any("flag: default '1' is not a boolean" in p for p in result.problems)
+
+
+def test_a_page_with_nested_object_fields_is_reported_not_imported() -> None:
+    gemini = import_page(
+        (PAGES / "gemini-3.1-flash-lite.txt").read_text(encoding="utf-8"), directory=catalog._directory()
+    )
+    assert not gemini.complete
+    assert any(
+        "messages.system_instruction: unknown type 'object'; not imported" in p for p in gemini.problems
+    )
+
+
+def test_a_list_of_urls_is_a_list_of_files_said_in_the_notes() -> None:
+    image_urls = _imported("nano-banana.txt")["parameters"]["image_urls"]
+    assert (image_urls["type"], image_urls["media"], image_urls["encoding"]) == ("array", "image", "url")
 
 
 def test_a_price_range_takes_its_upper_bound_and_says_so() -> None:

@@ -31,12 +31,13 @@ def catalog_entries() -> dict[str, dict[str, Any]]:
 
 
 def entry_for(task: str) -> dict[str, Any]:
-    """The (first) catalog entry of a task that runs on its files and prompt alone (every required
-    field takes a file, or is the prompt), so tests follow the catalog rather than a slug."""
+    """The (first) catalog entry of a task that runs on its files and prompt alone (it requires fields,
+    and every one takes a file, or is the prompt), so tests follow the catalog rather than a slug."""
     found = [
         e
         for e in catalog_entries().values()
         if e["task"] == task
+        and any(p.get("required") for p in e["parameters"].values())
         and all(
             p.get("media") or name == "prompt" for name, p in e["parameters"].items() if p.get("required")
         )
@@ -78,6 +79,10 @@ def valid_payload(entry: dict[str, Any], upload: Upload, image: bytes | None = N
             payload[name] = file_value(param, image or product_png(), upload)
         elif "enum" in param:
             payload[name] = param["enum"][0]
+        elif param["type"] == "array":  # a chat model's messages, else a list of one text
+            payload[name] = (
+                [{"role": "user", "content": "a red box"}] if name == "messages" else ["a red box"]
+            )
         else:
             payload[name] = {"string": "a red box", "integer": 1, "number": 1.0, "boolean": True}[
                 param["type"]
