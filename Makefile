@@ -1,11 +1,26 @@
-# The two commands a newcomer needs: `make demo` (the main job) and `make test` (what CI runs).
+# The two commands a newcomer needs: `make demo` (the main job) and `make test` (what CI runs first).
 # Each creates and fills its own virtual environment; only python3 (3.10+) must already be present.
 PYTHON ?= python3
 VENV ?= .venv
 FLOOR_VENV ?= .venv-floor
 AIRFLOW_FLOOR ?= 3.2.0
 
-.PHONY: demo test test-unit test-floor lint bench clean
+# pytest where selecting no test (its exit code 5) is an error said as such: every selection below
+# must pick tests, and an empty one means the markers or paths that pick them went missing.
+PYTEST_FLAGS = -p no:cacheprovider -ra --durations=10
+define pytest
+$(1) -m pytest $(PYTEST_FLAGS) $(2); status=$$?; \
+if [ $$status -eq 5 ]; then echo "error: pytest selected no tests from: $(2)"; fi; exit $$status
+endef
+
+# `make test` runs three groups at once (each mostly waits on time-scaled jobs, so together they take
+# about as long as the longest): everything but the real deployments, the `airflow standalone`
+# deployment (the nightly run, its approval and gallery in the browser), and the distributed stack
+# (one campaign). Tests marked `slow` are left to `make test-e2e`.
+STANDALONE_TESTS = tests/e2e/test_standalone.py tests/e2e/test_approval_browser.py tests/e2e/test_gallery_browser.py
+DISTRIBUTED_TESTS = tests/e2e/test_distributed.py
+
+.PHONY: demo test test-e2e test-unit test-floor lint bench clean test-group-local test-group-standalone test-group-distributed
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -18,17 +33,34 @@ demo: $(VENV)/.installed
 
 test: $(VENV)/.installed
 	scripts/ensure-debian-packages
-	$(VENV)/bin/python -m pytest -p no:cacheprovider -ra tests
+	@echo "make test: three groups in parallel; each prints its results when it ends"
+	$(MAKE) --no-print-directory -j3 --output-sync=target test-group-local test-group-standalone test-group-distributed
+
+test-group-local: $(VENV)/.installed
+	@$(call pytest,$(VENV)/bin/python,-m "not slow" tests $(foreach t,$(STANDALONE_TESTS) $(DISTRIBUTED_TESTS),--ignore=$(t)))
+
+test-group-standalone: $(VENV)/.installed
+	@$(call pytest,$(VENV)/bin/python,-m "not slow" $(STANDALONE_TESTS))
+
+test-group-distributed: $(VENV)/.installed
+	@$(call pytest,$(VENV)/bin/python,-m "not slow" $(DISTRIBUTED_TESTS))
+
+# The end-to-end tests `make test` leaves out (marked `slow`): the batch campaign on the distributed
+# stack, the stale-event race, the demo (twice), the packaging venv, the bench smokes. CI runs them.
+test-e2e: $(VENV)/.installed
+	scripts/ensure-debian-packages
+	@$(call pytest,$(VENV)/bin/python,-m slow tests)
 
 test-unit: $(VENV)/.installed
-	$(VENV)/bin/python -m pytest -p no:cacheprovider -ra tests/unit
+	@$(call pytest,$(VENV)/bin/python,tests/unit)
 
-# Proves the declared floor: the unit suite against the oldest Airflow pyproject.toml admits.
+# Proves the declared floor: the unit tests where Airflow's version matters (marked `floor`, listed
+# in tests/conftest.py) against the oldest Airflow pyproject.toml admits.
 test-floor:
 	$(PYTHON) -m venv $(FLOOR_VENV)
 	$(FLOOR_VENV)/bin/pip install --quiet --upgrade pip
 	$(FLOOR_VENV)/bin/pip install --quiet -e '.[test]' 'apache-airflow==$(AIRFLOW_FLOOR)'
-	$(FLOOR_VENV)/bin/python -m pytest -p no:cacheprovider -ra tests/unit
+	@$(call pytest,$(FLOOR_VENV)/bin/python,-m floor tests/unit)
 
 lint: $(VENV)/.installed
 	$(VENV)/bin/ruff check segmind_provider dags tests bench scripts
