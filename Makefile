@@ -20,7 +20,8 @@ endef
 STANDALONE_TESTS = tests/e2e/test_standalone.py tests/e2e/test_approval_browser.py tests/e2e/test_gallery_browser.py
 DISTRIBUTED_TESTS = tests/e2e/test_distributed.py
 
-.PHONY: demo test test-e2e test-unit test-floor lint bench clean test-group-local test-group-standalone test-group-distributed
+.PHONY: demo test test-e2e test-unit test-floor lint bench clean test-group-local test-group-standalone \
+	test-group-distributed test-group-e2e-local test-group-e2e-distributed
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -46,10 +47,18 @@ test-group-distributed: $(VENV)/.installed
 	@$(call pytest,$(VENV)/bin/python,-m "not slow" $(DISTRIBUTED_TESTS))
 
 # The end-to-end tests `make test` leaves out (marked `slow`): the batch campaign on the distributed
-# stack, the stale-event race, the demo (twice), the packaging venv, the bench smokes. CI runs them.
+# stack, the stale-event race, the demo (twice), the packaging venv, the bench smokes, the batch
+# DAG's re-run, killed worker and credit floor. CI runs them; two groups in parallel.
 test-e2e: $(VENV)/.installed
 	scripts/ensure-debian-packages
-	@$(call pytest,$(VENV)/bin/python,-m slow tests)
+	@echo "make test-e2e: two groups in parallel; each prints its results when it ends"
+	$(MAKE) --no-print-directory -j2 --output-sync=target test-group-e2e-local test-group-e2e-distributed
+
+test-group-e2e-local: $(VENV)/.installed
+	@$(call pytest,$(VENV)/bin/python,-m slow tests --ignore=$(DISTRIBUTED_TESTS))
+
+test-group-e2e-distributed: $(VENV)/.installed
+	@$(call pytest,$(VENV)/bin/python,-m slow $(DISTRIBUTED_TESTS))
 
 test-unit: $(VENV)/.installed
 	@$(call pytest,$(VENV)/bin/python,tests/unit)

@@ -62,6 +62,7 @@ def test_a_campaign_is_one_task_that_stores_each_image_once(
         assert image.format == "JPEG" and image.size == (256, 256)
 
 
+@pytest.mark.slow  # `make test-e2e`: the campaign above stands for the batch in `make test`
 def test_the_same_dag_again_submits_nothing_and_one_changed_payload_submits_one(
     airflow_env: dict[str, str], dags_emulator: SegmindEmulator
 ) -> None:
@@ -81,6 +82,7 @@ def test_the_same_dag_again_submits_nothing_and_one_changed_payload_submits_one(
     assert changed["reused"] == ITEMS - 1 and not changed["items"]["sku-0007"]["reused"]
 
 
+@pytest.mark.slow  # `make test-e2e`: the campaign above stands for the batch in `make test`
 def test_a_retry_after_the_worker_is_killed_mid_batch_pays_for_nothing_twice(
     airflow_env: dict[str, str], dags_emulator: SegmindEmulator, tmp_path: Path
 ) -> None:
@@ -134,6 +136,7 @@ def test_a_retry_after_the_worker_is_killed_mid_batch_pays_for_nothing_twice(
     assert done["completed"] == items and done["cost"] == pytest.approx(items * PRICE)
 
 
+@pytest.mark.slow  # `make test-e2e`: the campaign above stands for the batch in `make test`
 def test_a_credit_floor_stops_a_batch_where_the_balance_says(
     airflow_env: dict[str, str], dags_emulator: SegmindEmulator
 ) -> None:
