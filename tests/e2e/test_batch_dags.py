@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from dags_runner import AIRFLOW, dags_test
+from dags_runner import AIRFLOW, dags_test, run_dags_test
 from PIL import Image
 
 from segmind_provider.testing.emulator.runner import SegmindEmulator
@@ -143,15 +143,7 @@ def test_a_credit_floor_stops_a_batch_where_the_balance_says(
     dags_emulator.reset()
     floor = 1.0
     dags_emulator.configure(credits=floor + 40 * PRICE)  # covers 40 images above the floor
-    run = subprocess.run(
-        [AIRFLOW, "dags", "test", "segmind_e2e_batch_floor"],
-        env=airflow_env,
-        capture_output=True,
-        text=True,
-        timeout=240,
-        check=False,
-    )
-    output = run.stdout + run.stderr
+    _, output = run_dags_test("segmind_e2e_batch_floor", airflow_env)
     assert "SegmindCreditFloorError" in output and "60 of 100 items were not started" in output
     assert "$2.0000 from the request history for 40 of 40 submitted items" in output
     submits = [c for c in dags_emulator.calls() if c["endpoint"] == "submit"]
