@@ -13,15 +13,20 @@ $(1) -m pytest $(PYTEST_FLAGS) $(2); status=$$?; \
 if [ $$status -eq 5 ]; then echo "error: pytest selected no tests from: $(2)"; fi; exit $$status
 endef
 
-# `make test` runs three groups at once (each mostly waits on time-scaled jobs, so together they take
-# about as long as the longest): everything but the real deployments, the `airflow standalone`
-# deployment (the nightly run, its approval and gallery in the browser), and the distributed stack
-# (one campaign). Tests marked `slow` are left to `make test-e2e`.
-STANDALONE_TESTS = tests/e2e/test_standalone.py tests/e2e/test_approval_browser.py tests/e2e/test_gallery_browser.py
+# `make test` and `make test-e2e` run their tests as groups at once (`make -j`): the deployments
+# mostly wait on time-scaled jobs, so together the groups take about as long as the longest. The
+# groups: the tests that start no deployment (unit and faults; the `airflow dags test` tests), the
+# `airflow standalone` deployments, the distributed stack. `make test` deselects the tests marked
+# `slow`, `make test-e2e` selects only them. The browser's approval test must come before the tests
+# that approve the same nightly run through the REST API: keep the order of STANDALONE_TESTS.
+STANDALONE_TESTS = tests/e2e/test_approval_browser.py tests/e2e/test_gallery_browser.py \
+	tests/e2e/test_standalone.py tests/e2e/test_stale_event_race.py
 DISTRIBUTED_TESTS = tests/e2e/test_distributed.py
+DEPLOYMENT_TESTS = $(foreach t,$(STANDALONE_TESTS) $(DISTRIBUTED_TESTS),--ignore=$(t))
+MARK ?= not slow
 
-.PHONY: demo test test-e2e test-unit test-floor lint bench clean test-group-local test-group-standalone \
-	test-group-distributed test-group-e2e-local test-group-e2e-distributed
+.PHONY: demo test test-e2e test-unit test-floor lint bench clean \
+	group-unit group-e2e group-no-deployment group-standalone group-distributed
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -34,31 +39,33 @@ demo: $(VENV)/.installed
 
 test: $(VENV)/.installed
 	scripts/ensure-debian-packages
-	@echo "make test: three groups in parallel; each prints its results when it ends"
-	$(MAKE) --no-print-directory -j3 --output-sync=target test-group-local test-group-standalone test-group-distributed
-
-test-group-local: $(VENV)/.installed
-	@$(call pytest,$(VENV)/bin/python,-m "not slow" tests $(foreach t,$(STANDALONE_TESTS) $(DISTRIBUTED_TESTS),--ignore=$(t)))
-
-test-group-standalone: $(VENV)/.installed
-	@$(call pytest,$(VENV)/bin/python,-m "not slow" $(STANDALONE_TESTS))
-
-test-group-distributed: $(VENV)/.installed
-	@$(call pytest,$(VENV)/bin/python,-m "not slow" $(DISTRIBUTED_TESTS))
+	@echo "make test: four groups in parallel; each prints its results when it ends"
+	$(MAKE) --no-print-directory -j4 --output-sync=target MARK="not slow" \
+		group-unit group-e2e group-standalone group-distributed
 
 # The end-to-end tests `make test` leaves out (marked `slow`): the batch campaign on the distributed
-# stack, the stale-event race, the demo (twice), the packaging venv, the bench smokes, the batch
-# DAG's re-run, killed worker and credit floor. CI runs them; two groups in parallel.
+# stack, the killed triggerer on the standalone deployment, the stale-event race, the demo (twice),
+# the packaging venv, the bench smokes, the batch DAG's re-run, killed worker and credit floor.
 test-e2e: $(VENV)/.installed
 	scripts/ensure-debian-packages
-	@echo "make test-e2e: two groups in parallel; each prints its results when it ends"
-	$(MAKE) --no-print-directory -j2 --output-sync=target test-group-e2e-local test-group-e2e-distributed
+	@echo "make test-e2e: three groups in parallel; each prints its results when it ends"
+	$(MAKE) --no-print-directory -j3 --output-sync=target MARK=slow \
+		group-no-deployment group-standalone group-distributed
 
-test-group-e2e-local: $(VENV)/.installed
-	@$(call pytest,$(VENV)/bin/python,-m slow tests --ignore=$(DISTRIBUTED_TESTS))
+group-unit: $(VENV)/.installed
+	@$(call pytest,$(VENV)/bin/python,-m "$(MARK)" tests --ignore=tests/e2e)
 
-test-group-e2e-distributed: $(VENV)/.installed
-	@$(call pytest,$(VENV)/bin/python,-m slow $(DISTRIBUTED_TESTS))
+group-e2e: $(VENV)/.installed
+	@$(call pytest,$(VENV)/bin/python,-m "$(MARK)" tests/e2e $(DEPLOYMENT_TESTS))
+
+group-no-deployment: $(VENV)/.installed
+	@$(call pytest,$(VENV)/bin/python,-m "$(MARK)" tests $(DEPLOYMENT_TESTS))
+
+group-standalone: $(VENV)/.installed
+	@$(call pytest,$(VENV)/bin/python,-m "$(MARK)" $(STANDALONE_TESTS))
+
+group-distributed: $(VENV)/.installed
+	@$(call pytest,$(VENV)/bin/python,-m "$(MARK)" $(DISTRIBUTED_TESTS))
 
 test-unit: $(VENV)/.installed
 	@$(call pytest,$(VENV)/bin/python,tests/unit)

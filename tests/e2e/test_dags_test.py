@@ -16,7 +16,7 @@ from pathlib import Path
 
 import av
 import pytest
-from dags_runner import TIME_SCALE, airflow, dags_test, migrated_home, xcom
+from dags_runner import TIME_SCALE, airflow, dags_test, xcom
 from PIL import Image, ImageDraw
 
 from segmind_provider.testing.emulator.runner import SegmindEmulator
@@ -61,7 +61,7 @@ def test_mapped_over_five_prompts(airflow_env: dict[str, str], dags_emulator: Se
 
 
 def test_a_connection_stored_in_the_metadata_database_reaches_the_trigger(
-    tmp_path: Path, dags_emulator: SegmindEmulator
+    airflow_env: dict[str, str], dags_emulator: SegmindEmulator
 ) -> None:
     """Issue 10, defect 1: a connection made with ``airflow connections add`` (as the UI does) lives
     in the metadata database, where ``BaseHook.aget_connection`` under ``airflow dags test`` does not
@@ -69,20 +69,18 @@ def test_a_connection_stored_in_the_metadata_database_reaches_the_trigger(
     (60 s; the DAG file sets it to ``ttl`` here, so the job need not take a minute), so the job runs
     longer than that: the trigger's polls after it must look the connection up themselves. Without
     the fallback to the blocking lookup the task failed with "no Segmind API key" after its job was
-    paid for."""
+    paid for. The session's home, without its ``AIRFLOW_CONN_SEGMIND_DEFAULT``."""
     ttl, slow = 4.0, 1.0  # flux-1.1-pro "takes" ~14 s: well past the 4 s the worker's lookup is shared
+    env = {k: v for k, v in airflow_env.items() if not k.startswith("AIRFLOW_CONN_")}
+    env |= {"SEGMIND_E2E_EXPECTED_DURATION": str(14.0 * slow), "SEGMIND_E2E_SETTINGS_TTL": str(ttl)}
+    airflow(env, "connections", "add", "segmind_default", "--conn-json", dags_emulator.connection_json())
+    with sqlite3.connect(Path(env["AIRFLOW_HOME"]) / "airflow.db") as db:
+        stored = db.execute("SELECT conn_type FROM connection WHERE conn_id = 'segmind_default'").fetchall()
+    assert stored == [("segmind",)] and not any(k.startswith("AIRFLOW_CONN_") for k in env)
+    hero = Path(env["SEGMIND_E2E_OUTPUT"]) / "single" / "hero.png"
+    hero.unlink(missing_ok=True)
     dags_emulator.configure(time_scale=slow)
     try:
-        env = migrated_home(
-            tmp_path / "home",
-            {"SEGMIND_E2E_EXPECTED_DURATION": str(14.0 * slow), "SEGMIND_E2E_SETTINGS_TTL": str(ttl)},
-        )
-        airflow(env, "connections", "add", "segmind_default", "--conn-json", dags_emulator.connection_json())
-        with sqlite3.connect(tmp_path / "home" / "airflow.db") as db:
-            stored = db.execute(
-                "SELECT conn_type FROM connection WHERE conn_id = 'segmind_default'"
-            ).fetchall()
-        assert stored == [("segmind",)] and not any(k.startswith("AIRFLOW_CONN_") for k in env)
         dags_emulator.clear_calls()
         output = dags_test("segmind_e2e_single", env)
     finally:
@@ -95,7 +93,7 @@ def test_a_connection_stored_in_the_metadata_database_reaches_the_trigger(
     submitted = next(c["time"] for c in calls if c["endpoint"] == "submit")
     late = [c for c in calls if c["endpoint"] == "status" and c["time"] - submitted > ttl]
     assert late, "no poll came after the worker's lookup expired: the trigger's own lookup was not tested"
-    with Image.open(tmp_path / "home" / "out" / "single" / "hero.png") as image:
+    with Image.open(hero) as image:
         assert image.format == "PNG"
 
 
