@@ -1,11 +1,32 @@
-# The two commands a newcomer needs: `make demo` (the main job) and `make test` (what CI runs).
+# The two commands a newcomer needs: `make demo` (the main job) and `make test` (what CI runs first).
 # Each creates and fills its own virtual environment; only python3 (3.10+) must already be present.
 PYTHON ?= python3
 VENV ?= .venv
 FLOOR_VENV ?= .venv-floor
 AIRFLOW_FLOOR ?= 3.2.0
 
-.PHONY: demo test test-unit test-floor lint bench clean
+# pytest where selecting no test (its exit code 5) is an error said as such: every selection below
+# must pick tests, and an empty one means the markers or paths that pick them went missing.
+PYTEST_FLAGS = -p no:cacheprovider -ra --durations=10
+define pytest
+$(1) -m pytest $(PYTEST_FLAGS) $(2); status=$$?; \
+if [ $$status -eq 5 ]; then echo "error: pytest selected no tests from: $(2)"; fi; exit $$status
+endef
+
+# `make test` and `make test-e2e` run their tests as groups at once (`make -j`): the deployments
+# mostly wait on time-scaled jobs, so together the groups take about as long as the longest. The
+# groups: the tests that start no deployment (unit and faults; the `airflow dags test` tests), the
+# `airflow standalone` deployments, the distributed stack. `make test` deselects the tests marked
+# `slow`, `make test-e2e` selects only them. The browser's approval test must come before the tests
+# that approve the same nightly run through the REST API: keep the order of STANDALONE_TESTS.
+STANDALONE_TESTS = tests/e2e/test_approval_browser.py tests/e2e/test_gallery_browser.py \
+	tests/e2e/test_standalone.py tests/e2e/test_stale_event_race.py
+DISTRIBUTED_TESTS = tests/e2e/test_distributed.py
+DEPLOYMENT_TESTS = $(foreach t,$(STANDALONE_TESTS) $(DISTRIBUTED_TESTS),--ignore=$(t))
+MARK ?= not slow
+
+.PHONY: demo test test-e2e test-unit test-floor lint bench clean \
+	group-unit group-e2e group-no-deployment group-standalone group-distributed
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -18,17 +39,44 @@ demo: $(VENV)/.installed
 
 test: $(VENV)/.installed
 	scripts/ensure-debian-packages
-	$(VENV)/bin/python -m pytest -p no:cacheprovider -ra tests
+	@echo "make test: four groups in parallel; each prints its results when it ends"
+	$(MAKE) --no-print-directory -j4 --output-sync=target MARK="not slow" \
+		group-unit group-e2e group-standalone group-distributed
+
+# The end-to-end tests `make test` leaves out (marked `slow`): the batch campaign on the distributed
+# stack, the killed triggerer on the standalone deployment, the stale-event race, the demo (twice),
+# the packaging venv, the bench smokes, the batch DAG's re-run, killed worker and credit floor.
+test-e2e: $(VENV)/.installed
+	scripts/ensure-debian-packages
+	@echo "make test-e2e: three groups in parallel; each prints its results when it ends"
+	$(MAKE) --no-print-directory -j3 --output-sync=target MARK=slow \
+		group-no-deployment group-standalone group-distributed
+
+group-unit: $(VENV)/.installed
+	@$(call pytest,$(VENV)/bin/python,-m "$(MARK)" tests --ignore=tests/e2e)
+
+group-e2e: $(VENV)/.installed
+	@$(call pytest,$(VENV)/bin/python,-m "$(MARK)" tests/e2e $(DEPLOYMENT_TESTS))
+
+group-no-deployment: $(VENV)/.installed
+	@$(call pytest,$(VENV)/bin/python,-m "$(MARK)" tests $(DEPLOYMENT_TESTS))
+
+group-standalone: $(VENV)/.installed
+	@$(call pytest,$(VENV)/bin/python,-m "$(MARK)" $(STANDALONE_TESTS))
+
+group-distributed: $(VENV)/.installed
+	@$(call pytest,$(VENV)/bin/python,-m "$(MARK)" $(DISTRIBUTED_TESTS))
 
 test-unit: $(VENV)/.installed
-	$(VENV)/bin/python -m pytest -p no:cacheprovider -ra tests/unit
+	@$(call pytest,$(VENV)/bin/python,tests/unit)
 
-# Proves the declared floor: the unit suite against the oldest Airflow pyproject.toml admits.
+# Proves the declared floor: the unit tests where Airflow's version matters (marked `floor`, listed
+# in tests/conftest.py) against the oldest Airflow pyproject.toml admits.
 test-floor:
 	$(PYTHON) -m venv $(FLOOR_VENV)
 	$(FLOOR_VENV)/bin/pip install --quiet --upgrade pip
 	$(FLOOR_VENV)/bin/pip install --quiet -e '.[test]' 'apache-airflow==$(AIRFLOW_FLOOR)'
-	$(FLOOR_VENV)/bin/python -m pytest -p no:cacheprovider -ra tests/unit
+	@$(call pytest,$(FLOOR_VENV)/bin/python,-m floor tests/unit)
 
 lint: $(VENV)/.installed
 	$(VENV)/bin/ruff check segmind_provider dags tests bench scripts

@@ -15,7 +15,7 @@ import signal
 import subprocess
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -73,15 +73,21 @@ class DevTools:
         return dict(message)
 
     async def wait_for(self, event: str, timeout: float = 30.0) -> dict[str, Any]:
+        return await self.wait_until(lambda message: message["method"] == event, timeout)
+
+    async def wait_until(
+        self, match: Callable[[dict[str, Any]], bool], timeout: float = 30.0
+    ) -> dict[str, Any]:
+        """The first event, already seen or still to come, that ``match`` accepts."""
         for seen in self.events:
-            if seen["method"] == event:
+            if match(seen):
                 return seen
         deadline = time.monotonic() + timeout
         while True:
             message = await self._receive(deadline)
             if "method" in message:
                 self.events.append(message)
-                if message["method"] == event:
+                if match(message):
                     return message
 
 

@@ -1,4 +1,10 @@
-"""The real deployment, shared by every test that needs one (it takes ~20 s to start).
+"""What the end-to-end tests share, each made once per session.
+
+``dags_emulator`` and ``airflow_env``: the time-scaled emulator in this process and a migrated
+AIRFLOW_HOME whose ``segmind_default`` points at it, for every `airflow dags test` test.
+
+``deployment``: the real deployment (``airflow standalone``), shared by every test that needs one
+(it takes ~20 s to start).
 
 ``nightly_run`` is a night's run (three products), stopped at its approval step: the browser test looks at
 that step in the Airflow UI (and approves there); ``published_run`` is the same run once approved
@@ -20,6 +26,29 @@ from airflow_deployment import (
     watch_run,
 )
 from browser import chromium_binary as chromium_binary
+from dags_runner import TIME_SCALE, migrated_home
+
+from segmind_provider.testing.emulator.runner import SegmindEmulator
+
+
+@pytest.fixture(scope="session")
+def dags_emulator() -> Iterator[SegmindEmulator]:
+    with SegmindEmulator(time_scale=TIME_SCALE) as emu:
+        yield emu
+
+
+@pytest.fixture(scope="session")
+def airflow_env(tmp_path_factory: pytest.TempPathFactory, dags_emulator: SegmindEmulator) -> dict[str, str]:
+    """The connection comes from ``AIRFLOW_CONN_SEGMIND_DEFAULT`` (both lookups find those)."""
+    home = tmp_path_factory.mktemp("airflow_home")
+    return migrated_home(
+        home,
+        {
+            "AIRFLOW_CONN_SEGMIND_DEFAULT": dags_emulator.connection_json(),
+            "SEGMIND_E2E_PHOTO": str(home / "photo.png"),
+            "SEGMIND_E2E_LABEL": str(home / "label.png"),
+        },
+    )
 
 
 @pytest.fixture(scope="session")

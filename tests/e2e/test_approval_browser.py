@@ -61,6 +61,7 @@ async def review_in_browser(port: int, url: str, expected: int, shot: Path) -> d
         try:
             tools = DevTools(ws)
             await tools.call("Page.enable")
+            await tools.call("Network.enable")
             await tools.call(
                 "Emulation.setDeviceMetricsOverride",
                 width=1280,
@@ -74,6 +75,25 @@ async def review_in_browser(port: int, url: str, expected: int, shot: Path) -> d
             page = json.loads(await evaluate(tools, CANDIDATES_JS % {"expected": expected}, timeout=60))
             await screenshot(tools, shot)
             page["click"] = await evaluate(tools, CLICK_JS % "Approve")
+            # The browser stays open until the page has sent the answer and the server replied to it
+            # (closed at once, a loaded machine's browser could drop the request in flight).
+            sent = await tools.wait_until(
+                lambda e: (
+                    e["method"] == "Network.requestWillBeSent"
+                    and e["params"]["request"]["method"] != "GET"
+                    and "hitl" in e["params"]["request"]["url"].lower()
+                ),
+                timeout=60,
+            )
+            request_id = sent["params"]["requestId"]
+            reply = await tools.wait_until(
+                lambda e: (
+                    e["method"] in ("Network.responseReceived", "Network.loadingFailed")
+                    and e["params"]["requestId"] == request_id
+                ),
+                timeout=120,
+            )
+            page["answer_status"] = reply["params"].get("response", {}).get("status")
             return dict(page)
         finally:
             await ws.close()
@@ -112,8 +132,8 @@ def test_the_approval_page_shows_the_candidates_and_takes_the_answer(
         assert image.width == 1280 and image.height >= 1200
 
     # The click is the answer: Airflow records it and the step succeeds.
-    assert page["click"] == "clicked"
-    deadline = time.monotonic() + 60
+    assert page["click"] == "clicked" and page["answer_status"] == 200
+    deadline = time.monotonic() + 180  # the step resumes once the triggerer sees the answer
     while deployment.task_states(run_id, REVIEW_TASK).get(-1) != "success":
         assert time.monotonic() < deadline, deployment.describe(run_id)
         time.sleep(0.5)

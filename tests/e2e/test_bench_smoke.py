@@ -9,15 +9,18 @@ hit, and the results file and the plot are written.
 from __future__ import annotations
 
 import json
+import os
+import platform
 import subprocess
 import sys
 from pathlib import Path
 from typing import Any
 
+import psutil
 import pytest
 from PIL import Image
 
-pytestmark = pytest.mark.e2e
+pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -55,7 +58,10 @@ def test_triggerer_scale_smoke(tmp_path: Path) -> None:
     assert rows["floor"]["requests_per_job"] == 3
     # A fixed 1 s poll on a ~14 s job costs far more than the floor; if not, the bench is not polling.
     assert rows["naive"]["requests_per_job"] > 8
-    assert data["machine"]["cpus"] >= 1
+    # The results say what they were measured on: this machine, this Python.
+    machine = data["machine"]
+    assert machine["cpus"] == os.cpu_count() and machine["python"] == platform.python_version()
+    assert machine["memory_gib"] == round(psutil.virtual_memory().total / 2**30, 1)
     assert {t["target"].split(": ", 1)[1] for t in data["targets"]} >= {"<= 4 requests per job"}
 
 

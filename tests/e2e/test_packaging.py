@@ -20,7 +20,7 @@ from PIL import Image
 
 from segmind_provider.testing.emulator.runner import SegmindEmulator
 
-pytestmark = [pytest.mark.e2e, pytest.mark.timeout(900)]
+pytestmark = [pytest.mark.e2e, pytest.mark.slow, pytest.mark.timeout(900)]
 
 ROOT = Path(__file__).resolve().parents[2]
 

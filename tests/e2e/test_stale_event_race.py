@@ -15,7 +15,7 @@ import pytest
 from airflow_deployment import Deployment, deployed
 from processes import wait_until
 
-pytestmark = [pytest.mark.e2e, pytest.mark.timeout(600)]
+pytestmark = [pytest.mark.e2e, pytest.mark.slow, pytest.mark.timeout(600)]
 
 RACE_DAGS = Path(__file__).parent / "race_dags"
 FANOUT = 3

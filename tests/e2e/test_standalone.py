@@ -7,7 +7,7 @@ for Segmind: api-server, scheduler, dag-processor and triggerer as separate proc
   the run waited at the approval step until a reviewer answered; it succeeds although one product
   is content-blocked; every stage file and format is valid at its expected size; one submission
   per Segmind job.
-* ``test_a_killed_triggerer_loses_no_image_and_pays_for_none_twice``: the triggerer is SIGKILLed
+* ``test_a_killed_triggerer_loses_no_image_and_pays_for_none_twice`` (``make test-e2e``): the triggerer is SIGKILLed
   while it polls deferred scene tasks, a new one takes the orphaned triggers over and fires them,
   the run completes (approved through the REST API), and the emulator's call log shows exactly
   one submission per Segmind job.
@@ -138,6 +138,7 @@ def test_the_nightly_run_defers_every_segmind_task_and_publishes_once_approved(
     }
 
 
+@pytest.mark.slow  # `make test-e2e`; `make test` loses a triggerer on the distributed stack
 def test_a_killed_triggerer_loses_no_image_and_pays_for_none_twice(deployment: Deployment) -> None:
     hero = catalog()["hero"]
     # Two products: enough to kill the triggerer while it holds two deferred scene tasks.

@@ -1,7 +1,9 @@
 """E2E: a campaign as one SegmindBatchOperator task (the emulator stands in for Segmind).
 
-``SEGMIND_E2E_BATCH_ITEMS`` sets the size (500 by default) and ``SEGMIND_E2E_BATCH_CHANGED`` names
-an item whose prompt changes, so a test can run the same DAG again and change one payload.
+``SEGMIND_E2E_BATCH_ITEMS`` sets the size (500 by default), ``SEGMIND_E2E_BATCH_IN_FLIGHT`` the
+requests in flight at once (250), so a small campaign still takes several waves, and
+``SEGMIND_E2E_BATCH_CHANGED`` names an item whose prompt changes, so a test can run the same DAG
+again and change one payload.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from segmind_provider.operators.segmind import SegmindBatchOperator
 OUT = os.environ.get("SEGMIND_E2E_OUTPUT", "/tmp/segmind-e2e")
 EXPECTED = float(os.environ.get("SEGMIND_E2E_EXPECTED_DURATION", "14"))
 ITEMS = int(os.environ.get("SEGMIND_E2E_BATCH_ITEMS", "500"))
+IN_FLIGHT = int(os.environ.get("SEGMIND_E2E_BATCH_IN_FLIGHT", "250"))
 CHANGED = os.environ.get("SEGMIND_E2E_BATCH_CHANGED")
 
 
@@ -55,7 +58,7 @@ for dag_id, items, extra in (
             payloads=campaign(items, CHANGED),
             output_dir=f"{OUT}/{dag_id}",
             deferrable=True,
-            max_in_flight=extra.get("max_in_flight", 250),
+            max_in_flight=extra.get("max_in_flight", IN_FLIGHT),
             credit_floor=extra.get("credit_floor"),
             poll_interval=1.0,
             timeout=120,

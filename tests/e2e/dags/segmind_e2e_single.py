@@ -8,10 +8,15 @@ import pendulum
 from airflow.sdk import DAG
 
 from segmind_provider.operators.segmind import SegmindOperator
+from segmind_provider.runtime import reset_process_state
 
 OUT = os.environ.get("SEGMIND_E2E_OUTPUT", "/tmp/segmind-e2e")
 #: The emulator runs time-scaled in the tests; tell the poll schedule how long a job takes there.
 EXPECTED = float(os.environ.get("SEGMIND_E2E_EXPECTED_DURATION", "14"))
+#: How long this process shares resolved connection settings (60 s unless a test says): a test sets
+#: it short so that a short job outlives the worker's lookup.
+if "SEGMIND_E2E_SETTINGS_TTL" in os.environ:
+    reset_process_state(settings_ttl=float(os.environ["SEGMIND_E2E_SETTINGS_TTL"]))
 
 with DAG(
     dag_id="segmind_e2e_single",
