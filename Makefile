@@ -19,7 +19,7 @@ endef
 # `airflow standalone` deployments, the distributed stack. `make test` deselects the tests marked
 # `slow`, `make test-e2e` selects only them. The browser's approval test must come before the tests
 # that approve the same nightly run through the REST API: keep the order of STANDALONE_TESTS.
-STANDALONE_TESTS = tests/e2e/test_approval_browser.py tests/e2e/test_gallery_browser.py \
+STANDALONE_TESTS = tests/e2e/test_approval_browser.py tests/e2e/test_gallery_browser.py tests/e2e/test_review_browser.py \
 	tests/e2e/test_standalone.py tests/e2e/test_stale_event_race.py
 DISTRIBUTED_TESTS = tests/e2e/test_distributed.py
 DEPLOYMENT_TESTS = $(foreach t,$(STANDALONE_TESTS) $(DISTRIBUTED_TESTS),--ignore=$(t))

@@ -56,8 +56,9 @@ def test_triggerer_scale_smoke(tmp_path: Path) -> None:
         assert row["cpu_s_per_1000"] > 0 and row["peak_sockets"] > 0, approach
         assert row["detect_p50_s"] <= row["detect_p99_s"] <= row["detect_max_s"], approach
     assert rows["floor"]["requests_per_job"] == 3
-    # A fixed 1 s poll on a ~14 s job costs far more than the floor; if not, the bench is not polling.
-    assert rows["naive"]["requests_per_job"] > 8
+    # A fixed 1 s poll on a ~14 s job costs more than the floor (about 16 requests on a quiet machine;
+    # a loaded one polls less often, 4.1 seen): equal to the floor, the bench would not be polling.
+    assert rows["naive"]["requests_per_job"] > rows["floor"]["requests_per_job"] + 0.5
     # The results say what they were measured on: this machine, this Python.
     machine = data["machine"]
     assert machine["cpus"] == os.cpu_count() and machine["python"] == platform.python_version()

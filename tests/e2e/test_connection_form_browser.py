@@ -28,7 +28,7 @@ from browser import DevTools, chromium, evaluate, open_page, screenshot
 
 import segmind_provider
 
-pytestmark = [pytest.mark.e2e, pytest.mark.timeout(600)]
+pytestmark = [pytest.mark.e2e, pytest.mark.slow, pytest.mark.timeout(600)]
 
 AIRFLOW = str(Path(sys.executable).with_name("airflow"))
 ARTIFACTS = Path(__file__).resolve().parents[2] / "artifacts"

@@ -26,7 +26,7 @@ from typing import Any
 import pytest
 from PIL import Image
 
-pytestmark = [pytest.mark.e2e, pytest.mark.timeout(600)]
+pytestmark = [pytest.mark.e2e, pytest.mark.slow, pytest.mark.timeout(600)]
 
 ROOT = Path(__file__).resolve().parents[2]
 HERE = Path(__file__).parent / "readme_offline"

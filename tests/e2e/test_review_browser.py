@@ -31,7 +31,7 @@ REVIEW_TASK = "review"
 REJECTED = "harbour"
 REASON = "the boats look melted"
 
-pytestmark = [pytest.mark.e2e, pytest.mark.timeout(600)]
+pytestmark = [pytest.mark.e2e, pytest.mark.slow, pytest.mark.timeout(600)]
 
 #: The previews on the page (the emulator's media address), once all have decoded; the form's parts.
 PAGE_JS = """

@@ -316,9 +316,11 @@ def test_bad_model_registration_is_refused(segmind_emulator: SegmindEmulator) ->
 
 
 def test_cold_model_over_http(http: httpx.Client, segmind_emulator: SegmindEmulator, submit: Submit) -> None:
-    segmind_emulator.register_model("flux-1.1-pro", latency=100.0, jitter=0.0, cold_start=120.0)
+    # Loading for 12 s of wall time, then 10 s of work: the checks below hold on a loaded machine
+    # unless a single step stalls for about 10 s.
+    segmind_emulator.register_model("flux-1.1-pro", latency=1000.0, jitter=0.0, cold_start=1200.0)
     body = submit(segmind_emulator.base_url).json()
     segmind_emulator.advance(1.0)  # 100 simulated seconds at time_scale 0.01: still loading
     assert http.get(body["status_url"], headers=H).json()["status"] == "QUEUED"
-    segmind_emulator.advance(0.5)
+    segmind_emulator.advance(11.5)  # 1,250 simulated seconds: loaded, working
     assert http.get(body["status_url"], headers=H).json()["status"] == "PROCESSING"
