@@ -18,7 +18,8 @@ from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any
 
-from segmind_provider.catalog import estimate_cost, expected_output_format, get_model, validate_payload
+from segmind_provider.catalog import estimate_cost, expected_output_format, validate_payload
+from segmind_provider.chat import chat_of, is_text_model, read_chat
 from segmind_provider.destination import check_output_path
 from segmind_provider.events import failure_reason, make_event, raise_for_event
 from segmind_provider.exceptions import SegmindError
@@ -118,13 +119,14 @@ def store_outputs(
 ) -> list[str]:
     """Download and store ``output`` at ``output_path``, checked against the model's format; [] without a path.
 
-    A text model's output is written as UTF-8; ``deadline`` (epoch seconds) bounds every download.
+    A text model's output is written as UTF-8 (an LLM's: the assistant text, see :mod:`segmind_provider.chat`);
+    ``deadline`` (epoch seconds) bounds every download.
     """
     if not output_path:
         return []
-    entry = get_model(model)
-    if entry is not None and entry.output_kind == "text":
-        return [store_text(output, output_path, output_conn_id=output_conn_id)]
+    if is_text_model(model):
+        text = read_chat(output)["text"]
+        return [store_text(output if text is None else text, output_path, output_conn_id=output_conn_id)]
     cap = DEFAULT_MAX_BYTES if max_bytes is None else max_bytes
     return store_output(
         output,
@@ -144,8 +146,11 @@ def result_value(
     uris: list[str],
     metrics: dict[str, Any],
 ) -> dict[str, Any]:
-    """The return value every path ends in (docs/architecture.md "Contract: operator return value")."""
-    return {
+    """The return value every path ends in (docs/architecture.md "Contract: operator return value").
+
+    A text model's also carries ``chat``: its answer read into one shape whatever the vendor.
+    """
+    value = {
         "request_id": request_id,
         "model": model,
         "status": "COMPLETED",
@@ -155,6 +160,10 @@ def result_value(
         # The catalog's price: the actual one is in the account's history, a request per image to read.
         "cost": estimate_cost(model, dict(payload)),
     }
+    chat = chat_of(model, output)
+    if chat is not None:
+        value["chat"] = chat
+    return value
 
 
 def finish_request(

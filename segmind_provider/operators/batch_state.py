@@ -25,6 +25,8 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from segmind_provider.chat import chat_of
+
 __all__ = [
     "COMPLETED",
     "FAILED",
@@ -201,6 +203,10 @@ class Ledger:
         ``cost`` is None (unknown) when any item paid for has no known cost: never a partial sum.
         """
         items = {key: item.entry(with_output) for key, item in self.items.items()}
+        for key, item in self.items.items():
+            chat = chat_of(model, item.output) if with_output and item.status == COMPLETED else None
+            if chat is not None:  # an LLM's answer, read into one shape (segmind_provider.chat)
+                items[key]["chat"] = chat
         unknown = len(self.unknown_costs())
         costs = [item.cost for item in self.items.values() if item.cost is not None]
         return {

@@ -71,6 +71,8 @@ class ModelSpec:
     # A retired model answers 410 Gone (not billed), naming `successor` when there is one.
     retired: bool = False
     successor: str | None = None
+    # An LLM answers in its vendor's chat JSON: "openai" or "anthropic" (see `chat_vendor`).
+    chat: str | None = None
 
     def __post_init__(self) -> None:
         if self.output not in OUTPUT_KINDS:
@@ -98,6 +100,7 @@ class ModelSpec:
             "directory": self.directory,
             "retired": self.retired,
             "successor": self.successor,
+            "chat": self.chat,
         }
 
     def list_entry(self) -> dict[str, Any]:
@@ -135,10 +138,19 @@ def spec_from_entry(entry: dict[str, Any], source: str = "<entry>") -> ModelSpec
             format_field=output.get("format_field"),
             default_format=output.get("default_format"),
         )
+        if spec.output == "text" and "messages" in parameters:
+            notes = " ".join(str(note) for note in entry.get("import_notes") or ())
+            spec.chat = chat_vendor(spec.name, notes)
         check_rules(spec)
         return spec
     except (KeyError, TypeError, ValueError) as exc:
         raise ValueError(f"catalog entry {source}: {exc}") from exc
+
+
+def chat_vendor(slug: str, page_notes: str = "") -> str:
+    """The chat JSON an LLM answers in: Anthropic's for a page in its format or a Claude model,
+    else OpenAI's (the format of Segmind's other LLM pages, Gemini's included in the emulator)."""
+    return "anthropic" if "Anthropic Claude" in page_notes or slug.startswith("claude") else "openai"
 
 
 def _check_parameter(name: str, param: Any) -> None:
@@ -186,6 +198,7 @@ def load_directory(path: str | Path | None = None) -> dict[str, ModelSpec]:
                 category=category,
                 directory=True,
                 successor=options.get("successor"),
+                chat=chat_vendor(slug) if "(LLM)" in category else None,
             )
     return specs
 

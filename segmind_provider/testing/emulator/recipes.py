@@ -28,6 +28,8 @@ PROMPT_FIELDS = ("prompt", "text", "instruction", "question")
 IMAGE_FORMATS = ("png", "jpg", "webp")
 #: Kinds served as a file on the media host (the others are returned in the answer itself).
 MEDIA_KINDS = ("image", "video", "audio", "3d")
+#: An LLM's recipe task: this and its vendor ("chat:openai"), the vendor's JSON its answer.
+CHAT_TASK = "chat:"
 #: The one format the emulator writes for each non-image media kind.
 KIND_FORMATS = {"video": "mp4", "audio": "wav", "3d": "glb"}
 
@@ -72,6 +74,8 @@ def make_recipe(
     """The recipe of a job: media fields travel as sources, everything else as canonical JSON."""
     plain = {k: v for k, v in params.items() if k not in sources}
     task = spec.task or ("text" if spec.output == "text" else "text-to-image")
+    if spec.chat:
+        task = CHAT_TASK + spec.chat
     return Recipe(
         model=spec.name,
         task=task,
@@ -149,7 +153,54 @@ def render_recipe(recipe: Recipe, inputs: Mapping[str, Sequence[bytes]]) -> byte
 def text_output(recipe: Recipe, inputs: Mapping[str, Sequence[bytes]]) -> Any:
     """The output of a text (a caption) or JSON recipe."""
     values = recipe.values
+    if recipe.task.startswith(CHAT_TASK):
+        return chat_answer(recipe.task[len(CHAT_TASK) :], recipe.model, values, recipe.seed)
     if recipe.kind == "json":
         return {"text": f"Emulated {recipe.model} output", "seed": recipe.seed}
     images = [data for _, items in sorted(inputs.items()) for data in items]
     return transforms.caption(recipe.model, prompt_of(values), images)
+
+
+def _content_text(content: Any) -> str:
+    """A message's text: its string, or its text parts joined (OpenAI's and Anthropic's part lists)."""
+    if isinstance(content, str):
+        return content
+    if isinstance(content, list):
+        return " ".join(str(p.get("text", "")) for p in content if isinstance(p, Mapping) and "text" in p)
+    return ""
+
+
+def chat_answer(vendor: str, model: str, values: Mapping[str, Any], seed: int) -> str:
+    """An LLM's answer as Segmind's v2 result carries it: the vendor's chat JSON, as a JSON string.
+
+    The reply quotes the last user message (else the prompt field), so a test can tell answers apart;
+    tokens are counted as words of the messages and of the reply.
+    """
+    messages = [m for m in values.get("messages") or () if isinstance(m, Mapping)]
+    users = [_content_text(m.get("content")) for m in messages if m.get("role") == "user"]
+    asked = users[-1] if users else prompt_of(values)
+    reply = f"Emulated {model} reply to: {asked}"
+    given = sum(len(_content_text(m.get("content")).split()) for m in messages) or len(asked.split())
+    made = len(reply.split())
+    answer: dict[str, Any]
+    if vendor == "anthropic":
+        answer = {
+            "id": f"msg_emulated_{seed}",
+            "type": "message",
+            "role": "assistant",
+            "model": model,
+            "content": [{"type": "text", "text": reply}],
+            "stop_reason": "end_turn",
+            "usage": {"input_tokens": given, "output_tokens": made},
+        }
+    else:
+        answer = {
+            "id": f"chatcmpl-emulated-{seed}",
+            "object": "chat.completion",
+            "model": model,
+            "choices": [
+                {"index": 0, "message": {"role": "assistant", "content": reply}, "finish_reason": "stop"}
+            ],
+            "usage": {"prompt_tokens": given, "completion_tokens": made, "total_tokens": given + made},
+        }
+    return json.dumps(answer)
