@@ -349,7 +349,8 @@ class SegmindBatchOperator(BaseOperator):
             hook,
             output_dir=self.output_dir,
             output_conn_id=self.output_conn_id,
-            expected_format=batch_items.expected_format(self.model, payloads[item.key]),
+            model=self.model,
+            payload=payloads[item.key],
             max_bytes=self.max_output_bytes,
         )
 

@@ -42,6 +42,7 @@ from segmind_provider.operators.batch_state import (
 from segmind_provider.operators.durable import fingerprint
 from segmind_provider.operators.manifest import file_digest, item_path, output_intact, output_matches
 from segmind_provider.triggers.batch import WAVE_EVENT
+from segmind_provider.wait import store_outputs
 
 if TYPE_CHECKING:
     from airflow.sdk import BaseOperator, Context
@@ -398,23 +399,24 @@ def collect(
     *,
     output_dir: Any,
     output_conn_id: str | None,
-    expected_format: str | None,
+    model: str,
+    payload: Mapping[str, Any],
     max_bytes: int,
 ) -> None:
-    """Fetch the result (unless the event carried the output) and store it as ``{output_dir}/{key}.{ext}``."""
-    from segmind_provider.outputs import store_output
-
+    """Fetch the result (unless the event carried the output) and store it as ``{output_dir}/{key}.{ext}``
+    the way a single request's output is stored (``wait.store_outputs``: media checked, text as UTF-8)."""
     try:
         output = inline if inline is not None else hook.get_result(str(item.request_id)).get("output")
         uris: list[str] = []
         digests: list[tuple[int, str]] = []
         if output_dir:
-            uris = store_output(
+            uris = store_outputs(
+                hook,
                 output,
                 item_path(output_dir, item.key),
-                download=lambda url, fileobj: hook.download(url, fileobj, max_bytes=max_bytes),
+                model=model,
+                payload=payload,
                 output_conn_id=output_conn_id,
-                expected_format=expected_format,
                 max_bytes=max_bytes,
             )
             try:

@@ -142,5 +142,21 @@ def test_a_batch_of_llm_items_carries_the_chat_shape_in_its_manifest_items(
     assert items["b"]["chat"]["usage"]["total_tokens"] > 0
 
 
+def test_a_batch_of_llm_items_with_an_output_dir_stores_each_assistant_text(
+    emulator: SegmindEmulator, make_context: Any, tmp_path: Path
+) -> None:
+    result = SegmindBatchOperator(
+        task_id="asks",
+        model="gpt-4o",
+        payloads={"a": chat_payload("First?"), "b": chat_payload("Second?")},
+        output_dir=str(tmp_path / "answers"),
+        deferrable=False,
+        **QUICK,
+    ).execute(make_context())
+    assert result["completed"] == 2 and result["failed"] == 0
+    assert (tmp_path / "answers" / "a.txt").read_text(encoding="utf-8") == "Emulated gpt-4o reply to: First?"
+    assert (tmp_path / "answers" / "b.txt").read_text(encoding="utf-8") == "Emulated gpt-4o reply to: Second?"
+
+
 def test_a_vendor_answer_without_text_keeps_its_vendor_and_text_none() -> None:
     assert read_chat({"choices": []}) == {"text": None, "usage": None, "vendor": "openai"}
