@@ -148,7 +148,7 @@ def result_value(
     return {
         "request_id": request_id,
         "model": model,
-        "status": "COMPLETED",
+        "status": RequestStatus.COMPLETED.value,
         "output": output,
         "output_uris": uris,
         "metrics": metrics,

@@ -24,6 +24,7 @@ from segmind_provider.hooks.connection import path_segment
 from segmind_provider.hooks.workflows import check_inputs
 from segmind_provider.operators.durable import STATE_STORE_KEY, Attached, RequestJournal, retry_since
 from segmind_provider.outputs import DEFAULT_MAX_BYTES
+from segmind_provider.status import RequestStatus, read_status
 from segmind_provider.triggers.polling import DEFAULT_POLL_INTERVAL
 from segmind_provider.triggers.workflow import SegmindWorkflowTrigger
 from segmind_provider.wait import positive, run_in_worker, terminal_event
@@ -189,7 +190,7 @@ class SegmindWorkflowOperator(BaseOperator):
         """Finish from the trigger's event: read the output from the poll URL, store its media, return it."""
         request_id = raise_for_event(event)
         answer = self.hook.get_workflow_status(request_id, event.get("poll_url"))
-        if answer.get("status") != "COMPLETED":
+        if read_status(answer) is not RequestStatus.COMPLETED:
             raise SegmindError(
                 f"workflow run {request_id} answered {answer.get('status') or 'no status'} after completing",
                 request_id=request_id,
@@ -208,7 +209,7 @@ class SegmindWorkflowOperator(BaseOperator):
         return {
             "request_id": request_id,
             "workflow_id": self.workflow_id,
-            "status": "COMPLETED",
+            "status": RequestStatus.COMPLETED.value,
             "output": output,
             "output_uris": uris,
         }
