@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 from airflow.sdk import BaseOperator
 
-from segmind_provider.catalog import announce, timeout_seconds
+from segmind_provider.catalog import announce, expected_output_format, timeout_seconds
 from segmind_provider.exceptions import (
     SegmindBatchItemsFailedError,
     SegmindCreditFloorError,
@@ -43,6 +43,7 @@ from segmind_provider.operators.batch_state import (
 )
 from segmind_provider.operators.durable import fingerprint
 from segmind_provider.operators.manifest import manifest_uri, read_manifest
+from segmind_provider.operators.spend import price_of
 from segmind_provider.outputs import DEFAULT_MAX_BYTES
 from segmind_provider.triggers.batch import POLL_ENDPOINTS, SegmindBatchTrigger
 from segmind_provider.triggers.polling import DEFAULT_POLL_INTERVAL
@@ -309,7 +310,7 @@ class SegmindBatchOperator(BaseOperator):
         room = self.max_in_flight - len(ledger.with_status(RUNNING))
         chosen: list[Item] = []
         for item in ledger.with_status(PENDING)[: max(room, 0)]:
-            if guard is not None and not guard.allow(batch_items.price(self.model, payloads[item.key])):
+            if guard is not None and not guard.allow(price_of(self.model, payloads[item.key])):
                 for rest in ledger.with_status(PENDING):
                     rest.status = NOT_STARTED
                 break
@@ -349,7 +350,7 @@ class SegmindBatchOperator(BaseOperator):
             hook,
             output_dir=self.output_dir,
             output_conn_id=self.output_conn_id,
-            expected_format=batch_items.expected_format(self.model, payloads[item.key]),
+            expected_format=expected_output_format(self.model, payloads[item.key]),
             max_bytes=self.max_output_bytes,
         )
 
@@ -362,13 +363,13 @@ class SegmindBatchOperator(BaseOperator):
         from segmind_provider.operators.spend import CreditGuard
 
         for payload in payloads.values():
-            batch_items.price(self.model, payload)  # a model without a price is refused before any spend
+            price_of(self.model, payload)  # a model without a price is refused before any spend
         return CreditGuard(self.hook, floor, self.log)
 
     def _preflight(self, guard: CreditGuard, payloads: Mapping[str, dict[str, Any]], ledger: Ledger) -> None:
         """The whole batch's estimate against the balance, before the first submit."""
         todo = ledger.with_status(PENDING)
-        total = sum(batch_items.price(self.model, payloads[item.key]) for item in todo)
+        total = sum(price_of(self.model, payloads[item.key]) for item in todo)
         room = guard.available() - guard.floor
         if total <= room + 1e-9:
             self.log.info(

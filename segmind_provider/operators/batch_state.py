@@ -42,7 +42,6 @@ RUNNING = "RUNNING"  # submitted, not ended
 COMPLETED = "COMPLETED"
 FAILED = "FAILED"
 NOT_STARTED = "NOT_STARTED"  # left unsubmitted (the credit floor)
-ENDED = (COMPLETED, FAILED, NOT_STARTED)
 
 #: ``task_state_store`` keys; renaming them breaks in-flight retries.
 STORE_MARKER = "segmind_batch"
