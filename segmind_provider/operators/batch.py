@@ -30,6 +30,7 @@ from segmind_provider.exceptions import (
     SegmindValidationError,
 )
 from segmind_provider.hooks.account import HISTORY_PAGE_SIZE
+from segmind_provider.hooks.segmind import SegmindHook
 from segmind_provider.operators import batch_items
 from segmind_provider.operators.batch_recovery import reattach
 from segmind_provider.operators.batch_state import (
@@ -42,9 +43,10 @@ from segmind_provider.operators.batch_state import (
     Ledger,
 )
 from segmind_provider.operators.durable import fingerprint
+from segmind_provider.operators.history import costs_from_history
 from segmind_provider.operators.manifest import manifest_uri, read_manifest
-from segmind_provider.operators.spend import price_of
-from segmind_provider.outputs import DEFAULT_MAX_BYTES
+from segmind_provider.operators.spend import CreditGuard, price_of
+from segmind_provider.outputs import DEFAULT_MAX_BYTES, store_document
 from segmind_provider.triggers.batch import POLL_ENDPOINTS, SegmindBatchTrigger
 from segmind_provider.triggers.polling import DEFAULT_POLL_INTERVAL
 from segmind_provider.triggers.workload import workload
@@ -58,8 +60,6 @@ except ImportError:  # pragma: no cover - without the common.compat provider
 if TYPE_CHECKING:
     from airflow.sdk import Context
 
-    from segmind_provider.hooks.segmind import SegmindHook
-    from segmind_provider.operators.spend import CreditGuard
 
 __all__ = ["DEFAULT_MAX_IN_FLIGHT", "SegmindBatchOperator"]
 
@@ -78,8 +78,6 @@ class _ThreadHooks(threading.local):
     """One hook per worker thread: a hook's sync sessions are not shared between threads."""
 
     def __init__(self, conn_id: str) -> None:
-        from segmind_provider.hooks.segmind import SegmindHook
-
         self.hook = SegmindHook(segmind_conn_id=conn_id)
 
 
@@ -167,8 +165,6 @@ class SegmindBatchOperator(BaseOperator):
 
     @cached_property
     def hook(self) -> SegmindHook:
-        from segmind_provider.hooks.segmind import SegmindHook
-
         return SegmindHook(segmind_conn_id=self.segmind_conn_id)
 
     @cached_property
@@ -360,7 +356,6 @@ class SegmindBatchOperator(BaseOperator):
         floor = self.credit_floor if self.credit_floor is not None else self.hook.get_settings().credit_floor
         if floor is None:
             return None
-        from segmind_provider.operators.spend import CreditGuard
 
         for payload in payloads.values():
             price_of(self.model, payload)  # a model without a price is refused before any spend
@@ -399,7 +394,6 @@ class SegmindBatchOperator(BaseOperator):
         ]
         if not unknown or (not final and len(unknown) < COST_LOOKUP_BATCH):
             return
-        from segmind_provider.operators.history import costs_from_history
 
         try:
             costs = costs_from_history(
@@ -414,8 +408,6 @@ class SegmindBatchOperator(BaseOperator):
     # ------------------------------------------------------------------ the end
 
     def _write_manifest(self, ledger: Ledger) -> str:
-        from segmind_provider.outputs import store_document
-
         data = json.dumps(ledger.manifest(self.model, with_output=False), indent=1, sort_keys=True)
         return store_document(
             data.encode(), manifest_uri(self.output_dir), output_conn_id=self.output_conn_id

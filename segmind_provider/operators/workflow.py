@@ -18,12 +18,14 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 from airflow.sdk import BaseOperator
 
+from segmind_provider.destination import check_output_path
 from segmind_provider.events import raise_for_event
 from segmind_provider.exceptions import SegmindError, SegmindValidationError
 from segmind_provider.hooks.connection import path_segment
+from segmind_provider.hooks.segmind import SegmindHook
 from segmind_provider.hooks.workflows import check_inputs
 from segmind_provider.operators.durable import STATE_STORE_KEY, Attached, RequestJournal, retry_since
-from segmind_provider.outputs import DEFAULT_MAX_BYTES
+from segmind_provider.outputs import DEFAULT_MAX_BYTES, store_output
 from segmind_provider.status import RequestStatus, read_status
 from segmind_provider.triggers.polling import DEFAULT_POLL_INTERVAL
 from segmind_provider.triggers.workflow import SegmindWorkflowTrigger
@@ -34,7 +36,6 @@ if TYPE_CHECKING:
 
     from airflow.sdk import Context
 
-    from segmind_provider.hooks.segmind import SegmindHook
 
 __all__ = ["SegmindWorkflowOperator", "WorkflowJournal"]
 
@@ -152,8 +153,6 @@ class SegmindWorkflowOperator(BaseOperator):
 
     @cached_property
     def hook(self) -> SegmindHook:
-        from segmind_provider.hooks.segmind import SegmindHook
-
         return SegmindHook(segmind_conn_id=self.segmind_conn_id)
 
     def execute(self, context: Context) -> dict[str, Any]:
@@ -226,8 +225,6 @@ class SegmindWorkflowOperator(BaseOperator):
             )
         inputs = check_inputs(self.inputs)
         if self.output_dir:
-            from segmind_provider.destination import check_output_path
-
             check_output_path(f"{str(self.output_dir).rstrip('/')}/output", None, self.output_conn_id)
         return inputs
 
@@ -235,7 +232,6 @@ class SegmindWorkflowOperator(BaseOperator):
         """Store each output that is a media URL (or a list of them) as ``<output_dir>/<name>``."""
         if not self.output_dir:
             return {}
-        from segmind_provider.outputs import store_output
 
         hook, max_bytes = self.hook, self.max_output_bytes
         named = output if isinstance(output, Mapping) else {"output": output}

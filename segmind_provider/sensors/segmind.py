@@ -19,6 +19,7 @@ from airflow.sdk import BaseSensorOperator, PokeReturnValue
 
 from segmind_provider.events import failure_error, failure_reason, raise_for_event
 from segmind_provider.exceptions import SegmindTimeoutError
+from segmind_provider.hooks.segmind import SegmindHook
 from segmind_provider.status import RequestStatus, read_status
 from segmind_provider.triggers.polling import DEFAULT_POLL_INTERVAL
 from segmind_provider.triggers.segmind import SegmindRequestTrigger
@@ -36,7 +37,6 @@ except ImportError:  # pragma: no cover - older task SDK
 if TYPE_CHECKING:
     from airflow.sdk import Context
 
-    from segmind_provider.hooks.segmind import SegmindHook
 
 __all__ = ["DEFAULT_SENSOR_RETRIES", "DEFAULT_SENSOR_RETRY_DELAY", "SegmindRequestSensor"]
 
@@ -88,8 +88,6 @@ class SegmindRequestSensor(BaseSensorOperator):
 
     @cached_property
     def hook(self) -> SegmindHook:
-        from segmind_provider.hooks.segmind import SegmindHook
-
         return SegmindHook(segmind_conn_id=self.segmind_conn_id)
 
     def execute(self, context: Context) -> Any:
