@@ -37,6 +37,8 @@ __all__ = [
     "store_key",
 ]
 
+# An item's states in the ledger, spelled as manifests store them: not API statuses
+# (``segmind_provider.status``), and never compared with one.
 PENDING = "PENDING"  # not submitted yet
 RUNNING = "RUNNING"  # submitted, not ended
 COMPLETED = "COMPLETED"
