@@ -153,7 +153,7 @@ def result_value(
     value = {
         "request_id": request_id,
         "model": model,
-        "status": "COMPLETED",
+        "status": RequestStatus.COMPLETED.value,
         "output": output,
         "output_uris": uris,
         "metrics": metrics,

@@ -21,6 +21,7 @@ from pathlib import Path
 
 from segmind_provider import catalog
 from segmind_provider.catalog.directory import USER_FILE, category_kinds, records_from_list
+from segmind_provider.catalog.entry import parse_entry
 
 
 def _print_docs() -> int:
@@ -41,7 +42,6 @@ def _folder(given: str | None, conn_id: str | None = None) -> Path | None:
 
 
 def _import(args: argparse.Namespace) -> int:
-    from segmind_provider.catalog.entry import parse_entry
     from segmind_provider.catalog.importer import import_page
 
     raw = Path(args.page).read_text(encoding="utf-8")

@@ -86,15 +86,6 @@ class ConnectionSettings:
     key_id: str = field(default="", repr=False)
     """A non-reversible name for the key: budgets are keyed by it."""
 
-    def segmind_hosts(self) -> frozenset[str]:
-        """The origins the key may be sent to."""
-        return frozenset(_origin(url) for url in (self.base_url, self.storage_url, self.account_url))
-
-
-def _origin(url: str) -> str:
-    parts = urlsplit(url)
-    return f"{parts.scheme}://{parts.netloc}".lower()
-
 
 def normalise_url(value: str | None, port: int | None = None, *, default: str = DEFAULT_BASE_URL) -> str:
     """Host may be empty (default), bare (https), or a full URL with scheme, port and path."""

@@ -628,8 +628,3 @@ class SegmindHook(BaseHook):
             path, priority=Priority.POLL, request_id=request_id, accept_failed=True
         )
         return workflows.parse_poll_answer(self._status_answer(status, body, settings, request_id))
-
-    async def aget_credits(self) -> dict[str, Any]:
-        """Async :meth:`get_credits`."""
-        _, body = await self._aget("/v1/get-user-credits", priority=Priority.RESULT)
-        return self._object(body, "GET /v1/get-user-credits", await self.aget_settings(), None)

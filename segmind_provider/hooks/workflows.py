@@ -19,6 +19,7 @@ from urllib.parse import urlsplit
 
 from segmind_provider.exceptions import SegmindValidationError
 from segmind_provider.hooks.connection import path_segment
+from segmind_provider.status import RequestStatus, read_status
 
 __all__ = ["check_inputs", "fallback_poll_path", "parse_poll_answer", "poll_path", "submit_path"]
 
@@ -76,15 +77,18 @@ def check_inputs(inputs: Any) -> dict[str, Any]:
 
 
 def parse_poll_answer(answer: dict[str, Any]) -> dict[str, Any]:
-    """The poll answer with ``status`` upper-cased and a COMPLETED ``output`` string decoded as JSON.
+    """The poll answer with a documented ``status`` spelled as :class:`RequestStatus` says it and a COMPLETED ``output`` string decoded as JSON.
 
     The workflow pages' examples ``json.loads`` the output; the SDK keeps a string that is not JSON as
     it is, and so do we.
     """
     parsed = dict(answer)
-    parsed["status"] = str(answer.get("status") or "").upper()
+    status = read_status(answer)
+    parsed["status"] = (
+        status.value if status is not RequestStatus.UNKNOWN else str(answer.get("status") or "")
+    )
     output = parsed.get("output")
-    if parsed["status"] == "COMPLETED" and isinstance(output, str):
+    if status is RequestStatus.COMPLETED and isinstance(output, str):
         with contextlib.suppress(ValueError):
             parsed["output"] = json.loads(output)
     return parsed

@@ -30,6 +30,7 @@ from segmind_provider.exceptions import (
     SegmindValidationError,
 )
 from segmind_provider.hooks.account import HISTORY_PAGE_SIZE
+from segmind_provider.hooks.segmind import SegmindHook
 from segmind_provider.operators import batch_items
 from segmind_provider.operators.batch_recovery import reattach
 from segmind_provider.operators.batch_state import (
@@ -42,8 +43,10 @@ from segmind_provider.operators.batch_state import (
     Ledger,
 )
 from segmind_provider.operators.durable import fingerprint
+from segmind_provider.operators.history import costs_from_history
 from segmind_provider.operators.manifest import manifest_uri, read_manifest
-from segmind_provider.outputs import DEFAULT_MAX_BYTES
+from segmind_provider.operators.spend import CreditGuard, price_of
+from segmind_provider.outputs import DEFAULT_MAX_BYTES, store_document
 from segmind_provider.triggers.batch import POLL_ENDPOINTS, SegmindBatchTrigger
 from segmind_provider.triggers.polling import DEFAULT_POLL_INTERVAL
 from segmind_provider.triggers.workload import workload
@@ -57,8 +60,6 @@ except ImportError:  # pragma: no cover - without the common.compat provider
 if TYPE_CHECKING:
     from airflow.sdk import Context
 
-    from segmind_provider.hooks.segmind import SegmindHook
-    from segmind_provider.operators.spend import CreditGuard
 
 __all__ = ["DEFAULT_MAX_IN_FLIGHT", "SegmindBatchOperator"]
 
@@ -77,8 +78,6 @@ class _ThreadHooks(threading.local):
     """One hook per worker thread: a hook's sync sessions are not shared between threads."""
 
     def __init__(self, conn_id: str) -> None:
-        from segmind_provider.hooks.segmind import SegmindHook
-
         self.hook = SegmindHook(segmind_conn_id=conn_id)
 
 
@@ -166,8 +165,6 @@ class SegmindBatchOperator(BaseOperator):
 
     @cached_property
     def hook(self) -> SegmindHook:
-        from segmind_provider.hooks.segmind import SegmindHook
-
         return SegmindHook(segmind_conn_id=self.segmind_conn_id)
 
     @cached_property
@@ -309,7 +306,7 @@ class SegmindBatchOperator(BaseOperator):
         room = self.max_in_flight - len(ledger.with_status(RUNNING))
         chosen: list[Item] = []
         for item in ledger.with_status(PENDING)[: max(room, 0)]:
-            if guard is not None and not guard.allow(batch_items.price(self.model, payloads[item.key])):
+            if guard is not None and not guard.allow(price_of(self.model, payloads[item.key])):
                 for rest in ledger.with_status(PENDING):
                     rest.status = NOT_STARTED
                 break
@@ -360,16 +357,15 @@ class SegmindBatchOperator(BaseOperator):
         floor = self.credit_floor if self.credit_floor is not None else self.hook.get_settings().credit_floor
         if floor is None:
             return None
-        from segmind_provider.operators.spend import CreditGuard
 
         for payload in payloads.values():
-            batch_items.price(self.model, payload)  # a model without a price is refused before any spend
+            price_of(self.model, payload)  # a model without a price is refused before any spend
         return CreditGuard(self.hook, floor, self.log)
 
     def _preflight(self, guard: CreditGuard, payloads: Mapping[str, dict[str, Any]], ledger: Ledger) -> None:
         """The whole batch's estimate against the balance, before the first submit."""
         todo = ledger.with_status(PENDING)
-        total = sum(batch_items.price(self.model, payloads[item.key]) for item in todo)
+        total = sum(price_of(self.model, payloads[item.key]) for item in todo)
         room = guard.available() - guard.floor
         if total <= room + 1e-9:
             self.log.info(
@@ -399,7 +395,6 @@ class SegmindBatchOperator(BaseOperator):
         ]
         if not unknown or (not final and len(unknown) < COST_LOOKUP_BATCH):
             return
-        from segmind_provider.operators.history import costs_from_history
 
         try:
             costs = costs_from_history(
@@ -414,8 +409,6 @@ class SegmindBatchOperator(BaseOperator):
     # ------------------------------------------------------------------ the end
 
     def _write_manifest(self, ledger: Ledger) -> str:
-        from segmind_provider.outputs import store_document
-
         data = json.dumps(ledger.manifest(self.model, with_output=False), indent=1, sort_keys=True)
         return store_document(
             data.encode(), manifest_uri(self.output_dir), output_conn_id=self.output_conn_id

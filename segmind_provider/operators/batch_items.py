@@ -57,12 +57,10 @@ __all__ = [
     "checked_payloads",
     "collect",
     "cost_text",
-    "expected_format",
     "failure_listing",
     "first_started_at",
     "floor_message",
     "list_key",
-    "price",
     "read_marker",
     "record_wave",
     "reuse_stored",
@@ -147,7 +145,7 @@ def check_item_paths(model: str, payloads: Mapping[str, Mapping[str, Any]], outp
     problems: list[str] = []
     by_stem: dict[str, list[tuple[str, str | None]]] = {}
     for key, payload in payloads.items():
-        wanted = expected_format(model, payload)
+        wanted = expected_output_format(model, payload)
         stem, suffix = split_name(key)
         if suffix:
             try:
@@ -173,16 +171,6 @@ def check_item_paths(model: str, payloads: Mapping[str, Mapping[str, Any]], outp
                     f"{split_name(keys[0])[0] + extension!r}: give them distinct keys"
                 )
     _refuse(problems, "the batch's item keys cannot all be stored as file names")
-
-
-def price(model: str, payload: Mapping[str, Any]) -> float:
-    from segmind_provider.operators.spend import price_of
-
-    return price_of(model, payload)
-
-
-def expected_format(model: str, payload: Mapping[str, Any]) -> str | None:
-    return expected_output_format(model, payload)
 
 
 def _unchanged(entry: Mapping[str, Any], conn_id: str | None) -> list[tuple[int, str]] | None:

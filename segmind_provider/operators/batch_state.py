@@ -39,12 +39,13 @@ __all__ = [
     "store_key",
 ]
 
+# An item's states in the ledger, spelled as manifests store them: not API statuses
+# (``segmind_provider.status``), and never compared with one.
 PENDING = "PENDING"  # not submitted yet
 RUNNING = "RUNNING"  # submitted, not ended
 COMPLETED = "COMPLETED"
 FAILED = "FAILED"
 NOT_STARTED = "NOT_STARTED"  # left unsubmitted (the credit floor)
-ENDED = (COMPLETED, FAILED, NOT_STARTED)
 
 #: ``task_state_store`` keys; renaming them breaks in-flight retries.
 STORE_MARKER = "segmind_batch"

@@ -35,7 +35,6 @@ __all__ = [
 
 MANIFEST_NAME = "manifest.json"
 _CHUNK = 1 << 20
-_LOCAL_SCHEMES = ("", "file", "local")
 
 
 def _join(output_dir: Any, name: str) -> str:

@@ -26,6 +26,8 @@ from airflow.sdk.definitions.param import ParamsDict
 from segmind_provider.exceptions import SegmindError
 from segmind_provider.hooks.segmind import SegmindHook
 from segmind_provider.media import redact_url, sniff_format, thumbnail
+from segmind_provider.operators.batch_state import COMPLETED
+from segmind_provider.status import RequestStatus, read_status
 
 if TYPE_CHECKING:
     from airflow.sdk.definitions.context import Context
@@ -56,13 +58,14 @@ class _Item:
 
     key: str
     entry: Mapping[str, Any]
+    #: Read where the entry's kind is known: a manifest item's ledger state, or a result's API status.
+    completed: bool
 
     @property
     def problem(self) -> str | None:
         """Why there is nothing to look at (the item did not complete), or None."""
-        status = self.entry.get("status", "COMPLETED")
-        if status != "COMPLETED":
-            return f"{status}: {self.entry.get('error') or 'no output'}"
+        if not self.completed:
+            return f"{self.entry.get('status')}: {self.entry.get('error') or 'no output'}"
         if not self.sources:
             return "no output to show"
         return None
@@ -87,13 +90,19 @@ def _collect(value: Any, prefix: str, items: list[_Item]) -> None:
 
     if value is None:
         items.append(
-            _Item(prefix or "0", {"status": "MISSING", "error": "the upstream task returned nothing"})
+            _Item(
+                prefix or "0",
+                {"status": "MISSING", "error": "the upstream task returned nothing"},
+                completed=False,
+            )
         )
     elif _is_manifest(value):
         for name in value["order"]:
-            items.append(_Item(key(name), value["items"][name]))
+            entry = value["items"][name]
+            items.append(_Item(key(name), entry, completed=entry.get("status", COMPLETED) == COMPLETED))
     elif _is_result(value):
-        items.append(_Item(prefix or "0", value))
+        done = "status" not in value or read_status(value) is RequestStatus.COMPLETED
+        items.append(_Item(prefix or "0", value, completed=done))
     elif isinstance(value, Mapping):
         for name, inner in value.items():
             _collect(inner, key(name), items)

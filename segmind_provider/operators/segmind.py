@@ -18,11 +18,20 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 from airflow.sdk import Asset, BaseOperator, BaseOperatorLink
 
-from segmind_provider.catalog import announce, get_model, timeout_seconds
+from segmind_provider.catalog import (
+    announce,
+    expected_output_format,
+    get_model,
+    timeout_seconds,
+    validate_payload,
+)
+from segmind_provider.destination import check_output_path
+from segmind_provider.hooks.segmind import SegmindHook
 from segmind_provider.inputs import DEFAULT_MAX_INPUT_BYTES, InputFiles, read_input_files
 from segmind_provider.operators.batch import SegmindBatchOperator
 from segmind_provider.operators.durable import STATE_STORE_KEY, RequestJournal
-from segmind_provider.outputs import DEFAULT_MAX_BYTES
+from segmind_provider.operators.spend import check_floor
+from segmind_provider.outputs import DEFAULT_MAX_BYTES, store_bytes
 from segmind_provider.triggers.polling import DEFAULT_POLL_INTERVAL
 from segmind_provider.wait import (
     finish_request,
@@ -42,7 +51,6 @@ if TYPE_CHECKING:
     from airflow.sdk import Context
     from airflow.sdk.types import TaskInstanceKey
 
-    from segmind_provider.hooks.segmind import SegmindHook
 
 __all__ = ["STATE_STORE_KEY", "SegmindBatchOperator", "SegmindOperator", "SegmindOutputLink"]
 
@@ -185,8 +193,6 @@ class SegmindOperator(BaseOperator):
 
     @cached_property
     def hook(self) -> SegmindHook:
-        from segmind_provider.hooks.segmind import SegmindHook
-
         return SegmindHook(segmind_conn_id=self.segmind_conn_id)
 
     # ------------------------------------------------------------------ execute
@@ -196,10 +202,7 @@ class SegmindOperator(BaseOperator):
         payload = self._checked_payload()
         inputs = self._read_inputs(payload)
         if self.output_path:
-            from segmind_provider.destination import check_output_path
-
             check_output_path(self.output_path, self._expected_format(), self.output_conn_id)
-        from segmind_provider.operators.spend import check_floor
 
         def floor() -> None:
             check_floor(self.hook, self.credit_floor, self.model, payload, self.log)
@@ -270,7 +273,6 @@ class SegmindOperator(BaseOperator):
         """Validate before spending: a bad payload raises before any HTTP call."""
         if not self.validate:
             return dict(self.payload)
-        from segmind_provider.catalog import validate_payload
 
         files = self.input_files if isinstance(self.input_files, Mapping) else {}  # else refused when read
         return validate_payload(self.model, self.payload, filled_later=[str(name) for name in files])
@@ -290,7 +292,6 @@ class SegmindOperator(BaseOperator):
 
     def _run_sync(self, context: Context, payload: dict[str, Any]) -> dict[str, Any]:
         """``mode="sync"``: ``POST /v1/{model}`` in the worker, the answer stored like an async output."""
-        from segmind_provider.outputs import store_bytes
 
         self.log.info(
             "Running %s synchronously (POST /v1/%s): the output comes in the answer, which carries no "
@@ -347,8 +348,6 @@ class SegmindOperator(BaseOperator):
         return result
 
     def _expected_format(self) -> str | None:
-        from segmind_provider.catalog import expected_output_format
-
         return expected_output_format(self.model, self.payload)
 
     def _task_deadline(self, context: Context) -> float | None:

@@ -18,12 +18,15 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 from airflow.sdk import BaseOperator
 
+from segmind_provider.destination import check_output_path
 from segmind_provider.events import raise_for_event
 from segmind_provider.exceptions import SegmindError, SegmindValidationError
 from segmind_provider.hooks.connection import path_segment
+from segmind_provider.hooks.segmind import SegmindHook
 from segmind_provider.hooks.workflows import check_inputs
 from segmind_provider.operators.durable import STATE_STORE_KEY, Attached, RequestJournal, retry_since
-from segmind_provider.outputs import DEFAULT_MAX_BYTES
+from segmind_provider.outputs import DEFAULT_MAX_BYTES, store_output
+from segmind_provider.status import RequestStatus, read_status
 from segmind_provider.triggers.polling import DEFAULT_POLL_INTERVAL
 from segmind_provider.triggers.workflow import SegmindWorkflowTrigger
 from segmind_provider.wait import positive, run_in_worker, terminal_event
@@ -33,7 +36,6 @@ if TYPE_CHECKING:
 
     from airflow.sdk import Context
 
-    from segmind_provider.hooks.segmind import SegmindHook
 
 __all__ = ["SegmindWorkflowOperator", "WorkflowJournal"]
 
@@ -151,8 +153,6 @@ class SegmindWorkflowOperator(BaseOperator):
 
     @cached_property
     def hook(self) -> SegmindHook:
-        from segmind_provider.hooks.segmind import SegmindHook
-
         return SegmindHook(segmind_conn_id=self.segmind_conn_id)
 
     def execute(self, context: Context) -> dict[str, Any]:
@@ -189,7 +189,7 @@ class SegmindWorkflowOperator(BaseOperator):
         """Finish from the trigger's event: read the output from the poll URL, store its media, return it."""
         request_id = raise_for_event(event)
         answer = self.hook.get_workflow_status(request_id, event.get("poll_url"))
-        if answer.get("status") != "COMPLETED":
+        if read_status(answer) is not RequestStatus.COMPLETED:
             raise SegmindError(
                 f"workflow run {request_id} answered {answer.get('status') or 'no status'} after completing",
                 request_id=request_id,
@@ -208,7 +208,7 @@ class SegmindWorkflowOperator(BaseOperator):
         return {
             "request_id": request_id,
             "workflow_id": self.workflow_id,
-            "status": "COMPLETED",
+            "status": RequestStatus.COMPLETED.value,
             "output": output,
             "output_uris": uris,
         }
@@ -225,8 +225,6 @@ class SegmindWorkflowOperator(BaseOperator):
             )
         inputs = check_inputs(self.inputs)
         if self.output_dir:
-            from segmind_provider.destination import check_output_path
-
             check_output_path(f"{str(self.output_dir).rstrip('/')}/output", None, self.output_conn_id)
         return inputs
 
@@ -234,7 +232,6 @@ class SegmindWorkflowOperator(BaseOperator):
         """Store each output that is a media URL (or a list of them) as ``<output_dir>/<name>``."""
         if not self.output_dir:
             return {}
-        from segmind_provider.outputs import store_output
 
         hook, max_bytes = self.hook, self.max_output_bytes
         named = output if isinstance(output, Mapping) else {"output": output}

@@ -19,6 +19,8 @@ from airflow.sdk import BaseSensorOperator, PokeReturnValue
 
 from segmind_provider.events import failure_error, failure_reason, raise_for_event
 from segmind_provider.exceptions import SegmindTimeoutError
+from segmind_provider.hooks.segmind import SegmindHook
+from segmind_provider.status import RequestStatus, read_status
 from segmind_provider.triggers.polling import DEFAULT_POLL_INTERVAL
 from segmind_provider.triggers.segmind import SegmindRequestTrigger
 
@@ -35,7 +37,6 @@ except ImportError:  # pragma: no cover - older task SDK
 if TYPE_CHECKING:
     from airflow.sdk import Context
 
-    from segmind_provider.hooks.segmind import SegmindHook
 
 __all__ = ["DEFAULT_SENSOR_RETRIES", "DEFAULT_SENSOR_RETRY_DELAY", "SegmindRequestSensor"]
 
@@ -87,8 +88,6 @@ class SegmindRequestSensor(BaseSensorOperator):
 
     @cached_property
     def hook(self) -> SegmindHook:
-        from segmind_provider.hooks.segmind import SegmindHook
-
         return SegmindHook(segmind_conn_id=self.segmind_conn_id)
 
     def execute(self, context: Context) -> Any:
@@ -111,11 +110,11 @@ class SegmindRequestSensor(BaseSensorOperator):
 
     def poke(self, context: Context) -> PokeReturnValue | bool:
         answer = self.hook.get_status(self.request_id)
-        status = str(answer.get("status") or "").upper()
-        self.log.info("Segmind request %s is %s", self.request_id, status or "unknown")
-        if status == "COMPLETED":
+        status = read_status(answer)
+        self.log.info("Segmind request %s is %s", self.request_id, answer.get("status") or "unknown")
+        if status is RequestStatus.COMPLETED:
             return PokeReturnValue(is_done=True, xcom_value=self._result())
-        if status == "FAILED":
+        if status is RequestStatus.FAILED:
             raise failure_error(self.request_id, failure_reason(answer))
         return False
 
@@ -131,7 +130,7 @@ class SegmindRequestSensor(BaseSensorOperator):
         result = self.hook.get_result(self.request_id)
         return {
             "request_id": self.request_id,
-            "status": "COMPLETED",
+            "status": RequestStatus.COMPLETED.value,
             "output": result.get("output"),
             "output_uris": [],
             "metrics": result.get("metrics") or {},

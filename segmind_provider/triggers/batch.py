@@ -31,6 +31,7 @@ from airflow.triggers.base import BaseTrigger, TriggerEvent
 from segmind_provider.exceptions import SegmindBadRequestError, SegmindNotFoundError
 from segmind_provider.hooks.segmind import SegmindHook
 from segmind_provider.runtime import process_state
+from segmind_provider.status import RequestStatus, read_status
 from segmind_provider.triggers.polling import DEFAULT_POLL_INTERVAL
 from segmind_provider.triggers.watch import DEFAULT_MAX_CONSECUTIVE_ERRORS, RequestWatch, watch_request
 
@@ -48,7 +49,6 @@ MAX_CONCURRENT_POLLS = 64
 INLINE_OUTPUT_LIMIT = 4096
 #: Watches set up between two yields to the event loop, so a wave of thousands never stalls it.
 SETUP_SLICE = 500
-_KNOWN_STATUSES = frozenset({"QUEUED", "PROCESSING", "COMPLETED", "FAILED"})
 
 
 def _inline_output(output: Any) -> Any:
@@ -76,8 +76,6 @@ class SegmindBatchTrigger(BaseTrigger):
     :param expected_duration: typical seconds, overriding the model's (a model the catalog lacks).
     :param time_scale: the connection's ``time_scale`` extra (a time-scaled emulator).
     :param poll_endpoint: ``"status"`` (default) or ``"result"`` (see the module docstring).
-    :param patient: first polls past the high end of the expected range (about one poll a job); None
-        decides by the key: patient when it has a request limit, where a poll costs an image.
     :param max_consecutive_errors: transient poll errors tolerated in a row per request.
     :param state: what the operator needs back on resume (its ledger as JSON text: ids, paths, errors,
         costs; no payloads, no key), returned untouched in the event. Carried here rather than in the
@@ -96,7 +94,6 @@ class SegmindBatchTrigger(BaseTrigger):
         expected_duration: float | None = None,
         time_scale: float = 1.0,
         poll_endpoint: str = "status",
-        patient: bool | None = None,
         max_consecutive_errors: int = DEFAULT_MAX_CONSECUTIVE_ERRORS,
         state: str | None = None,
     ) -> None:
@@ -113,7 +110,6 @@ class SegmindBatchTrigger(BaseTrigger):
         self.expected_duration = float(expected_duration) if expected_duration is not None else None
         self.time_scale = float(time_scale)
         self.poll_endpoint = poll_endpoint
-        self.patient = patient
         self.max_consecutive_errors = int(max_consecutive_errors)
         self.state = state
 
@@ -137,7 +133,6 @@ class SegmindBatchTrigger(BaseTrigger):
                 "expected_duration": self.expected_duration,
                 "time_scale": self.time_scale,
                 "poll_endpoint": self.poll_endpoint,
-                "patient": self.patient,
                 "max_consecutive_errors": self.max_consecutive_errors,
                 "state": self.state,
             },
@@ -163,8 +158,7 @@ class SegmindBatchTrigger(BaseTrigger):
         return watches
 
     async def _patient(self, hook: SegmindHook) -> bool:
-        if self.patient is not None:
-            return self.patient
+        """First polls past the high end of the expected range where a poll costs an image (a request limit)."""
         settings = await hook.aget_settings()
         return process_state().budget(settings).requests_per_minute is not None
 
@@ -174,7 +168,7 @@ class SegmindBatchTrigger(BaseTrigger):
             why = ""
             try:
                 answer = await hook.apoll_result(request_id)
-                if str(answer.get("status") or "").upper() in _KNOWN_STATUSES:
+                if read_status(answer) is not RequestStatus.UNKNOWN:
                     return answer
                 why = f"an answer without a known status (keys {sorted(answer)[:6]})"
             except (SegmindNotFoundError, SegmindBadRequestError) as exc:

@@ -25,6 +25,7 @@ from collections import deque
 from dataclasses import dataclass, replace
 
 from segmind_provider.catalog import typical_seconds
+from segmind_provider.status import RequestStatus
 from segmind_provider.triggers.workload import size_class
 
 __all__ = [
@@ -321,10 +322,9 @@ class PollSchedule:
             if first > now:
                 return first
             return now + self._rng.random() * min(self.gap, MAX_FOLLOW_GAP)
-        status = last_status.upper()
         if self.estimate is None:
             return now + self._jittered(self.poll_interval)
-        if status == "QUEUED":
+        if last_status == RequestStatus.QUEUED:
             self._was_queued = True
             self._queued_polls += 1
             return now + self._jittered(min(self.poll_interval, self.gap * GROW**self._queued_polls))

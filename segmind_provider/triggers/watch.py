@@ -21,6 +21,7 @@ from segmind_provider.exceptions import (
     SegmindTransportError,
 )
 from segmind_provider.runtime import process_state
+from segmind_provider.status import RequestStatus, read_status
 from segmind_provider.triggers.polling import (
     DurationEstimate,
     DurationObserver,
@@ -198,7 +199,7 @@ class RequestWatch:
         waited = now - self.submitted_at
         if status != self.last_status:
             self._say(f"{status or 'no status'} ({waited:.0f}s after submit, poll {self.polls})", now)
-        elif status == "PROCESSING" and not self._overran and self.schedule.overrunning(now):
+        elif status == RequestStatus.PROCESSING and not self._overran and self.schedule.overrunning(now):
             self._overran = True
             estimate = self.schedule.estimate
             usual = f"{estimate.high:.0f}s" if estimate is not None else "its usual time"
@@ -211,12 +212,16 @@ class RequestWatch:
         previous_poll, self._last_poll_at = self._last_poll_at, now
         self.polls += 1
         self.consecutive_errors = 0
-        status = str(answer.get("status") or "").upper()
-        self._note_status(status, now)
-        if status == "PROCESSING":
+        status = read_status(answer)
+        # The status as said, for the log: a live one the provider does not know keeps its own name.
+        said = (
+            status.value if status is not RequestStatus.UNKNOWN else str(answer.get("status") or "").strip()
+        )
+        self._note_status(said, now)
+        if status is RequestStatus.PROCESSING:
             self._doubt(now)
-        self.last_status = status or None
-        if status == "COMPLETED":
+        self.last_status = said or None
+        if status is RequestStatus.COMPLETED:
             inference = inference_time(answer)
             # After a QUEUED spell the start is only known to within a poll interval: a cold start
             # says little about the model's usual duration, so only clean runs are remembered.
@@ -237,7 +242,7 @@ class RequestWatch:
                 inference_time=inference,
                 polls=self.polls,
             )
-        if status == "FAILED":
+        if status is RequestStatus.FAILED:
             return make_event(
                 "failed",
                 self.request_id,
