@@ -44,6 +44,7 @@ FLOOR_MODULES = (
     "tests/unit/test_inputs.py",
     "tests/unit/test_outputs.py",
     "tests/unit/hooks/test_hook_async.py",
+    "tests/unit/test_review.py",
 )
 ROOT = Path(__file__).resolve().parents[1]
 

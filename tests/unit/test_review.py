@@ -18,7 +18,11 @@ from typing import Any
 
 import pytest
 from airflow.providers.standard.operators import hitl
-from airflow.sdk.exceptions import TaskAwaitingInput
+
+try:  # Airflow 3.3+ parks a human-in-the-loop task in AWAITING_INPUT
+    from airflow.sdk.exceptions import TaskAwaitingInput as Parked
+except ImportError:  # Airflow 3.2 defers it to the HITL trigger
+    from airflow.sdk.exceptions import TaskDeferred as Parked  # type: ignore[assignment]
 from PIL import Image
 from test_inputs import uploads
 
@@ -68,7 +72,7 @@ class Asked:
 def ask(op: SegmindReviewOperator, make_context: Any, asked: Asked) -> dict[str, Any]:
     """``execute`` up to the point Airflow parks the task; the request it wrote."""
     context = make_context(task_instance=type("TI", (), {"id": "ti-1"})())
-    with pytest.raises(TaskAwaitingInput):
+    with pytest.raises(Parked):
         op.execute(context)
     return asked.requests[-1]
 
