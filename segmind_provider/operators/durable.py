@@ -38,6 +38,8 @@ from segmind_provider.operators.history import (
     parse_request_body,
     row_created,
     same_request,
+    same_sent,
+    sent_digest,
 )
 from segmind_provider.runtime import process_state
 from segmind_provider.status import RequestStatus, read_status
@@ -212,7 +214,12 @@ class RequestJournal:
     def _submit(self, payload: dict[str, Any], digest: str) -> Attached:
         """Submit, with the submit's start kept first: a retry then knows the window to look in."""
         started = time.time()
-        pending = {"model": self.model, "fingerprint": digest, "submit_started": started}
+        pending = {
+            "model": self.model,
+            "fingerprint": digest,
+            "submit_started": started,
+            "sent": sent_digest(payload),  # a retry's payload differs where it uploads its files again
+        }
         self.remember(pending)
         try:
             answer = self._send_submit(payload)
@@ -272,7 +279,7 @@ class RequestJournal:
             self.model,
             _moment(started),
         )
-        return self._one_earlier(payload, started, ended)
+        return self._one_earlier(payload, started, ended, sent=saved.get("sent"))
 
     def _earlier_try(self, payload: dict[str, Any]) -> Attached | None:
         """Airflow 3.2 (no store, so no submit window is known): an earlier try's request since the DAG
@@ -280,10 +287,15 @@ class RequestJournal:
         assert self.retry_since is not None
         return self._one_earlier(payload, self.retry_since, time.time())
 
-    def _one_earlier(self, payload: dict[str, Any], since: float, until: float) -> Attached | None:
-        """The one live or completed request of this payload created in the window; none when two match."""
+    def _one_earlier(
+        self, payload: dict[str, Any], since: float, until: float, *, sent: str | None = None
+    ) -> Attached | None:
+        """The one live or completed request of this payload created in the window; none when two match.
+
+        ``sent``: the :func:`sent_digest` of the payload the earlier try sent, where it was kept.
+        """
         try:
-            rows = [row for row in self._history(payload, since, until) if not _failed(row[1])]
+            rows = [row for row in self._history(payload, since, until, sent=sent) if not _failed(row[1])]
         except SegmindError as exc:
             self.log.warning("Could not read Segmind's request history (%s); submitting fresh", exc)
             return None
@@ -345,8 +357,11 @@ class RequestJournal:
             request_id=exc.request_id,
         ) from exc
 
-    def _history(self, payload: dict[str, Any], since: float, until: float) -> list[Row]:
-        """``(created, row)`` for each history row of this model and payload created in the window."""
+    def _history(
+        self, payload: dict[str, Any], since: float, until: float, *, sent: str | None = None
+    ) -> list[Row]:
+        """``(created, row)`` for each history row of this model and payload created in the window
+        (the payload whose :func:`sent_digest` is ``sent``, where given)."""
         window = HistoryWindow(
             self.hook, self.model, since, until, max_rows=HISTORY_PAGES * HISTORY_PAGE_SIZE
         )
@@ -355,7 +370,7 @@ class RequestJournal:
             for created, row in window
             if created is not None
             and str(row.get("request_id")) not in self._replaced
-            and same_request(row, self.model, payload)
+            and (same_request(row, self.model, payload) if sent is None else same_sent(row, self.model, sent))
         ]
 
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import ast
 import datetime as dt
+import hashlib
 import json
 import logging
 import math
@@ -37,6 +38,8 @@ __all__ = [
     "parse_request_body",
     "row_created",
     "same_request",
+    "same_sent",
+    "sent_digest",
 ]
 
 #: How far our clock and Segmind's may disagree when a history row's creation time is compared.
@@ -77,10 +80,42 @@ def same_request(row: Mapping[str, Any], model: str, payload: Mapping[str, Any])
     Nothing more is allowed: a row with a key the payload lacks is another request (another task may
     have sent the same prompt with more parameters).
     """
-    if str(row.get("model_name") or "").strip().lower() != model.strip().lower():
-        return False
-    body = parse_request_body(row.get("request_body"))
+    body = _body_of(row, model)
     return body is not None and _plain(body) == _plain(dict(payload))
+
+
+def sent_digest(payload: Mapping[str, Any]) -> str:
+    """A short stand-in for a payload as sent (upload URLs included), kept where the payload is too big to keep."""
+    text = json.dumps(_numbers_alike(_plain(dict(payload))), sort_keys=True)
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def _numbers_alike(value: Any) -> Any:
+    """``1.0`` as ``1``, throughout: the digest then equates what :func:`same_request` equates."""
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    if isinstance(value, dict):
+        return {key: _numbers_alike(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_numbers_alike(item) for item in value]
+    return value
+
+
+def same_sent(row: Mapping[str, Any], model: str, digest: str) -> bool:
+    """True when a history row is ``model`` and its inputs are the payload whose :func:`sent_digest` is ``digest``.
+
+    How a retry recognises an earlier try's submit: the retry's own payload differs from it wherever
+    an input file was uploaded again (a new URL for the same bytes).
+    """
+    body = _body_of(row, model)
+    return body is not None and sent_digest(body) == digest
+
+
+def _body_of(row: Mapping[str, Any], model: str) -> dict[str, Any] | None:
+    """A history row's parsed inputs when the row is ``model`` (case aside); None otherwise."""
+    if str(row.get("model_name") or "").strip().lower() != model.strip().lower():
+        return None
+    return parse_request_body(row.get("request_body"))
 
 
 def row_created(row: Mapping[str, Any]) -> float | None:

@@ -85,7 +85,7 @@ class WorkflowJournal(RequestJournal):
         return record
 
     def _history(
-        self, payload: dict[str, Any], since: float, until: float
+        self, payload: dict[str, Any], since: float, until: float, *, sent: str | None = None
     ) -> list[tuple[float, dict[str, Any]]]:
         return []
 
