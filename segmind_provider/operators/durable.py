@@ -30,6 +30,7 @@ import time
 from collections.abc import Callable, Iterator, Mapping
 from typing import TYPE_CHECKING, Any
 
+from segmind_provider.events import failure_reason, is_content_block
 from segmind_provider.exceptions import SegmindError, SegmindNotFoundError, SegmindSubmitUncertainError
 from segmind_provider.hooks.account import HISTORY_PAGE_SIZE
 from segmind_provider.operators.history import (
@@ -238,9 +239,20 @@ class RequestJournal:
         return request_id, submitted_at, answer
 
     def _reuse(self, saved: dict[str, Any]) -> Attached | None:
+        """The stored request, unless it is gone or FAILED; a content block is kept (the same input
+        is blocked again: the retry fails with its reason instead of paying for it again)."""
         request_id = str(saved["request_id"])
         submitted_at = float(saved.get("submitted_at") or time.time())
-        attached = self._attach(request_id, submitted_at, accept_failed=False)
+        attached = self._attach(request_id, submitted_at, accept_failed=True)
+        if attached is not None and read_status(attached[2]) is RequestStatus.FAILED:
+            reason = failure_reason(attached[2])
+            if is_content_block(reason):
+                self.log.info(
+                    "Segmind request %s was content-blocked; not paying for the same input again", request_id
+                )
+                return attached
+            self.log.info("Segmind request %s ended FAILED (%s)", request_id, reason)
+            attached = None
         if attached is not None:
             return attached
         self._replaced.add(request_id)

@@ -221,3 +221,19 @@ def test_retry_since_is_the_run_start_at_most_an_hour_back(make_context: Any) ->
 
     since = retry_since(make_context(try_number=2, dag_run=Run()), now)
     assert since is not None and now - 700 < since < now - 600
+
+
+@pytest.mark.segmind_emulator(blocked_words=["forbidden"])
+def test_a_retry_of_a_content_blocked_request_fails_again_without_paying(
+    emulator: SegmindEmulator, make_context: Any, state_store: Any
+) -> None:
+    """Seen in a real deployment: the stale-executor-event race retried a task whose job had been
+    content-blocked, and each try paid for the same blocked input again. The same input is blocked
+    again: the retry re-attaches to the FAILED request and fails with its reason, paying nothing."""
+    payload = {"prompt": "a forbidden castle", "output_format": "png"}
+    defer(operator(payload=payload), make_context(state_store))
+    emulator.advance(30)  # the job ended FAILED: a content block
+    with pytest.raises(SegmindContentBlockedError) as blocked:
+        operator(payload=payload).execute(make_context(state_store, try_number=2))
+    assert isinstance(blocked.value, AirflowFailException)
+    assert count(emulator, "submit") == 1

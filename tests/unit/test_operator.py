@@ -283,11 +283,13 @@ def test_retry_without_deferral_reattaches_too(
     assert calls(emulator, "submit") == 1
 
 
-@pytest.mark.segmind_emulator(blocked_words=["forbidden"])
+@pytest.mark.segmind_emulator(failing_words=["crumbling"])
 def test_retry_submits_fresh_after_a_failed_request(
     emulator: SegmindEmulator, make_context: Any, state_store: dict[str, Any]
 ) -> None:
-    payload = {"prompt": "a forbidden castle"}
+    """A job that FAILED for a reason other than a content block is paid for again on retry (a
+    content block is not: ``test_a_retry_of_a_content_blocked_request_fails_again_without_paying``)."""
+    payload = {"prompt": "a crumbling castle"}
     first = defer(operator(payload=payload), make_context(state_store))
     wait_for(first.request_id, "FAILED")
     second = defer(operator(payload=payload), make_context(state_store))

@@ -16,6 +16,7 @@ RUNTIME_OPTIONS = (
     "rate_limit",
     "rate_limit_window",
     "blocked_words",
+    "failing_words",
     "retention",
     "retention_scaled",
     "public_url",
@@ -41,6 +42,9 @@ class EmulatorConfig:
     rate_limit: int | None = None
     rate_limit_window: float = 60.0
     blocked_words: list[str] = field(default_factory=list)
+    failing_words: list[str] = field(default_factory=list)
+    """A prompt holding one of these ends FAILED for a reason that is not a content block (a worker
+    error): what a retry may submit again, unlike a block."""
     retention: float = 3600.0
     retention_scaled: bool = False
     public_url: str | None = None
@@ -109,7 +113,7 @@ def coerce_option(name: str, value: Any) -> Any:
             return None if value in (None, 0) else int(value)
         if name == "retention_scaled":
             return bool(value)
-        if name == "blocked_words":
+        if name in ("blocked_words", "failing_words"):
             if isinstance(value, str):
                 value = [w for w in value.split(",") if w.strip()]
             return [str(w).strip().lower() for w in value]

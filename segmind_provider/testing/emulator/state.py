@@ -230,6 +230,7 @@ class EmulatorState:
 
     # -- jobs ------------------------------------------------------------------------
     def blocked_reason(self, params: dict[str, Any]) -> str | None:
+        """Why a job with these params ends FAILED (a content block, or a configured failing word)."""
         prompt = str(params.get("prompt", "")).lower()
         for word in self.config.blocked_words:
             if word and word in prompt:
@@ -237,6 +238,9 @@ class EmulatorState:
                     "Content moderation: the prompt was blocked by the safety (RAI) filter "
                     f"(flagged term: {word!r})"
                 )
+        for word in self.config.failing_words:
+            if word and word in prompt:
+                return f"Inference failed: the model worker stopped (emulated for {word!r})"
         return None
 
     def new_request(self, params: dict[str, Any]) -> tuple[str, int]:
