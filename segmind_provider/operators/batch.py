@@ -2,10 +2,10 @@
 
 One task submits from the worker in waves (at most ``max_in_flight`` requests at once, paced by
 the key's budget), defers to one ``SegmindBatchTrigger`` that watches every request in flight,
-stores what finished, submits the next wave and defers again until every item has ended. Where
-its state lives between waves, across tries and across runs is in ``operators.batch_state``;
-reuse of unchanged items in ``operators.manifest``; the credit floor and real costs in
-``operators.spend``. See docs/operator.md ("SegmindBatchOperator").
+submits the next wave, stores what finished and defers again until every item has ended. What the
+batch knows and where it survives (between waves, across tries, across runs) is the ``batch``
+package's: its ledger, its journal, its manifest, its recovery. The credit floor and real costs are
+in ``operators.spend``. See docs/operator.md ("SegmindBatchOperator").
 """
 
 from __future__ import annotations
@@ -14,15 +14,21 @@ import json
 import math
 import threading
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
 from functools import cached_property
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from airflow.sdk import BaseOperator
+from jinja2.nativetypes import NativeEnvironment
 
-from segmind_provider.catalog import announce, timeout_seconds
+from segmind_provider.batch import items as batch_items
+from segmind_provider.batch.journal import BatchJournal
+from segmind_provider.batch.ledger import COMPLETED, FAILED, NOT_STARTED, PENDING, RUNNING, Item, Ledger
+from segmind_provider.batch.manifest import read_manifest, write_delta, write_manifest
+from segmind_provider.batch.recovery import reattach
+from segmind_provider.catalog import announce, timeout_seconds, validate_payload
 from segmind_provider.exceptions import (
     SegmindBatchItemsFailedError,
     SegmindCreditFloorError,
@@ -31,22 +37,10 @@ from segmind_provider.exceptions import (
 )
 from segmind_provider.hooks.account import HISTORY_PAGE_SIZE
 from segmind_provider.hooks.segmind import SegmindHook
-from segmind_provider.operators import batch_items
-from segmind_provider.operators.batch_recovery import reattach
-from segmind_provider.operators.batch_state import (
-    COMPLETED,
-    FAILED,
-    NOT_STARTED,
-    PENDING,
-    RUNNING,
-    Item,
-    Ledger,
-)
 from segmind_provider.operators.durable import fingerprint
 from segmind_provider.operators.history import costs_from_history
-from segmind_provider.operators.manifest import manifest_uri, read_manifest
 from segmind_provider.operators.spend import CreditGuard, price_of
-from segmind_provider.outputs import DEFAULT_MAX_BYTES, store_document
+from segmind_provider.outputs import DEFAULT_MAX_BYTES
 from segmind_provider.triggers.batch import POLL_ENDPOINTS, SegmindBatchTrigger
 from segmind_provider.triggers.polling import DEFAULT_POLL_INTERVAL
 from segmind_provider.triggers.workload import workload
@@ -72,6 +66,57 @@ WORKER_THREADS = 8
 COST_LOOKUP_BATCH = 100
 #: Failed items named in the task's last message (all of them are in the manifest).
 NAMED_FAILURES = 20
+
+
+class _ResumedPayloads(Mapping[str, dict[str, Any]]):
+    """A resumed wave's payloads, by the keys the try's journal planned; each checked when first used.
+
+    A resume touches the payloads of the requests it submits and stores (at most twice
+    ``max_in_flight``), so only those are validated: every one was checked before the try's first
+    submit, and checking ten thousand again per wave costs seconds.
+    """
+
+    def __init__(self, model: str, raw: Any, keys: list[str], *, validate: bool) -> None:
+        if isinstance(raw, Mapping):
+            self._raw = {str(key): value for key, value in raw.items()}
+            same = set(self._raw) == set(keys)
+        elif isinstance(raw, (list, tuple)):
+            self._raw = dict(zip(keys, raw, strict=False))
+            same = len(raw) == len(keys)
+        else:
+            same = False
+        if not same:
+            raise SegmindValidationError(
+                "the batch's payloads changed between two waves of one try (templates must render the same "
+                "items each time); clear the task to start the batch again"
+            )
+        self._model, self._validate = model, validate
+        self._checked: dict[str, dict[str, Any]] = {}
+
+    def __getitem__(self, key: str) -> dict[str, Any]:
+        if key not in self._checked:
+            raw = self._raw[key]
+            self._checked[key] = validate_payload(self._model, raw) if self._validate else dict(raw)
+        return self._checked[key]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._raw)
+
+    def __len__(self) -> int:
+        return len(self._raw)
+
+
+def _plain_text(text: str, env: Any) -> bool:
+    """Text Jinja would render as itself: no delimiter of ``env``, no newline it would rewrite or drop."""
+    if (
+        isinstance(env, NativeEnvironment)
+        or "\r" in text
+        or (text.endswith("\n") and not env.keep_trailing_newline)
+    ):
+        return False
+    markers = [env.block_start_string, env.variable_start_string, env.comment_start_string]
+    markers += [p for p in (env.line_statement_prefix, env.line_comment_prefix) if p]
+    return not any(marker in text for marker in markers)
 
 
 class _ThreadHooks(threading.local):
@@ -173,6 +218,18 @@ class SegmindBatchOperator(BaseOperator):
 
     # ------------------------------------------------------------------ entry points
 
+    def render_template(
+        self, content: Any, context: Any, jinja_env: Any = None, seen_oids: set[int] | None = None
+    ) -> Any:
+        """Text without a template is kept as it is, not compiled: Airflow renders ``payloads`` again at
+        every resume, and compiling ten thousand prompts costs 14 s per wave (measured in bench/batch_scale.py)."""
+        if isinstance(content, str) and not content.endswith(tuple(self.template_ext)):
+            env = jinja_env or self.get_template_env()
+            if _plain_text(content, env):
+                return content
+            jinja_env = env
+        return super().render_template(content, context, jinja_env, seen_oids)
+
     def execute(self, context: Context) -> dict[str, Any]:
         announce(self.model, self.log)
         payloads = batch_items.checked_payloads(self.model, self.payloads, validate=self.validate)
@@ -184,22 +241,32 @@ class SegmindBatchOperator(BaseOperator):
         self._recover(ledger, self._store(context), payloads)
         if guard is not None:
             self._preflight(guard, payloads, ledger)
-        return self._advance(context, ledger, payloads, guard)
+        journal = self._journal(context, ledger.run)
+        self._write_delta(ledger.changed(), ledger)
+        journal.start(ledger)
+        return self._advance(context, ledger, payloads, guard, journal, [])
 
     def execute_wave(self, context: Context, event: dict[str, Any]) -> dict[str, Any]:
-        """Resume after a wave's event: store what ended, submit the next wave or finish.
+        """Resume after a wave's event: submit the next wave, store what ended, defer again or finish.
 
-        The batch's ledger comes back in the event (the trigger carries it untouched).
+        The ledger comes back from the try's journal (``batch.journal``); the event says only what ended.
         """
-        payloads = batch_items.checked_payloads(self.model, self.payloads, validate=self.validate)
-        if not isinstance(event, dict) or not isinstance(event.get("state"), str):
+        if not isinstance(event, dict):
             raise SegmindError(f"unexpected batch trigger event: {str(event)[:300]}")
-        state = Ledger.unpack(json.loads(event["state"]))
+        journal = self._journal(context, self._run_id(context), carried=event.get("state"))
+        ledger = journal.load()
+        payloads = _ResumedPayloads(self.model, self.payloads, list(ledger.items), validate=self.validate)
         store = self._store(context)
-        if batch_items.rounds_started(store) > state.rounds:  # resumed from an old event: a later round ran
-            self._recover(state, store, payloads)
-        self._apply(state, event, payloads)
-        return self._advance(context, state, payloads, self._guard(payloads))
+        if batch_items.rounds_started(store) > ledger.rounds:  # resumed from an old event: a later round ran
+            self._recover(ledger, store, payloads)
+        completed = batch_items.record_wave(ledger, event, self.log)
+        return self._advance(
+            context, ledger, payloads, self._guard(payloads, check=False), journal, completed
+        )
+
+    def _journal(self, context: Context, run: str | None, carried: str | None = None) -> BatchJournal:
+        try_number = int(getattr(context.get("ti"), "try_number", 1) or 1)
+        return BatchJournal(context.get("task_state_store"), run, try_number, carried=carried)
 
     def _recover(self, ledger: Ledger, store: Any, payloads: Mapping[str, dict[str, Any]]) -> None:
         """What earlier runs or tries paid for: reuse what is stored and intact, re-attach what runs."""
@@ -248,17 +315,30 @@ class SegmindBatchOperator(BaseOperator):
         ledger: Ledger,
         payloads: Mapping[str, dict[str, Any]],
         guard: CreditGuard | None,
+        journal: BatchJournal,
+        completed: list[tuple[Item, Any]],
     ) -> dict[str, Any]:
-        """Submit up to ``max_in_flight``, then wait for the wave (deferred or here); finish when all ended."""
+        """Submit up to ``max_in_flight`` (first: the API works while results are stored), store what the
+        last wave completed, record what changed, then wait for the next wave; finish when all ended."""
         store = self._store(context)
         while True:
-            if self._submit_wave(ledger, payloads, store, guard) and self.output_dir:
-                self._write_manifest(ledger)  # the requests just paid for, for a run killed before they end
+            self._submit_wave(ledger, payloads, store, guard, ending=len(completed))
+            self._collect_all(completed, payloads)
+            self._costs(ledger, final=False)
             running = ledger.with_status(RUNNING)
+            self.log.info(
+                "Wave %d: %d of %d items ended, %d running",
+                ledger.waves,
+                len(ledger.items) - len(running) - len(ledger.with_status(PENDING)),
+                len(ledger.items),
+                len(running),
+            )
             if not running:
-                return self._finish(context, ledger, guard)
+                return self._finish(context, ledger, guard, journal)
             ledger.waves += 1
-            trigger = self._trigger(ledger, running, payloads)
+            self._write_delta(ledger.changed(), ledger)
+            journal.record(ledger)
+            trigger = self._trigger(ledger, running, payloads, journal)
             if self.deferrable:
                 deadline = max(item.submitted_at or 0.0 for item in running) + self.timeout
                 grace = max(WAVE_GRACE_SECONDS, 2 * self.poll_interval)
@@ -267,10 +347,14 @@ class SegmindBatchOperator(BaseOperator):
                     method_name="execute_wave",
                     timeout=timedelta(seconds=max(deadline - time.time(), 0.0) + grace),
                 )
-            self._apply(ledger, run_in_worker(trigger), payloads)
+            completed = batch_items.record_wave(ledger, run_in_worker(trigger), self.log)
 
     def _trigger(
-        self, ledger: Ledger, running: list[Item], payloads: Mapping[str, dict[str, Any]]
+        self,
+        ledger: Ledger,
+        running: list[Item],
+        payloads: Mapping[str, dict[str, Any]],
+        journal: BatchJournal,
     ) -> SegmindBatchTrigger:
         more = any(item.status == PENDING for item in ledger.items.values())
         return SegmindBatchTrigger(
@@ -289,7 +373,7 @@ class SegmindBatchOperator(BaseOperator):
             expected_duration=self.expected_duration,
             time_scale=self.hook.get_settings().time_scale,
             poll_endpoint=self.poll_endpoint,
-            state=json.dumps(ledger.pack(), separators=(",", ":")),
+            state=journal.carried(),
         )
 
     def _submit_wave(
@@ -298,12 +382,13 @@ class SegmindBatchOperator(BaseOperator):
         payloads: Mapping[str, dict[str, Any]],
         store: Any,
         guard: CreditGuard | None,
+        *,
+        ending: int = 0,
     ) -> int:
-        """Submit pending items up to ``max_in_flight``; below the credit floor, leave the rest unstarted.
-
-        Returns how many were sent.
+        """Submit pending items up to ``max_in_flight`` (``ending``: running items whose request completed,
+        not yet stored); below the credit floor, leave the rest unstarted. Returns how many were sent.
         """
-        room = self.max_in_flight - len(ledger.with_status(RUNNING))
+        room = self.max_in_flight - len(ledger.with_status(RUNNING)) + ending
         chosen: list[Item] = []
         for item in ledger.with_status(PENDING)[: max(room, 0)]:
             if guard is not None and not guard.allow(price_of(self.model, payloads[item.key])):
@@ -318,48 +403,36 @@ class SegmindBatchOperator(BaseOperator):
             )
         return len(chosen)
 
-    def _apply(self, ledger: Ledger, event: Any, payloads: Mapping[str, dict[str, Any]]) -> None:
-        """Record a wave's ended requests: fetch and store the completed ones, list the failed ones."""
-        completed = batch_items.record_wave(ledger, event, self.log)
-        if completed:
-            with ThreadPoolExecutor(WORKER_THREADS, thread_name_prefix="segmind-store") as pool:
-                list(pool.map(lambda pair: self._collect(pair[0], pair[1], payloads), completed))
-        self._costs(ledger, final=False)
-        if self.output_dir:
-            self._write_manifest(ledger)
-        done = len(ledger.with_status(COMPLETED, FAILED, NOT_STARTED))
-        self.log.info(
-            "Wave %d: %s; %d of %d items ended, %d running",
-            ledger.waves,
-            str(event.get("message") if isinstance(event, dict) else ""),
-            done,
-            len(ledger.items),
-            len(ledger.with_status(RUNNING)),
-        )
+    def _collect_all(self, completed: list[tuple[Item, Any]], payloads: Mapping[str, dict[str, Any]]) -> None:
+        """Fetch and store a wave's completed items, a few at a time; a failure fails its item only."""
+        if not completed:
+            return
+        keyed = [(item, inline, payloads[item.key]) for item, inline in completed]  # validated here, once
+        with ThreadPoolExecutor(WORKER_THREADS, thread_name_prefix="segmind-store") as pool:
+            list(pool.map(lambda job: self._collect(*job), keyed))
 
-    def _collect(self, item: Item, inline: Any, payloads: Mapping[str, dict[str, Any]]) -> None:
-        """Fetch (unless the event carried it) and store one completed item; a failure fails the item only."""
-        hook = self._thread_hooks.hook
+    def _collect(self, item: Item, inline: Any, payload: Mapping[str, Any]) -> None:
+        """Fetch (unless the event carried it) and store one completed item."""
         batch_items.collect(
             item,
             inline,
-            hook,
+            self._thread_hooks.hook,
             output_dir=self.output_dir,
             output_conn_id=self.output_conn_id,
             model=self.model,
-            payload=payloads[item.key],
+            payload=payload,
             max_bytes=self.max_output_bytes,
         )
 
     # ------------------------------------------------------------------ money
 
-    def _guard(self, payloads: Mapping[str, dict[str, Any]]) -> CreditGuard | None:
+    def _guard(self, payloads: Mapping[str, dict[str, Any]], *, check: bool = True) -> CreditGuard | None:
+        """The credit floor's guard, or None; ``check``: refuse a payload without a price (before any spend)."""
         floor = self.credit_floor if self.credit_floor is not None else self.hook.get_settings().credit_floor
         if floor is None:
             return None
-
-        for payload in payloads.values():
-            price_of(self.model, payload)  # a model without a price is refused before any spend
+        for payload in payloads.values() if check else ():
+            price_of(self.model, payload)
         return CreditGuard(self.hook, floor, self.log)
 
     def _preflight(self, guard: CreditGuard, payloads: Mapping[str, dict[str, Any]], ledger: Ledger) -> None:
@@ -408,16 +481,19 @@ class SegmindBatchOperator(BaseOperator):
 
     # ------------------------------------------------------------------ the end
 
-    def _write_manifest(self, ledger: Ledger) -> str:
-        data = json.dumps(ledger.manifest(self.model, with_output=False), indent=1, sort_keys=True)
-        return store_document(
-            data.encode(), manifest_uri(self.output_dir), output_conn_id=self.output_conn_id
-        )
+    def _write_delta(self, changed: list[Item], ledger: Ledger) -> None:
+        """The changed items' manifest entries, for a rerun while the batch runs (a killed run's requests)."""
+        if self.output_dir and changed:
+            entries = {item.key: item.entry(with_output=False) for item in changed}
+            write_delta(self.output_dir, self.output_conn_id, entries, ledger.meta())
 
-    def _finish(self, context: Context, ledger: Ledger, guard: CreditGuard | None) -> dict[str, Any]:
+    def _finish(
+        self, context: Context, ledger: Ledger, guard: CreditGuard | None, journal: BatchJournal
+    ) -> dict[str, Any]:
         self._costs(ledger, final=True)
         manifest = ledger.manifest(self.model, with_output=not self.output_dir)
-        uri = self._write_manifest(ledger) if self.output_dir else None
+        uri = write_manifest(self.output_dir, self.output_conn_id, manifest) if self.output_dir else None
+        journal.close()
         batch_items.announce(self, context, manifest, uri)
         failed = ledger.with_status(FAILED)
         self.log.info(

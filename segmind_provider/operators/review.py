@@ -23,10 +23,10 @@ from airflow.providers.standard.operators.hitl import HITLOperator
 from airflow.sdk import Param
 from airflow.sdk.definitions.param import ParamsDict
 
+from segmind_provider.batch.ledger import COMPLETED
 from segmind_provider.exceptions import SegmindError
 from segmind_provider.hooks.segmind import SegmindHook
 from segmind_provider.media import redact_url, sniff_format, thumbnail
-from segmind_provider.operators.batch_state import COMPLETED
 from segmind_provider.status import RequestStatus, read_status
 
 if TYPE_CHECKING:

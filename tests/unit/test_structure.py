@@ -12,7 +12,7 @@ PACKAGE = Path(segmind_provider.__file__).parent
 STATUS_WORDS = frozenset({"QUEUED", "PROCESSING", "COMPLETED", "FAILED"})
 STATUS_HOMES = {Path("status.py")}
 #: The batch ledger's own item states, persisted in manifests and spelled like two API statuses.
-LEDGER_STATES = Path("operators/batch_state.py")
+LEDGER_STATES = Path("batch/ledger.py")
 
 
 def _exempt(tree: ast.Module, where: Path) -> set[int]:

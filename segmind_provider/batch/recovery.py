@@ -13,9 +13,7 @@ import time
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
-from segmind_provider.events import failure_reason, is_content_block
-from segmind_provider.exceptions import SegmindNotFoundError
-from segmind_provider.operators.batch_state import (
+from segmind_provider.batch.ledger import (
     FAILED,
     PENDING,
     RUNNING,
@@ -23,6 +21,8 @@ from segmind_provider.operators.batch_state import (
     Ledger,
     store_key,
 )
+from segmind_provider.events import failure_reason, is_content_block
+from segmind_provider.exceptions import SegmindNotFoundError
 from segmind_provider.operators.history import find_submitted
 from segmind_provider.status import RequestStatus, read_status
 

@@ -12,7 +12,7 @@ Three places, each for what survives there:
   single operator's does. A marker key counts the rounds of submits started: a first try finds none
   and reads nothing back; a resume whose ledger is behind it (a try killed mid-round, then resumed
   from its last event) re-attaches before it submits;
-- **across runs** the manifest in ``output_dir`` (``operators.manifest``), written after each wave's
+- **across runs** the manifest in ``output_dir`` (``batch.manifest``), written after each wave's
   submits and after its results are stored, says what is stored and for which fingerprint (a later
   run reuses what did not change) and which requests are still running (a run killed mid-batch and
   started again re-attaches to them: on Airflow 3.2, or where ``airflow dags test`` replaced the run
@@ -92,6 +92,13 @@ class Item:
     output_sizes: list[int] = field(default_factory=list)  # bytes of each stored output, as stored
     output_sha256: list[str] = field(default_factory=list)  # and its digest: a rerun reuses only these bytes
     unstored: bool = False  # Segmind completed it but its output was not stored: a rerun fetches it again
+    changed: bool = field(default=False, compare=False, repr=False)  # since the journal's last record
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        """Any change marks the item, so the journal writes only what changed in a wave."""
+        object.__setattr__(self, name, value)
+        if name != "changed":
+            object.__setattr__(self, "changed", True)
 
     def pack(self) -> list[Any]:
         """A compact JSON form (a list in field order) for next_kwargs."""
@@ -158,28 +165,31 @@ class Ledger:
         self.items: dict[str, Item] = {item.key: item for item in items}
         self.started_at = started_at  # when this run's first try started the batch
         self.waves = waves
-        self.rounds = rounds  # rounds of submits this ledger has seen (see batch_items.begin_round)
+        self.rounds = rounds  # rounds of submits this ledger has seen (see batch.items.begin_round)
         self.run = run  # the task instance (DAG, run, task, map index): the manifest says whose it is
 
-    def pack(self) -> dict[str, Any]:
-        return {
-            "started_at": self.started_at,
-            "waves": self.waves,
-            "rounds": self.rounds,
-            "run": self.run,
-            "items": {key: item.pack() for key, item in self.items.items()},
-        }
+    def meta(self) -> dict[str, Any]:
+        """The batch's own facts, without its items (``batch.journal`` writes those as they change)."""
+        return {"started_at": self.started_at, "waves": self.waves, "rounds": self.rounds, "run": self.run}
 
     @classmethod
-    def unpack(cls, data: Mapping[str, Any]) -> Ledger:
-        items = (Item.unpack(key, packed) for key, packed in data["items"].items())
+    def from_meta(cls, items: Iterable[Item], meta: Mapping[str, Any]) -> Ledger:
         return cls(
             items,
-            float(data["started_at"]),
-            int(data.get("waves", 0)),
-            int(data.get("rounds", 0)),
-            data.get("run"),
+            float(meta["started_at"]),
+            int(meta.get("waves", 0)),
+            int(meta.get("rounds", 0)),
+            meta.get("run"),
         )
+
+    def changed(self) -> list[Item]:
+        """Items changed since :meth:`settle`."""
+        return [item for item in self.items.values() if item.changed]
+
+    def settle(self) -> None:
+        """Mark every item as recorded."""
+        for item in self.items.values():
+            item.changed = False
 
     def with_status(self, *statuses: str) -> list[Item]:
         return [item for item in self.items.values() if item.status in statuses]

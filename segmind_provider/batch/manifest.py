@@ -1,5 +1,11 @@
 """A batch's ``{output_dir}/manifest.json``: what each item is, where it is stored, what it cost.
 
+Written incrementally: each wave adds one small file under ``{output_dir}/manifest.d/`` holding only
+the entries that changed (written atomically, named so that their order is the order they were
+written); the batch's end writes ``manifest.json`` whole, naming the last delta it folds in, and
+deletes the deltas. A reader (a rerun, a run started after a killed one) folds ``manifest.json`` and
+any later deltas, so the manifest is readable at every point and its bytes grow with N, not N x waves.
+
 The manifest is the batch's record across runs: an item whose fingerprint (model and payload,
 ``operators.durable.fingerprint``) matches its entry and whose stored outputs still have the size and
 sha256 recorded when they were stored is reused, not generated again (no decode: zeros left by a power
@@ -10,20 +16,26 @@ writing goes through ``outputs.store_document`` (the only module that writes out
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
+import secrets
 import shutil
 import tempfile
+import time
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 from urllib.parse import unquote, urlsplit
 
+from segmind_provider.destination import filesystem_for
 from segmind_provider.exceptions import SegmindOutputError, SegmindValidationError
 from segmind_provider.media import SNIFF_BYTES, decode_problem, sniff_format
+from segmind_provider.outputs import store_document
 
 __all__ = [
+    "DELTAS_NAME",
     "MANIFEST_NAME",
     "file_digest",
     "item_path",
@@ -31,9 +43,12 @@ __all__ = [
     "output_intact",
     "output_matches",
     "read_manifest",
+    "write_delta",
+    "write_manifest",
 ]
 
 MANIFEST_NAME = "manifest.json"
+DELTAS_NAME = "manifest.d"
 _CHUNK = 1 << 20
 
 
@@ -66,13 +81,8 @@ def _open(uri: str, conn_id: str | None) -> Any:
     return ObjectStoragePath(uri, conn_id=conn_id).open("rb")
 
 
-def read_manifest(output_dir: Any, conn_id: str | None) -> dict[str, Any] | None:
-    """The manifest in ``output_dir``; None when there is none yet.
-
-    One that is there but unreadable raises, naming the file and the problem: silently ignoring it
-    would pay again for every item it lists.
-    """
-    uri = manifest_uri(output_dir)
+def _read_json(uri: str, conn_id: str | None) -> dict[str, Any] | None:
+    """One manifest file (whole or delta) as a dict with an ``items`` object; None when it is not there."""
     local = _local(uri)
     try:
         if local is not None:
@@ -93,6 +103,78 @@ def read_manifest(output_dir: Any, conn_id: str | None) -> dict[str, Any] | None
     if not isinstance(data, dict) or not isinstance(data.get("items"), Mapping):
         raise _unreadable(uri, 'it is JSON but not a batch manifest (no "items" object)')
     return data
+
+
+def _deltas_uri(output_dir: Any) -> str:
+    return _join(output_dir, DELTAS_NAME)
+
+
+def _delta_names(output_dir: Any, conn_id: str | None) -> list[str]:
+    """The deltas' file names, in the order they were written."""
+    folder = _deltas_uri(output_dir)
+    local = _local(folder)
+    try:
+        if local is not None:
+            names = [p.name for p in local.iterdir()]
+        else:
+            fs = filesystem_for(folder, conn_id)
+            names = [str(p).rstrip("/").rpartition("/")[2] for p in fs.ls(folder, detail=False)]
+    except FileNotFoundError:
+        return []
+    except OSError as exc:
+        raise SegmindOutputError(f"cannot list the batch manifest's deltas {folder}: {exc}") from exc
+    return sorted(name for name in names if name.endswith(".json") and not name.startswith("."))
+
+
+def read_manifest(output_dir: Any, conn_id: str | None) -> dict[str, Any] | None:
+    """The manifest in ``output_dir`` (``manifest.json`` with the deltas written after it folded in);
+    None when there is none yet.
+
+    One that is there but unreadable raises, naming the file and the problem: silently ignoring it
+    would pay again for every item it lists.
+    """
+    data = _read_json(manifest_uri(output_dir), conn_id)
+    through = str((data or {}).get("deltas_through") or "")
+    for name in _delta_names(output_dir, conn_id):
+        if name <= through:
+            continue  # folded into manifest.json already (left by a compaction cut short)
+        delta = _read_json(f"{_deltas_uri(output_dir)}/{name}", conn_id)
+        if delta is None:
+            continue
+        if data is None:
+            data = {"items": {}}
+        data["items"] = {**data["items"], **delta["items"]}
+        data.update(delta.get("meta") or {})
+    return data
+
+
+def write_delta(
+    output_dir: Any, conn_id: str | None, entries: Mapping[str, Any], meta: Mapping[str, Any]
+) -> str:
+    """Add one wave's changed entries (and the batch's facts) to the manifest; the delta's URI."""
+    name = f"{time.time_ns():020d}-{secrets.token_hex(4)}.json"
+    data = json.dumps({"meta": dict(meta), "items": dict(entries)}, separators=(",", ":"), sort_keys=True)
+    return store_document(data.encode(), f"{_deltas_uri(output_dir)}/{name}", output_conn_id=conn_id)
+
+
+def write_manifest(output_dir: Any, conn_id: str | None, manifest: Mapping[str, Any]) -> str:
+    """Write ``manifest.json`` whole (naming the last delta it replaces), then delete the deltas."""
+    names = _delta_names(output_dir, conn_id)
+    data = {**manifest, "deltas_through": names[-1] if names else None}
+    uri = store_document(
+        json.dumps(data, indent=1, sort_keys=True).encode(), manifest_uri(output_dir), output_conn_id=conn_id
+    )
+    local = _local(_deltas_uri(output_dir))
+    for name in names:
+        with contextlib.suppress(OSError):  # a delta left over is skipped by name on the next read
+            if local is not None:
+                (local / name).unlink(missing_ok=True)
+            else:
+                filesystem_for(_deltas_uri(output_dir), conn_id).rm(f"{_deltas_uri(output_dir)}/{name}")
+    with contextlib.suppress(OSError):
+        if local is not None:
+            local.rmdir()
+    return uri
 
 
 def _unreadable(uri: str, problem: str) -> SegmindValidationError:

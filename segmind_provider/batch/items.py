@@ -1,7 +1,7 @@
 """The batch operator's per-item steps: check, reuse, re-attach, submit, record a wave, collect, report.
 
 Kept beside ``operators.batch`` (the operator's flow) so each module stays small; every step works on
-the ``Ledger`` of ``operators.batch_state`` and talks to Segmind only through the hook.
+the ``Ledger`` of ``batch.ledger`` and talks to Segmind only through the hook.
 """
 
 from __future__ import annotations
@@ -15,6 +15,18 @@ from typing import TYPE_CHECKING, Any
 
 from airflow.sdk import Asset
 
+from segmind_provider.batch.ledger import (
+    COMPLETED,
+    FAILED,
+    NOT_STARTED,
+    PENDING,
+    RUNNING,
+    STORE_MARKER,
+    Item,
+    Ledger,
+    store_key,
+)
+from segmind_provider.batch.manifest import file_digest, item_path, output_intact, output_matches
 from segmind_provider.catalog import expected_output_format, validate_payload
 from segmind_provider.destination import check_path_format, split_name
 from segmind_provider.events import is_content_block
@@ -28,19 +40,7 @@ from segmind_provider.exceptions import (
     SegmindValidationError,
 )
 from segmind_provider.media import EXTENSIONS, normalize_format
-from segmind_provider.operators.batch_state import (
-    COMPLETED,
-    FAILED,
-    NOT_STARTED,
-    PENDING,
-    RUNNING,
-    STORE_MARKER,
-    Item,
-    Ledger,
-    store_key,
-)
 from segmind_provider.operators.durable import fingerprint
-from segmind_provider.operators.manifest import file_digest, item_path, output_intact, output_matches
 from segmind_provider.triggers.batch import WAVE_EVENT
 from segmind_provider.wait import store_outputs
 
