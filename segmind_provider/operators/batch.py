@@ -41,6 +41,7 @@ from segmind_provider.operators.durable import fingerprint
 from segmind_provider.operators.history import costs_from_history
 from segmind_provider.operators.spend import CreditGuard, price_of
 from segmind_provider.outputs import DEFAULT_MAX_BYTES
+from segmind_provider.task_defaults import DEFAULT_RETRIES, DEFAULT_RETRY_DELAY
 from segmind_provider.triggers.batch import POLL_ENDPOINTS, SegmindBatchTrigger
 from segmind_provider.triggers.polling import DEFAULT_POLL_INTERVAL
 from segmind_provider.triggers.workload import workload
@@ -153,6 +154,9 @@ class SegmindBatchOperator(BaseOperator):
     :param expected_duration: typical seconds per request, overriding the model's for the poll schedule.
     :param validate: check every payload against the model's schema before anything is spent.
     :param durable: keep each submitted request in ``task_state_store`` so a retry re-attaches (3.3+).
+    :param retries: Airflow's retries; default ``task_defaults.DEFAULT_RETRIES`` (a retry re-attaches, never
+        pays twice, and carries the task past Airflow's stale-executor race, apache/airflow#72716).
+    :param retry_delay: the pause before a retry; default ``task_defaults.DEFAULT_RETRY_DELAY``.
     :param max_output_bytes: size cap per stored output.
     """
 
@@ -180,9 +184,13 @@ class SegmindBatchOperator(BaseOperator):
         validate: bool = True,
         durable: bool = True,
         max_output_bytes: int = DEFAULT_MAX_BYTES,
+        retries: int | None = DEFAULT_RETRIES,
+        retry_delay: timedelta | float = DEFAULT_RETRY_DELAY,
         **kwargs: Any,
     ) -> None:
-        super().__init__(**kwargs)
+        # Declared, not read from kwargs: Airflow fills them from default_args first, and .partial()
+        # takes a class's defaults from its __init__ signature (segmind_provider.task_defaults says why).
+        super().__init__(retries=retries, retry_delay=retry_delay, **kwargs)
         seconds = timeout_seconds(timeout, model)
         if seconds <= 0 or poll_interval <= 0 or int(max_in_flight) < 1:
             raise ValueError("timeout and poll_interval must be positive and max_in_flight at least 1")

@@ -32,6 +32,7 @@ from segmind_provider.operators.batch import SegmindBatchOperator
 from segmind_provider.operators.durable import STATE_STORE_KEY, RequestJournal
 from segmind_provider.operators.spend import check_floor
 from segmind_provider.outputs import DEFAULT_MAX_BYTES, store_bytes
+from segmind_provider.task_defaults import DEFAULT_RETRIES, DEFAULT_RETRY_DELAY
 from segmind_provider.triggers.polling import DEFAULT_POLL_INTERVAL
 from segmind_provider.wait import (
     finish_request,
@@ -112,6 +113,9 @@ class SegmindOperator(BaseOperator):
     :param mode: ``"async"`` (the v2 queue) or ``"sync"`` (``POST /v1/{model}`` in the worker, quick models).
     :param durable: remember the request id across tries so a retry re-attaches instead of paying again
         (Airflow 3.3's ``task_state_store``; without one, a retry looks in Segmind's request history).
+    :param retries: Airflow's retries; default ``task_defaults.DEFAULT_RETRIES`` (a retry re-attaches, never
+        pays twice, and carries the task past Airflow's stale-executor race, apache/airflow#72716).
+    :param retry_delay: the pause before a retry; default ``task_defaults.DEFAULT_RETRY_DELAY``.
     :param max_output_bytes: size cap for each stored output.
     :param expected_duration: typical submit-to-completion seconds, overriding the model's default for
         the poll schedule (a model without a default, or a time-scaled emulator).
@@ -159,9 +163,13 @@ class SegmindOperator(BaseOperator):
         input_files: dict[str, Any] | None = None,
         input_conn_id: str | None = None,
         max_input_bytes: int = DEFAULT_MAX_INPUT_BYTES,
+        retries: int | None = DEFAULT_RETRIES,
+        retry_delay: timedelta | float = DEFAULT_RETRY_DELAY,
         **kwargs: Any,
     ) -> None:
-        super().__init__(**kwargs)
+        # Declared, not read from kwargs: Airflow fills them from default_args first, and .partial()
+        # takes a class's defaults from its __init__ signature (segmind_provider.task_defaults says why).
+        super().__init__(retries=retries, retry_delay=retry_delay, **kwargs)
         if mode not in ("async", "sync"):
             raise ValueError(f"mode must be 'async' or 'sync', got {mode!r}")
         seconds = timeout_seconds(timeout, model)

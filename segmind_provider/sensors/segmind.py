@@ -21,6 +21,7 @@ from segmind_provider.events import failure_error, failure_reason, raise_for_eve
 from segmind_provider.exceptions import SegmindTimeoutError
 from segmind_provider.hooks.segmind import SegmindHook
 from segmind_provider.status import RequestStatus, read_status
+from segmind_provider.task_defaults import DEFAULT_RETRIES, DEFAULT_RETRY_DELAY
 from segmind_provider.triggers.polling import DEFAULT_POLL_INTERVAL
 from segmind_provider.triggers.segmind import SegmindRequestTrigger
 
@@ -40,10 +41,9 @@ if TYPE_CHECKING:
 
 __all__ = ["DEFAULT_SENSOR_RETRIES", "DEFAULT_SENSOR_RETRY_DELAY", "SegmindRequestSensor"]
 
-#: Retries when neither the task nor ``default_args`` set any (a site's higher default wins).
-DEFAULT_SENSOR_RETRIES = max(2, conf.getint("core", "default_task_retries", fallback=0))
-#: A retry only re-reads the request's status: no reason to wait Airflow's default five minutes.
-DEFAULT_SENSOR_RETRY_DELAY = timedelta(seconds=10)
+#: The provider's defaults (``segmind_provider.task_defaults``), under the names this module published.
+DEFAULT_SENSOR_RETRIES = DEFAULT_RETRIES
+DEFAULT_SENSOR_RETRY_DELAY = DEFAULT_RETRY_DELAY
 
 
 class SegmindRequestSensor(BaseSensorOperator):

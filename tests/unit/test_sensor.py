@@ -21,9 +21,9 @@ from segmind_provider.exceptions import (
 from segmind_provider.hooks.segmind import SegmindHook
 from segmind_provider.sensors.segmind import (
     DEFAULT_SENSOR_RETRIES,
-    DEFAULT_SENSOR_RETRY_DELAY,
     SegmindRequestSensor,
 )
+from segmind_provider.task_defaults import DEFAULT_RETRIES, DEFAULT_RETRY_DELAY
 from segmind_provider.testing.emulator.runner import SegmindEmulator
 from segmind_provider.triggers.segmind import SegmindRequestTrigger
 
@@ -119,27 +119,46 @@ def test_request_id_is_templated() -> None:
 AIRFLOW_VERSION = tuple(int(part) for part in version("apache-airflow").split(".")[:2])
 
 
-def test_a_sensor_retries_by_default_so_the_stale_executor_event_race_does_not_fail_it() -> None:
+def _task_classes() -> list[tuple[type[Any], dict[str, Any], str, list[Any]]]:
+    from segmind_provider.operators.batch import SegmindBatchOperator
+    from segmind_provider.operators.segmind import SegmindOperator
+
+    flux = {"model": "flux-1.1-pro"}
+    return [
+        (SegmindRequestSensor, {"request_id": "r"}, "request_id", ["r1", "r2"]),
+        (SegmindOperator, {**flux, "payload": {"prompt": "a"}}, "payload", [{"prompt": "b"}]),
+        (SegmindBatchOperator, {**flux, "payloads": [{"prompt": "a"}]}, "payloads", [[{"prompt": "b"}]]),
+    ]
+
+
+@pytest.mark.parametrize(
+    ("cls", "args", "mapped", "values"), _task_classes(), ids=lambda v: getattr(v, "__name__", "")
+)
+def test_every_task_class_retries_by_default_so_the_stale_executor_event_race_does_not_fail_it(
+    cls: type[Any], args: dict[str, Any], mapped: str, values: list[Any]
+) -> None:
     """apache/airflow#72716 fails a task just after it resumed; the scheduler then retries it only
-    if the task has retries. Checked where the scheduler reads them: the serialized DAG."""
-    assert DEFAULT_SENSOR_RETRIES >= 1
-    with DAG("sensor_retries") as dag:
-        SegmindRequestSensor(task_id="plain", request_id="r")
-        SegmindRequestSensor(task_id="own", request_id="r", retries=0, retry_delay=60)
-        SegmindRequestSensor.partial(task_id="mapped").expand(request_id=["r1", "r2"])
-    with DAG("sensor_default_args", default_args={"retries": 4}) as other:
-        SegmindRequestSensor(task_id="from_default_args", request_id="r")
+    if the task has retries (a retry of ours re-attaches: it never pays twice). Checked where the
+    scheduler reads them: the serialized DAG."""
+    assert DEFAULT_SENSOR_RETRIES == DEFAULT_RETRIES >= 1
+    with DAG(f"{cls.__name__}_retries") as dag:
+        cls(task_id="plain", **args)
+        cls(task_id="own", retries=0, retry_delay=60, **args)
+        fixed = {k: v for k, v in args.items() if k != mapped}
+        cls.partial(task_id="mapped", **fixed).expand(**{mapped: values})
+    with DAG(f"{cls.__name__}_default_args", default_args={"retries": 4}) as other:
+        cls(task_id="from_default_args", **args)
     tasks = {
         t["__var"]["task_id"]: t["__var"]
         for d in (dag, other)
         for t in DagSerialization.to_dict(d)["dag"]["tasks"]
     }
-    delay = DEFAULT_SENSOR_RETRY_DELAY.total_seconds()
-    assert (tasks["plain"]["retries"], tasks["plain"]["retry_delay"]) == (DEFAULT_SENSOR_RETRIES, delay)
+    delay = DEFAULT_RETRY_DELAY.total_seconds()
+    assert (tasks["plain"]["retries"], tasks["plain"]["retry_delay"]) == (DEFAULT_RETRIES, delay)
     assert tasks["own"].get("retries", 0) == 0  # the user's word wins (0 is left out as Airflow's default)
     assert tasks["own"]["retry_delay"] == 60.0
     assert tasks["from_default_args"]["retries"] == 4
     if AIRFLOW_VERSION >= (3, 3):
-        assert tasks["mapped"]["partial_kwargs"]["retries"] == DEFAULT_SENSOR_RETRIES
+        assert tasks["mapped"]["partial_kwargs"]["retries"] == DEFAULT_RETRIES
     else:  # Airflow 3.2 serializes only the kwargs given to .partial(): there, pass retries yourself
         assert "retries" not in tasks["mapped"]["partial_kwargs"]
