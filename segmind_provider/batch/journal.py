@@ -139,7 +139,8 @@ class BatchJournal:
         items = list(ledger.changed() if changed is None else changed)
         values: dict[str, Any] = {}
         meta = ledger.meta()
-        for part in _parts((item.key, item.pack()) for item in items) if items else iter([{}]):
+        packs = ((item.key, [None, *item.pack()[1:]]) for item in items)  # the plan has the fingerprint
+        for part in _parts(packs) if items else iter([{}]):
             self.head["chunks"] += 1
             values[f"{self.prefix}{self.head['chunks']}"] = {"meta": meta, "items": part}
         self._write(values)
@@ -184,7 +185,7 @@ class BatchJournal:
             chunk = values[key]
             meta = chunk["meta"]
             for item_key, packed in chunk["items"].items():
-                items[item_key] = Item.unpack(item_key, packed)
+                items[item_key] = Item.unpack(item_key, [items[item_key].fingerprint, *packed[1:]])
         ledger = Ledger.from_meta(items.values(), meta)
         ledger.settle()
         return ledger

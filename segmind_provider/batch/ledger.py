@@ -69,6 +69,11 @@ _PACKED = (
 )
 
 
+def _empty(value: Any) -> bool:
+    """A field at its default (None, False, []); 0.0 is a known cost, not empty."""
+    return value is None or value is False or (isinstance(value, list) and not value)
+
+
 def store_key(key: str) -> str:
     """The ``task_state_store`` key of item ``key``'s request."""
     return STORE_PREFIX + key
@@ -101,8 +106,11 @@ class Item:
             object.__setattr__(self, "changed", True)
 
     def pack(self) -> list[Any]:
-        """A compact JSON form (a list in field order) for next_kwargs."""
-        return [getattr(self, name) for name in _PACKED]
+        """A compact JSON form for the journal: the fields in order, without the trailing defaults."""
+        packed = [getattr(self, name) for name in _PACKED]
+        while packed and _empty(packed[-1]):
+            packed.pop()
+        return packed
 
     @classmethod
     def unpack(cls, key: str, packed: list[Any]) -> Item:
@@ -130,6 +138,10 @@ class Item:
         self.unstored = False
         if output is not None:
             self.output = output
+
+    def delta(self) -> dict[str, Any]:
+        """The item's manifest entry without its empty fields: what a wave's delta holds."""
+        return {k: v for k, v in self.entry(with_output=False).items() if not _empty(v)}
 
     def entry(self, with_output: bool) -> dict[str, Any]:
         """The item's manifest entry."""

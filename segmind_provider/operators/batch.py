@@ -492,7 +492,7 @@ class SegmindBatchOperator(BaseOperator):
     def _write_delta(self, changed: list[Item], ledger: Ledger) -> None:
         """The changed items' manifest entries, for a rerun while the batch runs (a killed run's requests)."""
         if self.output_dir and changed:
-            entries = {item.key: item.entry(with_output=False) for item in changed}
+            entries = {item.key: item.delta() for item in changed}
             write_delta(self.output_dir, self.output_conn_id, entries, ledger.meta())
 
     def _finish(
