@@ -37,7 +37,7 @@ ROOT = Path(__file__).resolve().parents[1]
 AIRFLOW = str(Path(sys.executable).with_name("airflow"))
 MODEL_SECONDS = 14.0  # flux-1.1-pro's typical time in the catalog and the emulator, before scaling
 
-DAG = '''
+DAG = """
 import os
 import pendulum
 from airflow.sdk import DAG
@@ -61,7 +61,7 @@ with DAG("bench_batch_scale", schedule=None, start_date=pendulum.datetime(2026, 
         retries=0,
         timeout=3600,
     )
-'''
+"""
 
 
 def _children_cpu() -> float:
@@ -132,7 +132,9 @@ def run_one(n: int, in_flight: int, scale: float, code: Path | None, work: Path)
         "wall_over_ideal": round(wall / ideal, 2),
         "waves": manifest.get("waves"),
         "db_bytes_per_item": round((db.stat().st_size - before) / n),
-        "manifest_bytes_per_item": round(manifest_path.stat().st_size / n) if manifest_path.exists() else None,
+        "manifest_bytes_per_item": round(manifest_path.stat().st_size / n)
+        if manifest_path.exists()
+        else None,
         "cpu_ms_per_item": round(cpu * 1000 / n, 1),
         "peak_rss_mb": round(rss_kb / 1024),
         "submits": calls.submit,
@@ -147,7 +149,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--max-in-flight", type=int, default=100)
     parser.add_argument("--time-scale", type=float, default=0.05)
     parser.add_argument("--baseline", help="a git ref whose package runs the same batch, side by side")
-    parser.add_argument("--output", help="the results file's name (default batch_scale.json)")
+    parser.add_argument("--name", default="batch_scale", help="the results file's name, without .json")
+    parser.add_argument("--results-dir", type=Path, help="where the results go (default bench/results)")
     args = parser.parse_args(argv)
     rows: list[dict[str, Any]] = []
     with tempfile.TemporaryDirectory(prefix="segmind-batch-scale-") as scratch:
@@ -163,11 +166,25 @@ def main(argv: list[str] | None = None) -> int:
                         print(row["tail"], file=sys.stderr)
         finally:
             if baseline is not None:
-                subprocess.run(["git", "-C", str(ROOT), "worktree", "remove", "--force", str(baseline)], check=False)
-    headers = ["code", "n", "ok", "wall_s", "ideal_s", "wall_over_ideal", "waves", "db_bytes_per_item",
-               "manifest_bytes_per_item", "cpu_ms_per_item", "peak_rss_mb", "submits"]
+                subprocess.run(
+                    ["git", "-C", str(ROOT), "worktree", "remove", "--force", str(baseline)], check=False
+                )
+    headers = [
+        "code",
+        "n",
+        "ok",
+        "wall_s",
+        "ideal_s",
+        "wall_over_ideal",
+        "waves",
+        "db_bytes_per_item",
+        "manifest_bytes_per_item",
+        "cpu_ms_per_item",
+        "peak_rss_mb",
+        "submits",
+    ]
     print(markdown_table(headers, [[row[h] for h in headers] for row in rows]))
-    write_json(args.output or "batch_scale", {"machine": machine(), "args": vars(args), "rows": rows})
+    write_json(args.name, {"machine": machine(), "args": vars(args), "rows": rows}, args.results_dir)
     return 0 if all(row["ok"] and row["submits"] == row["n"] for row in rows) else 1
 
 

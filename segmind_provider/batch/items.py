@@ -6,7 +6,9 @@ the ``Ledger`` of ``batch.ledger`` and talks to Segmind only through the hook.
 
 from __future__ import annotations
 
+import json
 import logging
+import os
 import re
 import time
 from collections.abc import Mapping
@@ -61,6 +63,7 @@ __all__ = [
     "first_started_at",
     "floor_message",
     "list_key",
+    "load_payloads",
     "read_marker",
     "record_wave",
     "reuse_stored",
@@ -76,6 +79,38 @@ NAMED_PROBLEMS = 10
 CHECK_THREADS = 8
 #: Hex digits of its fingerprint in a list item's key: what it asks, not where it stands in the list.
 LIST_KEY_DIGITS = 16
+
+
+def load_payloads(payloads: Any) -> Any:
+    """``payloads`` as given, or, for a reference to a JSON Lines file (a local path, a URI, an
+    ``ObjectStoragePath`` with its ``conn_id``), the list of payload dicts it holds, one per line.
+
+    A reference keeps ten thousand payloads out of the rendered template fields (Airflow stores and
+    renders those at every resume); the file is read once per try and once per resume.
+    """
+    if not isinstance(payloads, (str, os.PathLike)):
+        return payloads
+    from airflow.sdk import ObjectStoragePath
+
+    path = payloads if isinstance(payloads, ObjectStoragePath) else ObjectStoragePath(str(payloads))
+    loaded: list[Any] = []
+    try:
+        with path.open("r", encoding="utf-8") as handle:
+            for number, line in enumerate(handle, start=1):
+                if not line.strip():
+                    continue
+                try:
+                    loaded.append(json.loads(line))
+                except ValueError as exc:
+                    raise SegmindValidationError(
+                        f"payloads file {payloads}: line {number} is not JSON ({exc}); nothing was submitted"
+                    ) from None
+    except OSError as exc:
+        raise SegmindValidationError(
+            f"cannot read the payloads file {payloads} ({type(exc).__name__}: {exc}): give a JSON Lines "
+            f"file, one payload object per line; nothing was submitted"
+        ) from exc
+    return loaded
 
 
 def _keyed(payloads: Any) -> dict[str, Any]:
@@ -102,6 +137,7 @@ def checked_payloads(model: str, payloads: Any, *, validate: bool) -> dict[str, 
 
     A dict's keys are the user's; a list's items (named by position in errors) get :func:`list_key`.
     """
+    payloads = load_payloads(payloads)
     keyed = _keyed(payloads)
     problems: list[str] = []
     checked: dict[str, dict[str, Any]] = {}

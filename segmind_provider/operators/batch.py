@@ -133,7 +133,8 @@ class SegmindBatchOperator(BaseOperator):
     :param model: the Segmind model slug (templated).
     :param payloads: a dict of item key to payload, or a list of payload dicts (each keyed by the first
         16 hex digits of its fingerprint, ``-2``... for repeats: inserting an item re-keys no other);
-        templated, or an XComArg.
+        templated, or an XComArg; or a JSON Lines file of payload dicts (a path, a URI or an
+        ``ObjectStoragePath``), read as a list: the way to pass ten thousand of them.
     :param output_dir: where item ``k`` is stored as ``{output_dir}/{k}.{ext}`` and the manifest as
         ``{output_dir}/manifest.json`` (local path or ObjectStoragePath URI); None: nothing is downloaded.
     :param output_conn_id: the connection for ``output_dir``'s storage (templated).
@@ -263,7 +264,8 @@ class SegmindBatchOperator(BaseOperator):
             raise SegmindError(f"unexpected batch trigger event: {str(event)[:300]}")
         journal = self._journal(context, self._run_id(context), carried=event.get("state"))
         ledger = journal.load()
-        payloads = _ResumedPayloads(self.model, self.payloads, list(ledger.items), validate=self.validate)
+        raw = batch_items.load_payloads(self.payloads)
+        payloads = _ResumedPayloads(self.model, raw, list(ledger.items), validate=self.validate)
         store = self._store(context)
         if batch_items.rounds_started(store) > ledger.rounds:  # resumed from an old event: a later round ran
             self._recover(ledger, store, payloads)

@@ -160,3 +160,19 @@ async def test_payloads_that_change_between_waves_are_refused(
     with pytest.raises(SegmindValidationError, match="changed between two waves"):
         await run.resume(deferred)
     assert submits(emulator) == 2
+
+
+async def test_payloads_can_be_a_json_lines_file(
+    emulator: SegmindEmulator, tmp_path: Path, make_context: Callable[..., dict[str, Any]], state_store: Any
+) -> None:
+    """A reference keeps the payloads out of the rendered fields: read at the start and at each resume,
+    keyed as a list's items are; a line that is not JSON is refused, by number, before any submit."""
+    items = tmp_path / "items.jsonl"
+    items.write_text("".join(json.dumps(p) + "\n" for p in payloads(5)) + "\n")
+    manifest = await Run(batch(tmp_path, str(items), max_in_flight=2), make_context(state_store)).all()
+    listed = await Run(batch(tmp_path / "list", payloads(5), max_in_flight=2), make_context()).all()
+    assert manifest["completed"] == 5 and set(manifest["items"]) == set(listed["items"])
+    items.write_text(json.dumps(payloads(1)[0]) + "\n{not json\n")
+    with pytest.raises(SegmindValidationError, match="line 2 is not JSON"):
+        await Run(batch(tmp_path / "bad", str(items)), make_context()).all()
+    assert submits(emulator) == 10
