@@ -328,12 +328,15 @@ class SegmindBatchOperator(BaseOperator):
         journal: BatchJournal,
         completed: list[tuple[Item, Any]],
     ) -> dict[str, Any]:
-        """Submit up to ``max_in_flight`` (first: the API works while results are stored), store what the
-        last wave completed, record what changed, then wait for the next wave; finish when all ended."""
+        """Submit up to ``max_in_flight`` while what the last wave completed is stored (Segmind works in the
+        meantime; submits stay on this thread, the only one that writes ``task_state_store``), record
+        what changed, then wait for the next wave; finish when every item has ended."""
         store = self._store(context)
         while True:
-            self._submit_wave(ledger, payloads, store, guard, ending=len(completed))
-            self._collect_all(completed, payloads)
+            with ThreadPoolExecutor(1, thread_name_prefix="segmind-collect") as side:
+                storing = side.submit(self._collect_all, completed, payloads)  # while the next wave is sent
+                self._submit_wave(ledger, payloads, store, guard, ending=len(completed))
+                storing.result()
             self._costs(ledger, final=False)
             running = ledger.with_status(RUNNING)
             self.log.info(
