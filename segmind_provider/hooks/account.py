@@ -62,7 +62,7 @@ def request_history(hook: SegmindHook, **filters: Any) -> list[dict[str, Any]]:
     Filters as :func:`history_page`. Rows carry ``request_id``, ``model_name``, ``model_status``,
     ``request_body``, ``credits_deduction`` and timestamps; a request with several outputs may appear
     once per output (de-duplicate on ``request_id``). To read more than a page, use
-    ``operators.history.HistoryWindow``, which follows the answer's paging fields.
+    ``account.history.HistoryWindow``, which follows the answer's paging fields.
     """
     rows, _ = history_page(hook, **filters)
     return rows

@@ -30,10 +30,7 @@ import time
 from collections.abc import Callable, Iterator, Mapping
 from typing import TYPE_CHECKING, Any
 
-from segmind_provider.events import failure_reason, is_content_block
-from segmind_provider.exceptions import SegmindError, SegmindNotFoundError, SegmindSubmitUncertainError
-from segmind_provider.hooks.account import HISTORY_PAGE_SIZE
-from segmind_provider.operators.history import (
+from segmind_provider.account.history import (
     CLOCK_SKEW_SECONDS,
     HistoryWindow,
     parse_request_body,
@@ -42,6 +39,9 @@ from segmind_provider.operators.history import (
     same_sent,
     sent_digest,
 )
+from segmind_provider.events import failure_reason, is_content_block
+from segmind_provider.exceptions import SegmindError, SegmindNotFoundError, SegmindSubmitUncertainError
+from segmind_provider.hooks.account import HISTORY_PAGE_SIZE
 from segmind_provider.runtime import process_state
 from segmind_provider.status import RequestStatus, read_status
 
