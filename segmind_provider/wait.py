@@ -23,8 +23,9 @@ from segmind_provider.catalog import estimate_cost, expected_output_format, vali
 from segmind_provider.chat import chat_of, is_text_model, read_chat
 from segmind_provider.destination import check_output_path
 from segmind_provider.durable import STATE_STORE_KEY, RequestJournal, fingerprint, retry_since
-from segmind_provider.events import failure_reason, make_event, raise_for_event
+from segmind_provider.events import make_event, raise_for_event
 from segmind_provider.exceptions import SegmindError
+from segmind_provider.hooks.errors import failure_reason
 from segmind_provider.outputs import DEFAULT_MAX_BYTES, store_output, store_text
 from segmind_provider.status import RequestStatus, read_status
 from segmind_provider.triggers.polling import DEFAULT_POLL_INTERVAL

@@ -18,7 +18,6 @@ from airflow.sdk import Asset
 from segmind_provider.catalog import expected_output_format, validate_payload
 from segmind_provider.destination import check_path_format, split_name
 from segmind_provider.durable import fingerprint
-from segmind_provider.events import is_content_block
 from segmind_provider.exceptions import (
     SegmindError,
     SegmindInsufficientCreditsError,
@@ -28,6 +27,7 @@ from segmind_provider.exceptions import (
     SegmindSubmitUncertainError,
     SegmindValidationError,
 )
+from segmind_provider.hooks.errors import is_content_block
 from segmind_provider.media import EXTENSIONS, normalize_format
 from segmind_provider.operators.batch_state import (
     COMPLETED,

@@ -14,8 +14,8 @@ from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 from segmind_provider.account.history import find_submitted
-from segmind_provider.events import failure_reason, is_content_block
 from segmind_provider.exceptions import SegmindNotFoundError
+from segmind_provider.hooks.errors import failure_reason, is_content_block
 from segmind_provider.operators.batch_state import (
     FAILED,
     PENDING,

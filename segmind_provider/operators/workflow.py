@@ -52,6 +52,8 @@ class WorkflowJournal(RequestJournal):
     a submit whose answer was lost fails (``SegmindSubmitUncertainError``) instead of paying again.
     """
 
+    history_wait = 0.0
+
     def __init__(
         self,
         hook: SegmindHook,
@@ -61,9 +63,7 @@ class WorkflowJournal(RequestJournal):
         *,
         retry_since: float | None = None,
     ) -> None:
-        super().__init__(
-            hook, f"workflows/{workflow_id}", store, log, retry_since=retry_since, history_wait=0.0
-        )
+        super().__init__(hook, f"workflows/{workflow_id}", store, log, retry_since=retry_since)
         self.workflow_id = workflow_id
         self.poll_urls: dict[str, str] = {}
         saved = store.get(STATE_STORE_KEY) if store is not None else None
