@@ -18,6 +18,7 @@ import aiohttp
 import requests
 import urllib3.exceptions
 
+from segmind_provider.catalog import nearest_slugs, successor_of
 from segmind_provider.exceptions import (
     SegmindAuthError,
     SegmindBadRequestError,
@@ -176,8 +177,6 @@ def error_for(
 
 def retired(model: str, exc: SegmindError) -> SegmindModelRetiredError:
     """A submit answered ``410 Gone``: the model is retired, nothing was billed; name its successor."""
-    from segmind_provider.catalog import nearest_slugs, successor_of
-
     successor = successor_of(model)
     if successor:
         hint = f"; the directory's successor is {successor!r}"
