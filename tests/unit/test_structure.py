@@ -7,7 +7,10 @@ import importlib
 import pkgutil
 from pathlib import Path
 
+from airflow.sdk import BaseOperator
+
 import segmind_provider
+from segmind_provider.hooks.segmind import SegmindHook
 
 PACKAGE = Path(segmind_provider.__file__).parent
 #: The API's status words: only ``status.py`` spells them (the emulator plays the API, so it does too).
@@ -84,8 +87,6 @@ NOT_OPERATORS_YET = frozenset(
 
 def modules_without_an_operator(package: str = "segmind_provider.operators") -> set[str]:
     """The modules of ``package`` that define no ``BaseOperator`` subclass of their own."""
-    from airflow.sdk import BaseOperator
-
     found: set[str] = set()
     for info in pkgutil.iter_modules(importlib.import_module(package).__path__, prefix=f"{package}."):
         module = importlib.import_module(info.name)
@@ -160,8 +161,6 @@ def import_circles(graph: dict[str, set[str]]) -> set[frozenset[str]]:
 def private_hook_calls(root: Path = PACKAGE) -> list[str]:
     """``path:line`` of every use of one of ``SegmindHook``'s private members on something not ``self``
     outside the hook's own module: what another module needs from the hook is a public method."""
-    from segmind_provider.hooks.segmind import SegmindHook
-
     private = {name for name in vars(SegmindHook) if name.startswith("_") and not name.startswith("__")}
     found: list[str] = []
     for path in sorted(root.rglob("*.py")):
