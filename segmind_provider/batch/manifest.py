@@ -7,7 +7,7 @@ deletes the deltas. A reader (a rerun, a run started after a killed one) folds `
 any later deltas, so the manifest is readable at every point and its bytes grow with N, not N x waves.
 
 The manifest is the batch's record across runs: an item whose fingerprint (model and payload,
-``operators.durable.fingerprint``) matches its entry and whose stored outputs still have the size and
+``durable.fingerprint``) matches its entry and whose stored outputs still have the size and
 sha256 recorded when they were stored is reused, not generated again (no decode: zeros left by a power
 cut, an HTML error page or another item's image all differ). A manifest that cannot be read stops the
 batch before anything is spent: paying for everything again is the user's call. Reading happens here;

@@ -3,7 +3,7 @@
 Three sources, most precise first: the task's ``task_state_store`` (one record per submit, Airflow
 3.3+), the manifest's entries still RUNNING (written at each wave, any version, across runs), and the
 account's request history for the few submits a killed try sent but never recorded (its last round's
-requests whose answers were on their way, and submits whose answers were lost: ``operators.history``).
+requests whose answers were on their way, and submits whose answers were lost: ``account.history``).
 """
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ import time
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
+from segmind_provider.account.history import find_submitted
 from segmind_provider.batch.ledger import (
     FAILED,
     PENDING,
@@ -21,9 +22,8 @@ from segmind_provider.batch.ledger import (
     Ledger,
     store_key,
 )
-from segmind_provider.events import failure_reason, is_content_block
 from segmind_provider.exceptions import SegmindNotFoundError
-from segmind_provider.operators.history import find_submitted
+from segmind_provider.hooks.errors import failure_reason, is_content_block
 from segmind_provider.status import RequestStatus, read_status
 
 if TYPE_CHECKING:

@@ -5,7 +5,7 @@ the key's budget), defers to one ``SegmindBatchTrigger`` that watches every requ
 submits the next wave, stores what finished and defers again until every item has ended. What the
 batch knows and where it survives (between waves, across tries, across runs) is the ``batch``
 package's: its ledger, its journal, its manifest, its recovery. The credit floor and real costs are
-in ``operators.spend``. See docs/operator.md ("SegmindBatchOperator").
+in ``account.spend``. See docs/operator.md ("SegmindBatchOperator").
 """
 
 from __future__ import annotations
@@ -23,12 +23,15 @@ from typing import TYPE_CHECKING, Any, ClassVar
 from airflow.sdk import BaseOperator
 from jinja2.nativetypes import NativeEnvironment
 
+from segmind_provider.account.history import costs_from_history
+from segmind_provider.account.spend import CreditGuard, price_of
 from segmind_provider.batch import items as batch_items
 from segmind_provider.batch.journal import BatchJournal
 from segmind_provider.batch.ledger import COMPLETED, FAILED, NOT_STARTED, PENDING, RUNNING, Item, Ledger
 from segmind_provider.batch.manifest import read_manifest, write_delta, write_manifest
 from segmind_provider.batch.recovery import reattach
 from segmind_provider.catalog import announce, timeout_seconds, validate_payload
+from segmind_provider.durable import fingerprint
 from segmind_provider.exceptions import (
     SegmindBatchItemsFailedError,
     SegmindCreditFloorError,
@@ -37,9 +40,6 @@ from segmind_provider.exceptions import (
 )
 from segmind_provider.hooks.account import HISTORY_PAGE_SIZE
 from segmind_provider.hooks.segmind import SegmindHook
-from segmind_provider.operators.durable import fingerprint
-from segmind_provider.operators.history import costs_from_history
-from segmind_provider.operators.spend import CreditGuard, price_of
 from segmind_provider.outputs import DEFAULT_MAX_BYTES
 from segmind_provider.task_defaults import DEFAULT_RETRIES, DEFAULT_RETRY_DELAY
 from segmind_provider.triggers.batch import POLL_ENDPOINTS, SegmindBatchTrigger
@@ -482,9 +482,16 @@ class SegmindBatchOperator(BaseOperator):
         if not unknown or (not final and len(unknown) < COST_LOOKUP_BATCH):
             return
 
+        oldest = min((i.submitted_at for i in unknown if i.submitted_at), default=ledger.started_at)
+        wanted = {id(i) for i in unknown}
+        newer = sum(  # this batch's later requests, listed before the oldest wanted one
+            1
+            for i in ledger.items.values()
+            if i.request_id and id(i) not in wanted and (i.submitted_at or 0.0) > oldest
+        )
         try:
             costs = costs_from_history(
-                self.hook, self.model, [str(i.request_id) for i in unknown], ledger.started_at
+                self.hook, self.model, [str(i.request_id) for i in unknown], ledger.started_at, newer=newer
             )
         except SegmindError as exc:  # the images are made and stored: a missing bill is not worth failing for
             self.log.warning("Could not read the request history for costs: %s", exc)

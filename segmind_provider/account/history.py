@@ -24,7 +24,6 @@ from collections.abc import Collection, Iterator, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from segmind_provider.hooks import account
 from segmind_provider.hooks.account import HISTORY_PAGE_SIZE
 
 if TYPE_CHECKING:
@@ -173,8 +172,8 @@ class HistoryWindow:
         self.covered, self.pages = False, 0
         while read < self.max_rows:
             self.pages += 1
-            rows, paging = account.history_page(
-                self.hook, model=self.model, from_date=first_day, to_date=last_day, page=self.pages
+            rows, paging = self.hook.history_page(
+                model=self.model, from_date=first_day, to_date=last_day, page=self.pages
             )
             read += len(rows)
             past = False
@@ -204,19 +203,20 @@ def _more(paging: Mapping[str, Any], page: int, rows: int) -> bool:
 
 
 def costs_from_history(
-    hook: SegmindHook, model: str, request_ids: Collection[str], since: float
+    hook: SegmindHook, model: str, request_ids: Collection[str], since: float, *, newer: int = 0
 ) -> dict[str, float]:
     """What each of ``request_ids`` cost (``credits_deduction``, USD).
 
-    Reads the window since ``since`` (the first submit) until every id is found, or the rows the ids
-    could fill (plus a few pages for other work on the key) are read. A request listed once per output
-    counts once. Ids not found are left out: their cost stays unknown, never guessed.
+    Reads the window since ``since`` (the first submit), newest first, until every id is found, or the
+    rows the ids could fill are read: theirs, the ``newer`` requests the caller made after the oldest
+    of them (listed before it), and a few pages for other work on the key. A request listed once per
+    output counts once. Ids not found are left out: their cost stays unknown, never guessed.
     """
     wanted = set(request_ids)
     found: dict[str, float] = {}
     if not wanted:
         return found
-    pages = -(-len(wanted) // HISTORY_PAGE_SIZE) + EXTRA_HISTORY_PAGES
+    pages = -(-(len(wanted) + max(newer, 0)) // HISTORY_PAGE_SIZE) + EXTRA_HISTORY_PAGES
     for _, row in HistoryWindow(hook, model, since, max_rows=pages * HISTORY_PAGE_SIZE):
         request_id = str(row.get("request_id") or "")
         cost = row.get("credits_deduction")
