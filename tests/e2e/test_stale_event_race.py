@@ -23,7 +23,7 @@ FANOUT = 3
 #: poke came 13-15 s after its job was submitted (the worker parses the DAG file first): a 7 s job was
 #: done by then and no sensor deferred.
 TIME_SCALE = 2.0
-DAGS = ("segmind_race_sensor", "segmind_race_operator")
+DAGS = ("segmind_race_sensor", "segmind_race_operator", "segmind_race_batch")
 
 
 @pytest.fixture(scope="module")
@@ -50,17 +50,19 @@ def test_deferrable_sensors_and_operators_resume_and_succeed(deployment: Deploym
     wait_until(finished, 420, "the race DAG runs to finish", interval=1)
     tasks = deployment.query(
         "SELECT dag_id, run_id, task_id, map_index, state, try_number FROM task_instance "
-        "WHERE task_id IN ('wait', 'generate')"
+        "WHERE task_id IN ('wait', 'generate', 'campaign')"
     )
-    assert len(tasks) == len(runs) * FANOUT
+    assert len(tasks) == len(runs) // len(DAGS) * (2 * FANOUT + 1)  # the batch is one task per run
+    # Operators and the batch leave retries at their default (Airflow's is 0): the race must not fail them.
     assert {row[4] for row in tasks} == {"success"}, tasks
     deferred = dict(
         deployment.query(
             "SELECT task_id, count(DISTINCT dag_id || run_id || map_index) FROM log "
-            "WHERE event = 'deferred' AND task_id IN ('wait', 'generate') GROUP BY task_id"
+            "WHERE event = 'deferred' AND task_id IN ('wait', 'generate', 'campaign') GROUP BY task_id"
         )
     )
     assert deferred.get("generate") == 2 * FANOUT  # every operator waited in the triggerer
+    assert deferred.get("campaign") == 2  # both batch runs deferred (a wave per item)
     assert deferred.get("wait", 0) >= 1  # and sensors did (one finding its job done need not)
-    # One paid job per task, retries included (the sensors' jobs are submitted by their 'submit' task).
+    # One paid job per task or item, retries included (the sensors' jobs come from their 'submit' task).
     assert len(deployment.submissions_since(first_seq)) == len(runs) * FANOUT

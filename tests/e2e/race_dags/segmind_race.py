@@ -9,7 +9,9 @@ runs them a few times in CI.
 
 * ``segmind_race_sensor``: deferrable sensors (``poll_interval=2``) with their default retries;
 * ``segmind_race_sensor_no_retries``: the same with ``retries=0``, the sensors before the fix;
-* ``segmind_race_operator``: deferrable operators with ``retries=2`` (as the content pipeline).
+* ``segmind_race_operator``: deferrable operators with the retries they default to (none given);
+* ``segmind_race_batch``: one batch of ``SEGMIND_RACE_FANOUT`` items, one in flight: a deferral per
+  item, again with its default retries.
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ import pendulum
 from airflow.sdk import DAG, task
 
 from segmind_provider.hooks.segmind import SegmindHook
-from segmind_provider.operators.segmind import SegmindOperator
+from segmind_provider.operators.segmind import SegmindBatchOperator, SegmindOperator
 from segmind_provider.sensors.segmind import SegmindRequestSensor
 
 FANOUT = int(os.environ.get("SEGMIND_RACE_FANOUT", "5"))
@@ -58,6 +60,23 @@ with DAG(
         poll_interval=2,
         timeout=1800,
         expected_duration=EXPECTED,
-        retries=2,
-        retry_delay=dt.timedelta(seconds=15),
     ).expand(output_path=[f"{OUT}/race/{{{{ run_id }}}}/image-{i}" for i in range(FANOUT)])
+
+with DAG(
+    dag_id="segmind_race_batch", start_date=START, schedule=None, catchup=False, tags=["segmind", "race"]
+):
+    # One batch, one request in flight: a wave per item, each resuming seconds after it deferred.
+    SegmindBatchOperator(
+        task_id="campaign",
+        model="flux-1.1-pro",
+        payloads=[
+            {"prompt": "{{ dag.dag_id }}/{{ run_id }} " + str(i), "output_format": "png"}
+            for i in range(FANOUT)
+        ],
+        output_dir=f"{OUT}/race/{{{{ run_id }}}}/batch",
+        max_in_flight=1,
+        deferrable=True,
+        poll_interval=2,
+        timeout=1800,
+        expected_duration=EXPECTED,
+    )
