@@ -1,7 +1,8 @@
 """The models the emulator serves, read from the catalog's data files (the API contract as data).
 
-The emulator reads `segmind_provider/catalog/models/*.json` and the model directory
-(`catalog/data/directory.txt`) directly and never imports the client's catalog code: it writes
+The emulator reads `segmind_provider/catalog/models/*.json`, the model directory
+(`catalog/data/directory.txt`) and the entries' vocabulary (`catalog/data/vocabulary.json`: types,
+output kinds, parameter keys, rules) directly and never imports the client's catalog code: it writes
 its own checks from the same data, so a mistake in the client's validation is caught here instead
 of being repeated. Every directory model is served, unvalidated, by its output kind at its
 average latency (an unknown average: the kind's typical time).
@@ -16,30 +17,16 @@ from typing import Any
 
 from .validation import check_rules
 
-OUTPUT_KINDS = ("image", "video", "audio", "3d", "text", "json")
-#: Simulated seconds for a directory model whose average latency the directory does not give.
-KIND_LATENCY = {"image": 15.0, "video": 120.0, "audio": 20.0, "3d": 60.0, "text": 5.0, "json": 5.0}
-PARAMETER_KEYS = frozenset(
-    {
-        "type",
-        "required",
-        "default",
-        "minimum",
-        "maximum",
-        "enum",
-        "min_length",
-        "max_length",
-        "multiple_of",
-        "round_to_multiple",
-        "media",
-        "encoding",
-        "max_items",
-        "description",
-    }
-)
-TYPES = ("string", "integer", "number", "boolean", "array")
 DEFAULT_CATALOG_DIR = Path(__file__).resolve().parents[2] / "catalog" / "models"
 DEFAULT_DIRECTORY = Path(__file__).resolve().parents[2] / "catalog" / "data" / "directory.txt"
+#: The words a catalog entry may use, the same file the client's catalog reads (data, not its code).
+VOCABULARY_FILE = Path(__file__).resolve().parents[2] / "catalog" / "data" / "vocabulary.json"
+VOCABULARY: dict[str, Any] = json.loads(VOCABULARY_FILE.read_text(encoding="utf-8"))
+OUTPUT_KINDS: tuple[str, ...] = tuple(VOCABULARY["output_kinds"])
+PARAMETER_KEYS = frozenset(VOCABULARY["parameter_keys"])
+TYPES: tuple[str, ...] = tuple(VOCABULARY["types"])
+#: Simulated seconds for a directory model whose average latency the directory does not give.
+KIND_LATENCY = {"image": 15.0, "video": 120.0, "audio": 20.0, "3d": 60.0, "text": 5.0, "json": 5.0}
 
 
 @dataclass
