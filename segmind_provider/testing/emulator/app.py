@@ -9,11 +9,9 @@ request's own Host header, so a client that reached it as `localhost` is sent ba
 from __future__ import annotations
 
 import asyncio
-import functools
 import random
 import socket
-from collections.abc import Awaitable, Callable, Iterable
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Iterable
 from typing import Any
 
 from aiohttp import web
@@ -21,15 +19,12 @@ from aiohttp.payload import Payload
 
 from . import account, admin, api, storage, workflows
 from .config import EmulatorConfig
-from .control import ACCOUNT_PREFIX, STORAGE_PREFIX, service_urls
+from .context import Addresses, Context, Handler, Outputs
+from .control import ACCOUNT_PREFIX, STORAGE_PREFIX
 from .faults import FLIP_BYTES, FaultRule, Fired
 from .models import ModelSpec
-from .recipes import Recipe, Source, render_recipe, text_output
-from .render import RenderCache
-from .responses import SERVER_KEY, Call, begin_call, error, not_found
+from .responses import Call, begin_call, error, not_found
 from .state import EmulatorState, retry_after_header
-
-Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 # Leading bytes a `flip` never touches: a PNG's signature and IHDR chunk (8 + 25).
 SNIFF_SAFE = 33
@@ -58,30 +53,38 @@ class EmulatorServer:
     ) -> None:
         config = config or EmulatorConfig()
         self.state = EmulatorState(config, api_keys=api_keys, models=models, faults=faults)
-        self._executor = ThreadPoolExecutor(max_workers=2, thread_name_prefix="segmind-emulator-render")
-        self.cache = RenderCache(int(config.render_cache_mb * 1024 * 1024), self._executor)
-        self.media_port = 0
-        self.port = 0
-        self.host = "127.0.0.1"
+        self.outputs = Outputs(int(config.render_cache_mb * 1024 * 1024))
+        self.urls = Addresses(self.state.config)
+        state = self.state
+        self.context = Context(
+            config=state.config,
+            clock=state.clock,
+            models=state.models,
+            keys=state.keys,
+            credits=state.credits,
+            jobs=state.jobs,
+            assets=state.assets,
+            addresses=self.urls,
+            outputs=self.outputs,
+        )
         self._runners: list[web.AppRunner] = []
 
     # -- wiring ----------------------------------------------------------------------
     def build_api_app(self) -> web.Application:
         app = web.Application(client_max_size=256 * 1024 * 1024)
-        app[SERVER_KEY] = self
-        api.add_routes(app, self)
-        storage.add_routes(app, self, STORAGE_PREFIX)
-        account.add_routes(app, self, ACCOUNT_PREFIX)
-        admin.add_routes(app, self, "/_emulator")
-        workflows.add_routes(app, self, "/_emulator")
+        ctx, gate = self.context, self.gate
+        api.add_routes(app, ctx, gate)
+        storage.add_routes(app, ctx, gate, STORAGE_PREFIX)
+        account.add_routes(app, ctx, gate, ACCOUNT_PREFIX)
+        admin.add_routes(app, admin.Control(self.state, self.outputs, self.urls), "/_emulator")
+        workflows.add_routes(app, ctx, gate, "/_emulator")
         app.router.add_route("*", "/{tail:.*}", not_found)
         return app
 
     def build_media_app(self) -> web.Application:
         app = web.Application()
-        app[SERVER_KEY] = self
-        app.router.add_get("/media/assets/{name}", self.gate("media", storage.asset, auth=False))
-        app.router.add_get("/media/{name}", self.gate("media", api.media, auth=False))
+        storage.add_media_routes(app, self.context, self.gate)
+        api.add_media_routes(app, self.context, self.gate)
         app.router.add_route("*", "/{tail:.*}", not_found)
         return app
 
@@ -94,7 +97,7 @@ class EmulatorServer:
         reuse_address: bool = True,
     ) -> None:
         """Bind both ports (0 = any free port) and start serving."""
-        self.host = host
+        self.urls.host = host
         # A short shutdown timeout: stopping must not wait for a handler sleeping in a delay fault.
         opts: dict[str, Any] = {"access_log": None, "handle_signals": False, "shutdown_timeout": 0.5}
         socks = []
@@ -105,29 +108,33 @@ class EmulatorServer:
             sock = _bind(host, wanted, reuse_address)
             socks.append(sock)
             await web.SockSite(runner, sock).start()
-        self.port = socks[0].getsockname()[1]
-        self.media_port = socks[1].getsockname()[1]
+        self.urls.port = socks[0].getsockname()[1]
+        self.urls.media_port = socks[1].getsockname()[1]
 
     async def stop(self) -> None:
         await asyncio.gather(*(r.cleanup() for r in self._runners))
         self._runners = []
-        self._executor.shutdown(wait=False, cancel_futures=True)
+        self.outputs.close()
 
     @property
-    def client_host(self) -> str:
-        return "127.0.0.1" if self.host in ("0.0.0.0", "", "::") else self.host
+    def port(self) -> int:
+        return self.urls.port
+
+    @property
+    def media_port(self) -> int:
+        return self.urls.media_port
 
     @property
     def base_url(self) -> str:
-        return f"http://{host_for_url(self.client_host)}:{self.port}"
+        return self.urls.base_url
 
     @property
     def media_url(self) -> str:
-        return f"http://{host_for_url(self.client_host)}:{self.media_port}"
+        return self.urls.media_url
 
     def addresses(self) -> dict[str, str]:
         """API, media, storage and account base URLs (the last two are path prefixes on the API port)."""
-        return {"base_url": self.base_url, "media_url": self.media_url, **service_urls(self.base_url)}
+        return self.urls.as_dict()
 
     # -- the gate every call passes --------------------------------------------------
     def gate(self, endpoint: str, handler: Handler, *, auth: bool = True) -> Handler:
@@ -136,7 +143,7 @@ class EmulatorServer:
 
         async def gate(request: web.Request) -> web.StreamResponse:
             key = request.headers.get("x-api-key")
-            call = begin_call(self, endpoint, bool(key))
+            call = begin_call(endpoint, bool(key))
             status = 0
             try:
                 fired = state.faults.roll(endpoint)
@@ -148,7 +155,7 @@ class EmulatorServer:
                 raise
             finally:
                 if not call.logged:
-                    state.record(request.method, request.path, endpoint, status, bool(key), call.detail)
+                    state.calls.record(request.method, request.path, endpoint, status, bool(key), call.detail)
 
         return gate
 
@@ -165,9 +172,9 @@ class EmulatorServer:
         if auth:
             if not key:
                 return error(401, "Unauthorized: missing x-api-key header")
-            if not state.key_accepted(key):
+            if not state.keys.accepted(key):
                 return error(401, "Unauthorized: invalid API key")
-            wait = state.rate_limited(key)
+            wait = state.rate_limit.wait(state.keys.hash(key))
             if wait is not None:
                 return error(
                     429, "Rate limit exceeded, retry later", {"Retry-After": retry_after_header(wait)}
@@ -185,7 +192,9 @@ class EmulatorServer:
     async def _apply(self, request: web.Request, rule: FaultRule, call: Call) -> web.Response:
         if rule.kind == "hang":
             # Logged now, not when the connection finally closes: the client gave up long before.
-            self.state.record(request.method, request.path, call.endpoint, 0, call.key_present, call.detail)
+            self.state.calls.record(
+                request.method, request.path, call.endpoint, 0, call.key_present, call.detail
+            )
             call.logged = True
             await asyncio.sleep(rule.hold)
         if rule.kind in ("drop", "hang"):
@@ -196,36 +205,6 @@ class EmulatorServer:
         if rule.body is not None:
             return web.Response(text=rule.body, status=rule.status, content_type="text/plain")
         return error(rule.status, f"Injected fault: {rule.status} {_REASONS.get(rule.status, 'Error')}")
-
-    # -- URLs and outputs --------------------------------------------------------------
-    def api_base(self, request: web.Request) -> str:
-        return self.state.config.public_url or f"{request.scheme}://{request.host}"
-
-    def media_base(self, request: web.Request) -> str:
-        if self.state.config.media_public_url:
-            return self.state.config.media_public_url
-        return f"http://{host_for_url(request.url.host or self.client_host)}:{self.media_port}"
-
-    def run_in_executor(self, func: Callable[[], Any]) -> Awaitable[Any]:
-        return asyncio.get_running_loop().run_in_executor(self._executor, func)
-
-    async def source_bytes(self, source: Source) -> bytes:
-        return source if isinstance(source, bytes) else await self.output_bytes(source)
-
-    async def input_bytes(self, recipe: Recipe) -> dict[str, list[bytes]]:
-        return {name: [await self.source_bytes(s) for s in items] for name, items in recipe.inputs}
-
-    async def output_bytes(self, recipe: Recipe) -> bytes:
-        """The rendered output of a recipe (its inputs rendered first when they are outputs too)."""
-        cached = self.cache.lookup(recipe)
-        if cached is not None:
-            return cached
-        inputs = await self.input_bytes(recipe)
-        return await self.cache.get(recipe, functools.partial(render_recipe, recipe, inputs))
-
-    async def text_value(self, recipe: Recipe) -> Any:
-        inputs = await self.input_bytes(recipe)
-        return await self.run_in_executor(functools.partial(text_output, recipe, inputs))
 
 
 async def mangle(request: web.Request, response: web.Response, rule: FaultRule) -> web.StreamResponse:
@@ -299,7 +278,3 @@ def _bind(host: str, port: int, reuse_address: bool) -> socket.socket:
     sock.listen(1024)
     sock.setblocking(False)
     return sock
-
-
-def host_for_url(host: str) -> str:
-    return f"[{host}]" if ":" in host and not host.startswith("[") else host

@@ -69,3 +69,10 @@ def test_one_copy_of_the_words() -> None:
     """Output kinds and rule kinds come from the file: the emulator implements each rule it lists."""
     assert tuple(VOCABULARY["output_kinds"]) == OUTPUT_KINDS
     assert set(RULES) == set(VOCABULARY["rules"])
+
+
+def test_an_unknown_rule_kind_is_refused_by_both() -> None:
+    entry = _entry(rules=[{"kind": "sometimes", "field": "seed", "fields": [], "value": 1}])
+    for parse in (parse_entry, spec_from_entry):
+        with pytest.raises(ValueError, match="sometimes"):
+            parse(entry)
