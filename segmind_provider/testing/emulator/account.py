@@ -22,7 +22,8 @@ from typing import Any
 
 from aiohttp import web
 
-from .context import Context, Gate
+from .context import Context
+from .gate import Gate
 from .jobs import Job, job_status
 from .recipes import MEDIA_KINDS
 from .responses import error, json_response

@@ -13,7 +13,8 @@ from typing import Any
 
 from aiohttp import web
 
-from .context import Context, Gate
+from .context import Context
+from .gate import Gate
 from .inputs import resolve_sources
 from .jobs import Job, job_status
 from .models import ModelSpec

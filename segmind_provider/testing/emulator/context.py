@@ -1,6 +1,5 @@
 """What the request handlers are given instead of the server: the state's pieces they read, the
-addresses (to build URLs and to know the media host), the outputs (rendering), and the gate each
-route is wrapped in.
+addresses (to build URLs and to know the media host) and the outputs (rendering).
 
 A leaf for the handler modules: it imports none of them and not `app.py`, which builds a
 `Context` and passes it to each module's `add_routes`.
@@ -13,7 +12,7 @@ import functools
 from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any
 from urllib.parse import urlsplit
 
 from aiohttp import web
@@ -30,12 +29,6 @@ from .state import Assets, Credits, Keys
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 _LOCAL_NAMES = {"127.0.0.1", "localhost", "::1"}
-
-
-class Gate(Protocol):
-    """Wraps a handler: log, faults, then key and rate limit (`auth`), then the handler."""
-
-    def __call__(self, endpoint: str, handler: Handler, *, auth: bool = True) -> Handler: ...
 
 
 def host_for_url(host: str) -> str:

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import copy
 import hashlib
-import math
 import os
 import uuid
 from collections import deque
@@ -86,10 +85,6 @@ class RateLimiter:
             return max(0.0, calls[0] + window - now)
         calls.append(now)
         return None
-
-
-def retry_after_header(seconds: float) -> str:
-    return str(max(1, math.ceil(seconds)))
 
 
 class Credits:

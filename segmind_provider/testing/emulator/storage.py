@@ -14,7 +14,8 @@ from typing import Any
 
 from aiohttp import web
 
-from .context import Context, Gate
+from .context import Context
+from .gate import Gate
 from .inputs import check_media
 from .responses import error, json_response, log_detail, read_object
 from .validation import ParamError, decode_base64

@@ -23,7 +23,8 @@ from typing import Any
 from aiohttp import web
 
 from .api import output_value
-from .context import Context, Gate
+from .context import Context
+from .gate import Gate
 from .jobs import Job
 from .recipes import Source, make_recipe
 from .recipes import output_format as format_of

@@ -10,7 +10,7 @@ from pathlib import Path
 import segmind_provider.testing.emulator as emulator
 
 EMULATOR = Path(emulator.__file__).parent
-HANDLERS = ("account", "admin", "api", "storage", "workflows", "inputs", "responses")
+HANDLERS = ("account", "admin", "api", "storage", "workflows", "inputs", "responses", "context", "gate")
 
 
 def _module_name(path: Path, root: Path, package: str) -> str:
