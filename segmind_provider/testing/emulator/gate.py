@@ -80,7 +80,7 @@ class Gate:
                 return error(401, "Unauthorized: missing x-api-key header")
             if not self._keys.accepted(key):
                 return error(401, "Unauthorized: invalid API key")
-            wait = self._rate_limit.wait(self._keys.hash(key))
+            wait = self._rate_limit.wait(key)
             if wait is not None:
                 return error(
                     429, "Rate limit exceeded, retry later", {"Retry-After": retry_after_header(wait)}

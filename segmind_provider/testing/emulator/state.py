@@ -61,24 +61,25 @@ class Keys:
 
 
 class RateLimiter:
-    """Per-key sliding windows of `rate_limit` calls per `rate_limit_window` seconds."""
+    """Per-key sliding windows of `rate_limit` calls per `rate_limit_window` seconds (keyed by hash)."""
 
-    def __init__(self, config: EmulatorConfig, clock: Clock) -> None:
+    def __init__(self, config: EmulatorConfig, clock: Clock, keys: Keys) -> None:
         self._config = config
         self._clock = clock
+        self._keys = keys
         self.windows: dict[str, deque[float]] = {}
 
     def reset(self) -> None:
         self.windows = {}
 
-    def wait(self, key_hash: str) -> float | None:
+    def wait(self, key: str) -> float | None:
         """Count this call against the key's window; return seconds to wait if over the limit."""
         limit = self._config.rate_limit
         if limit is None:
             return None
         now = self._clock.now()
         window = self._config.rate_limit_window
-        calls = self.windows.setdefault(key_hash, deque())
+        calls = self.windows.setdefault(self._keys.hash(key), deque())
         while calls and calls[0] <= now - window:
             calls.popleft()
         if len(calls) >= limit:
@@ -231,7 +232,7 @@ class EmulatorState:
         self.config = copy.deepcopy(config)
         self.models = copy.deepcopy(self._initial_models)
         self.keys = Keys(api_keys)
-        self.rate_limit = RateLimiter(self.config, self.clock)
+        self.rate_limit = RateLimiter(self.config, self.clock, self.keys)
         self.credits = Credits(self.config)
         self.jobs = Jobs(self.config, self.clock)
         self.assets = Assets()
