@@ -25,7 +25,7 @@ DISTRIBUTED_TESTS = tests/e2e/test_distributed.py
 DEPLOYMENT_TESTS = $(foreach t,$(STANDALONE_TESTS) $(DISTRIBUTED_TESTS),--ignore=$(t))
 MARK ?= not slow
 
-.PHONY: demo test test-e2e test-unit test-floor lint bench clean \
+.PHONY: demo test test-e2e test-unit test-floor lint docs bench clean \
 	group-unit group-e2e group-no-deployment group-standalone group-distributed
 
 $(VENV)/.installed: pyproject.toml
@@ -39,9 +39,9 @@ demo: $(VENV)/.installed
 
 test: $(VENV)/.installed
 	scripts/ensure-debian-packages
-	@echo "make test: four groups in parallel; each prints its results when it ends"
-	$(MAKE) --no-print-directory -j4 --output-sync=target MARK="not slow" \
-		group-unit group-e2e group-standalone group-distributed
+	@echo "make test: the docs site and four groups in parallel; each prints its results when it ends"
+	$(MAKE) --no-print-directory -j5 --output-sync=target MARK="not slow" \
+		docs group-unit group-e2e group-standalone group-distributed
 
 # The end-to-end tests `make test` leaves out (marked `slow`): the batch campaign on the distributed
 # stack, the killed triggerer on the standalone deployment, the stale-event race, the demo (twice),
@@ -83,10 +83,15 @@ lint: $(VENV)/.installed
 	$(VENV)/bin/ruff format --check segmind_provider dags tests bench scripts
 	$(VENV)/bin/mypy
 
+# The docs site (mkdocs.yml) in site/: every warning an error, a broken link or anchor included
+# (about a second). The examples in the pages run in tests/unit/test_docs_examples.py.
+docs: $(VENV)/.installed
+	$(VENV)/bin/mkdocs build --strict --quiet
+
 # The issue-6 benchmarks as docs/benchmarks.md reports them (about 15 minutes; not part of CI).
 bench: $(VENV)/.installed
 	$(VENV)/bin/python bench/throughput.py
 	$(VENV)/bin/python bench/triggerer_scale.py --n 100,1000,10000
 
 clean:
-	rm -rf $(VENV) $(FLOOR_VENV) output artifacts .airflow-home
+	rm -rf $(VENV) $(FLOOR_VENV) output artifacts .airflow-home site

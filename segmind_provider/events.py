@@ -2,72 +2,22 @@
 
 A wait ends in exactly one event, a JSON dict (docs/architecture.md). This module
 builds it, checks it, and turns a non-success event back into the error it stands
-for. It is also the one place that reads a FAILED request's reason and decides
-whether it was a content block (no retry can pass it) or an ordinary failure.
+for (a FAILED request's, as ``hooks.errors`` maps it).
 """
 
 from __future__ import annotations
 
-import re
 from collections.abc import Mapping
 from typing import Any
 
 from segmind_provider import exceptions
-from segmind_provider.exceptions import (
-    SegmindContentBlockedError,
-    SegmindError,
-    SegmindRequestFailedError,
-    SegmindTimeoutError,
-)
+from segmind_provider.exceptions import SegmindError, SegmindTimeoutError
+from segmind_provider.hooks.errors import failure_error
 
-__all__ = [
-    "EVENT_STATUSES",
-    "REASON_KEYS",
-    "failure_error",
-    "failure_reason",
-    "inference_time",
-    "is_content_block",
-    "make_event",
-    "raise_for_event",
-    "reason_in",
-]
+__all__ = ["EVENT_STATUSES", "inference_time", "make_event", "raise_for_event"]
 
 #: The only values an event's ``status`` takes.
 EVENT_STATUSES = ("success", "failed", "timeout", "error")
-#: Where Segmind puts a failure's detail, in the order it is read.
-REASON_KEYS = ("error", "detail", "message")
-
-_CONTENT_BLOCK = re.compile(
-    r"nsfw|moderat|safety|unsafe|content[\s_-]*(?:policy|filter|block|violation)|\brai\b|"
-    r"responsible[\s_-]*ai|inappropriate|flagged",
-    re.IGNORECASE,
-)
-
-
-def is_content_block(reason: str | None) -> bool:
-    """True when a FAILED reason names a moderation / NSFW / safety / content-policy / RAI block."""
-    return bool(reason) and bool(_CONTENT_BLOCK.search(reason or ""))
-
-
-def reason_in(answer: Mapping[str, Any]) -> str | None:
-    """The first non-empty of ``error``, ``detail``, ``message`` in an answer, or None."""
-    for key in REASON_KEYS:
-        value = answer.get(key)
-        if value:
-            return str(value)
-    return None
-
-
-def failure_reason(answer: Mapping[str, Any]) -> str:
-    """The API's reason for a FAILED answer, or a sentence saying it gave none."""
-    return reason_in(answer) or "the request ended FAILED without a reason"
-
-
-def failure_error(request_id: str | None, reason: str | None, **kwargs: Any) -> SegmindRequestFailedError:
-    """The exception for a FAILED request: a content block is final, other failures may be retried."""
-    text = reason or "the request ended FAILED"
-    cls = SegmindContentBlockedError if is_content_block(text) else SegmindRequestFailedError
-    return cls(text, request_id=request_id, **kwargs)
 
 
 def inference_time(answer: Mapping[str, Any]) -> float | None:

@@ -175,7 +175,7 @@ class SegmindTransportError(SegmindError):
 class SegmindSubmitUncertainError(SegmindError, AirflowFailException):
     """A submit failed in a way that may have created a (billed) job, and the job was not found.
 
-    The operators first look for the job in the key's request history (``operators.durable``)
+    The operators first look for the job in the key's request history (``segmind_provider.durable``)
     and re-attach when it is there; this error stands only when it did not appear. Airflow's
     retries stop too: a retry would submit anew and may pay for a second image.
     """

@@ -22,10 +22,19 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import unquote, urlsplit
 
+from segmind_provider.catalog import get_model
+from segmind_provider.destination import filesystem_for
 from segmind_provider.exceptions import SegmindError, SegmindValidationError
 from segmind_provider.media import MEDIA_TYPES, decode_problem, redact_url, sniff_format
 
-__all__ = ["DEFAULT_MAX_INPUT_BYTES", "FieldInput", "InputFile", "InputFiles", "read_input_files"]
+__all__ = [
+    "DEFAULT_MAX_INPUT_BYTES",
+    "FieldInput",
+    "InputFile",
+    "InputFiles",
+    "open_source",
+    "read_input_files",
+]
 
 DEFAULT_MAX_INPUT_BYTES = 25 * 1024 * 1024
 """Largest input file read (25 MiB): a photo or a short clip fits, a mistaken multi-GB path does not.
@@ -159,8 +168,6 @@ def read_input_files(
         raise SegmindValidationError(
             f"input_files must map payload field names to paths or URIs, got {type(input_files).__name__}"
         )
-    from segmind_provider.catalog import get_model
-
     entry = get_model(model)
     media_fields = entry.media_fields() if entry is not None else {}
     problems = _Problems()
@@ -201,7 +208,7 @@ def _read(
         problems.add(where, repr(source), "is not a path or URI")
         return None
     try:
-        with _open(source, conn_id) as handle:
+        with open_source(source, conn_id) as handle:
             data = handle.read(max_bytes + 1)
     except FileNotFoundError:
         problems.add(where, source, "does not exist")
@@ -218,10 +225,8 @@ def _read(
     return _checked(where, redact_url(str(source)), data, media, max_bytes, problems)
 
 
-def _open(source: str | os.PathLike[str], conn_id: str | None) -> Any:
+def open_source(source: str | os.PathLike[str], conn_id: str | None) -> Any:
     """A binary file handle: plain files directly, any other scheme through ObjectStoragePath."""
-    from segmind_provider.destination import filesystem_for
-
     if hasattr(source, "protocol"):  # an ObjectStoragePath given as is: it carries its own connection
         own = getattr(source, "conn_id", None)
         return filesystem_for(source, own).open(source.path, "rb")  # type: ignore[union-attr]

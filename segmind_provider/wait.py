@@ -18,13 +18,14 @@ from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any
 
+from segmind_provider.account.spend import check_floor
 from segmind_provider.catalog import estimate_cost, expected_output_format, validate_payload
 from segmind_provider.chat import chat_of, is_text_model, read_chat
 from segmind_provider.destination import check_output_path
-from segmind_provider.events import failure_reason, make_event, raise_for_event
+from segmind_provider.durable import STATE_STORE_KEY, RequestJournal, fingerprint, retry_since
+from segmind_provider.events import make_event, raise_for_event
 from segmind_provider.exceptions import SegmindError
-from segmind_provider.operators.durable import STATE_STORE_KEY, RequestJournal, fingerprint, retry_since
-from segmind_provider.operators.spend import check_floor
+from segmind_provider.hooks.errors import failure_reason
 from segmind_provider.outputs import DEFAULT_MAX_BYTES, store_output, store_text
 from segmind_provider.status import RequestStatus, read_status
 from segmind_provider.triggers.polling import DEFAULT_POLL_INTERVAL
@@ -265,7 +266,7 @@ def submit_or_attach(
     """Submit once: inside a task, through its journal (a retry re-attaches), the credit floor checked first.
 
     Outside a task, or with ``durable=False``, nothing is remembered across calls; a lost submit
-    answer is still looked for in the request history (``operators.durable``).
+    answer is still looked for in the request history (``durable``).
     """
     context = _running_context() if durable else None
     store = context.get("task_state_store") if context is not None else None

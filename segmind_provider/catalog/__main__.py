@@ -21,12 +21,13 @@ from pathlib import Path
 
 from segmind_provider import catalog
 from segmind_provider.catalog.directory import USER_FILE, category_kinds, records_from_list
+from segmind_provider.catalog.docs import render_markdown
 from segmind_provider.catalog.entry import parse_entry
+from segmind_provider.catalog.importer import import_page
+from segmind_provider.hooks.segmind import SegmindHook
 
 
 def _print_docs() -> int:
-    from segmind_provider.catalog.docs import render_markdown
-
     sys.stdout.write(render_markdown(catalog.models(), catalog.directory_models()))
     return 0
 
@@ -35,15 +36,11 @@ def _folder(given: str | None, conn_id: str | None = None) -> Path | None:
     if given:
         return Path(given).expanduser()
     if conn_id:
-        from segmind_provider.hooks.segmind import SegmindHook
-
         SegmindHook(segmind_conn_id=conn_id).get_settings()  # applies the connection's catalog_dir
     return catalog.user_catalog_dir()
 
 
 def _import(args: argparse.Namespace) -> int:
-    from segmind_provider.catalog.importer import import_page
-
     raw = Path(args.page).read_text(encoding="utf-8")
     result = import_page(
         raw, directory=catalog._directory(), page_url=args.url, read=args.read, page_file=Path(args.page).name
@@ -68,8 +65,6 @@ def _import(args: argparse.Namespace) -> int:
 
 
 def _refresh(args: argparse.Namespace) -> int:
-    from segmind_provider.hooks.segmind import SegmindHook
-
     hook = SegmindHook(segmind_conn_id=args.conn_id)
     folder = _folder(args.catalog_dir, args.conn_id)
     if folder is None:

@@ -1,75 +1,61 @@
-"""Segmind's other two hosts: storage (input uploads) and account (request history, model list).
+"""Segmind's other two hosts, storage (input uploads) and account (request history, model list): their
+paths, what is sent and how the answers read.
 
-The hook's ``upload``, ``request_history`` and ``get_request`` call these with itself, so they share
-its connection, budget, retry policy and error mapping. The key goes to ``storage_url`` and
-``account_url`` (connection extras) and nowhere else.
+The hook's ``upload``, ``history_page``, ``request_history``, ``get_request`` and ``list_models``
+send these with its own connection, budget, retry policy and error mapping, as ``hooks.workflows``
+is for workflow runs. The key goes to ``storage_url`` and ``account_url`` (connection extras) and
+nowhere else.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from segmind_provider.exceptions import SegmindServerError, SegmindValidationError
-from segmind_provider.hooks.budget import Priority
 from segmind_provider.hooks.connection import path_segment
 from segmind_provider.media import data_url
 
-if TYPE_CHECKING:
-    from segmind_provider.hooks.segmind import SegmindHook
-
 __all__ = [
     "HISTORY_PAGE_SIZE",
+    "HISTORY_PATH",
+    "MODELS_PATH",
     "PAGING_FIELDS",
-    "get_request",
-    "history_page",
-    "list_models",
-    "request_history",
-    "upload",
+    "UPLOAD_PATH",
+    "history_params",
+    "history_rows",
+    "paging",
+    "request_path",
+    "upload_body",
+    "uploaded_url",
 ]
 
 HISTORY_PAGE_SIZE = 100
 """The most rows one history call asks for: one call can account for a hundred requests."""
 PAGING_FIELDS = ("page", "per_page", "total", "total_pages")
 """Where a history answer says how it is paged."""
+UPLOAD_PATH = "/upload-asset"
+HISTORY_PATH = "/inference-request/request-history"
+MODELS_PATH = "/inference-model-information/list"
+"""Segmind's live model list; the answer's shape is undocumented (``catalog.directory`` reads it)."""
 
 
-def upload(hook: SegmindHook, data: bytes, content_type: str) -> str:
-    """``POST {storage_url}/upload-asset``: store an input file, return its persistent URL.
-
-    Sent as the official SDK does (``{"data_urls": ["data:<type>;base64,..."]}``). A retry of a
-    lost answer uploads the same bytes again, which costs nothing but a second stored copy.
-    """
+def upload_body(data: bytes, content_type: str) -> dict[str, Any]:
+    """An upload as the official SDK sends it (``{"data_urls": ["data:<type>;base64,..."]}``)."""
     if not data:
         raise SegmindValidationError("refusing to upload an empty file")
-    settings = hook.get_settings()
-    body = {"data_urls": [data_url(data, content_type)]}
-
-    def attempt() -> str:
-        response = hook._send("POST", "/upload-asset", priority=Priority.SUBMIT, host="storage", payload=body)
-        answer = hook._json(response.content, "POST /upload-asset", settings)
-        urls = answer.get("file_urls") if isinstance(answer, dict) else None
-        if not (isinstance(urls, list) and urls and isinstance(urls[0], str)):
-            raise SegmindServerError(f"POST /upload-asset: answer carries no file_urls: {str(answer)[:200]}")
-        return urls[0]
-
-    return hook._call(attempt, idempotent=True, settings=settings)
+    return {"data_urls": [data_url(data, content_type)]}
 
 
-def request_history(hook: SegmindHook, **filters: Any) -> list[dict[str, Any]]:
-    """One page of the key's requests, newest first (in-flight ones included), as history rows.
-
-    Filters as :func:`history_page`. Rows carry ``request_id``, ``model_name``, ``model_status``,
-    ``request_body``, ``credits_deduction`` and timestamps; a request with several outputs may appear
-    once per output (de-duplicate on ``request_id``). To read more than a page, use
-    ``operators.history.HistoryWindow``, which follows the answer's paging fields.
-    """
-    rows, _ = history_page(hook, **filters)
-    return rows
+def uploaded_url(answer: Any) -> str:
+    """The persistent URL in an upload's answer."""
+    urls = answer.get("file_urls") if isinstance(answer, dict) else None
+    if not (isinstance(urls, list) and urls and isinstance(urls[0], str)):
+        raise SegmindServerError(f"POST {UPLOAD_PATH}: answer carries no file_urls: {str(answer)[:200]}")
+    return urls[0]
 
 
-def history_page(
-    hook: SegmindHook,
+def history_params(
     *,
     model: str | None = None,
     status: str | None = None,
@@ -77,9 +63,8 @@ def history_page(
     to_date: str | None = None,
     page: int = 1,
     per_page: int = HISTORY_PAGE_SIZE,
-) -> tuple[list[dict[str, Any]], dict[str, Any]]:
-    """One page's rows and its paging fields (``page``, ``per_page``, ``total``, ``total_pages``, as
-    answered: a server may serve fewer rows per page than asked). Dates are ``YYYY-MM-DD``."""
+) -> dict[str, Any]:
+    """The query of one history page, newest first. Dates are ``YYYY-MM-DD``."""
     if not 1 <= per_page <= HISTORY_PAGE_SIZE:
         raise SegmindValidationError(f"per_page must be 1..{HISTORY_PAGE_SIZE}, got {per_page}")
     params: dict[str, Any] = {
@@ -90,37 +75,20 @@ def history_page(
     }
     optional = {"model_name": model, "status": status, "from_date": from_date, "to_date": to_date}
     params.update({k: v for k, v in optional.items() if v})
-    answer = hook._get(
-        "/inference-request/request-history", priority=Priority.RESULT, host="account", params=params
-    )
-    paging = {key: answer.get(key) for key in PAGING_FIELDS}
-    return _rows(answer), paging
+    return params
 
 
-def get_request(hook: SegmindHook, request_id: str) -> dict[str, Any]:
-    """One of the key's own requests, any age, as a history row."""
-    path = f"/inference-request/request-history/{path_segment(request_id, 'request_id')}"
-    answer = hook._get(path, priority=Priority.RESULT, host="account", request_id=request_id)
-    rows = _rows(answer)
-    return rows[0] if rows else answer
+def paging(answer: Mapping[str, Any]) -> dict[str, Any]:
+    """A history answer's paging fields, as answered: a server may serve fewer rows per page than asked."""
+    return {key: answer.get(key) for key in PAGING_FIELDS}
 
 
-def list_models(hook: SegmindHook) -> Any:
-    """``GET {account_url}/inference-model-information/list``: Segmind's live model list, as answered.
-
-    The shape is undocumented (a list, or an object holding one): ``catalog.directory`` reads it.
-    """
-    settings = hook.get_settings()
-    path = "/inference-model-information/list"
-
-    def attempt() -> Any:
-        response = hook._send("GET", path, priority=Priority.RESULT, host="account")
-        return hook._json(response.content, f"GET {path}", settings)
-
-    return hook._call(attempt, idempotent=True, settings=settings)
+def request_path(request_id: str) -> str:
+    """The history path of one of the key's own requests."""
+    return f"{HISTORY_PATH}/{path_segment(request_id, 'request_id')}"
 
 
-def _rows(answer: Mapping[str, Any]) -> list[dict[str, Any]]:
+def history_rows(answer: Mapping[str, Any]) -> list[dict[str, Any]]:
     """History answers put their rows under ``data`` (a list, or one row)."""
     data = answer.get("data", answer)
     if isinstance(data, list):

@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import hashlib
 import random
 import threading
 import time
@@ -49,11 +48,6 @@ LEARNED_FORGET_AFTER = 600.0
 MIN_LEARNED_RPM = 5.0
 """Learning never goes below Segmind's smallest plan (Free, 5/min); Retry-After pauses cover the rest."""
 _RECENT_WINDOW = 60.0
-
-
-def key_id(api_key: str) -> str:
-    """A stable, non-reversible name for a key: budgets are keyed by this, never by the key."""
-    return hashlib.sha256(api_key.encode("utf-8")).hexdigest()[:16]
 
 
 class RequestBudget:
@@ -227,4 +221,4 @@ class RequestBudget:
                 self._learn_cooldown_until = now + pause + 1.0
 
 
-__all__ = ["Priority", "RequestBudget", "key_id"]
+__all__ = ["Priority", "RequestBudget"]

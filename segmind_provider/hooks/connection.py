@@ -14,6 +14,7 @@ never sends a file or the key to Segmind's real hosts.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import logging
 import re
 import unicodedata
@@ -26,7 +27,6 @@ from airflow.sdk import BaseHook
 
 from segmind_provider.catalog import use_catalog_dir
 from segmind_provider.exceptions import SegmindAuthError, SegmindValidationError
-from segmind_provider.hooks.budget import key_id
 from segmind_provider.hooks.retry import DEFAULT_MAX_RETRIES
 
 try:
@@ -44,6 +44,7 @@ __all__ = [
     "check_key",
     "fetch_settings",
     "is_segmind_url",
+    "key_id",
     "normalise_url",
     "path_segment",
     "settings_from",
@@ -61,6 +62,11 @@ LOCAL_STORAGE_PATH = "/storage"
 LOCAL_ACCOUNT_PATH = "/account"
 
 log = logging.getLogger(__name__)
+
+
+def key_id(api_key: str) -> str:
+    """A stable, non-reversible name for a key: budgets and balances are keyed by this, never by the key."""
+    return hashlib.sha256(api_key.encode("utf-8")).hexdigest()[:16]
 
 
 @dataclass(frozen=True)
@@ -84,7 +90,7 @@ class ConnectionSettings:
     key_source: str = ""
     """Where the key came from, for an auth error that says what to fix."""
     key_id: str = field(default="", repr=False)
-    """A non-reversible name for the key: budgets are keyed by it."""
+    """A non-reversible name for the key (:func:`key_id`): budgets and balances are keyed by it."""
 
 
 def normalise_url(value: str | None, port: int | None = None, *, default: str = DEFAULT_BASE_URL) -> str:

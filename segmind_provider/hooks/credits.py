@@ -2,30 +2,19 @@
 
 ``GET /v1/get-user-credits`` costs a request from the key's budget, so it is read at most once a
 minute per key and process; in between, every submit lowers the known balance by its estimated
-price (the catalog's). Kept per key in ``segmind_provider.runtime``; the floor decisions are the
-operators' (``operators.spend``).
+price (the catalog's). Kept per key in ``segmind_provider.runtime``; what counts as spendable and the
+floor decisions are ``account.spend``'s.
 """
 
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable, Mapping
-from typing import Any
+from collections.abc import Callable
 
-__all__ = ["CreditBalance", "balance_usd"]
+__all__ = ["CreditBalance"]
 
 #: Floating point slack: a balance that covers exactly N more images must allow N.
 EPSILON = 1e-9
-
-
-def balance_usd(answer: Mapping[str, Any]) -> float:
-    """The spendable balance in a ``get-user-credits`` answer: paid credits plus free credits (USD)."""
-    total = 0.0
-    for name in ("credits", "free-credits", "free_credits"):
-        value = answer.get(name)
-        if isinstance(value, (int, float)) and not isinstance(value, bool):
-            total += float(value)
-    return total
 
 
 class CreditBalance:

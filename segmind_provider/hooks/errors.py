@@ -1,12 +1,15 @@
-"""HTTP answers and transport failures to the exception family (``segmind_provider.exceptions``).
+"""HTTP answers, transport failures and FAILED requests to the exception family (``segmind_provider.exceptions``).
 
-Pure functions: the hook calls them with what it received. Every text that may become an
+Pure functions: the hook calls them with what it received. This is also the one place that reads
+a FAILED request's reason and decides whether it was a content block (no retry can pass it) or an
+ordinary failure. Every text that may become an
 exception message passes through :func:`scrub`, so a server echoing the key never leaks it.
 """
 
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Mapping
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
@@ -15,15 +18,17 @@ import aiohttp
 import requests
 import urllib3.exceptions
 
-from segmind_provider.events import REASON_KEYS, failure_error
+from segmind_provider.catalog import nearest_slugs, successor_of
 from segmind_provider.exceptions import (
     SegmindAuthError,
     SegmindBadRequestError,
+    SegmindContentBlockedError,
     SegmindError,
     SegmindInsufficientCreditsError,
     SegmindModelRetiredError,
     SegmindNotFoundError,
     SegmindRateLimitError,
+    SegmindRequestFailedError,
     SegmindServerError,
     SegmindSubmitUncertainError,
     SegmindTransportError,
@@ -32,10 +37,15 @@ from segmind_provider.exceptions import (
 from segmind_provider.hooks.retry import parse_retry_after
 
 __all__ = [
+    "REASON_KEYS",
     "aiohttp_never_sent",
     "detail_from_body",
     "error_for",
+    "failure_error",
+    "failure_reason",
+    "is_content_block",
     "local_error",
+    "reason_in",
     "requests_never_sent",
     "requests_refused_locally",
     "retired",
@@ -50,6 +60,42 @@ UNCERTAIN_NOTE = (
     "retries are skipped; check the usage history in the Segmind console, then clear the task "
     "to submit again if no job was made"
 )
+
+
+#: Where Segmind puts a failure's detail, in the order it is read.
+REASON_KEYS = ("error", "detail", "message")
+
+_CONTENT_BLOCK = re.compile(
+    r"nsfw|moderat|safety|unsafe|content[\s_-]*(?:policy|filter|block|violation)|\brai\b|"
+    r"responsible[\s_-]*ai|inappropriate|flagged",
+    re.IGNORECASE,
+)
+
+
+def is_content_block(reason: str | None) -> bool:
+    """True when a FAILED reason names a moderation / NSFW / safety / content-policy / RAI block."""
+    return bool(reason) and bool(_CONTENT_BLOCK.search(reason or ""))
+
+
+def reason_in(answer: Mapping[str, Any]) -> str | None:
+    """The first non-empty of ``error``, ``detail``, ``message`` in an answer, or None."""
+    for key in REASON_KEYS:
+        value = answer.get(key)
+        if value:
+            return str(value)
+    return None
+
+
+def failure_reason(answer: Mapping[str, Any]) -> str:
+    """The API's reason for a FAILED answer, or a sentence saying it gave none."""
+    return reason_in(answer) or "the request ended FAILED without a reason"
+
+
+def failure_error(request_id: str | None, reason: str | None, **kwargs: Any) -> SegmindRequestFailedError:
+    """The exception for a FAILED request: a content block is final, other failures may be retried."""
+    text = reason or "the request ended FAILED"
+    cls = SegmindContentBlockedError if is_content_block(text) else SegmindRequestFailedError
+    return cls(text, request_id=request_id, **kwargs)
 
 
 def scrub(text: str, secret: str | None) -> str:
@@ -131,8 +177,6 @@ def error_for(
 
 def retired(model: str, exc: SegmindError) -> SegmindModelRetiredError:
     """A submit answered ``410 Gone``: the model is retired, nothing was billed; name its successor."""
-    from segmind_provider.catalog import nearest_slugs, successor_of
-
     successor = successor_of(model)
     if successor:
         hint = f"; the directory's successor is {successor!r}"

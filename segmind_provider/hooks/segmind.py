@@ -21,7 +21,7 @@ import aiohttp
 import requests
 from airflow.sdk import BaseHook
 
-from segmind_provider.events import failure_error, failure_reason, raise_for_event, reason_in
+from segmind_provider.events import raise_for_event
 from segmind_provider.exceptions import (
     SegmindAuthError,
     SegmindError,
@@ -375,20 +375,67 @@ class SegmindHook(BaseHook):
         )
 
     def upload(self, data: bytes, content_type: str) -> str:
-        """Store an input file on Segmind's storage host; returns its persistent URL (``hooks.account``)."""
-        return account.upload(self, data, content_type)
+        """``POST {storage_url}/upload-asset``: store an input file, return its persistent URL.
+
+        A retry of a lost answer uploads the same bytes again, which costs nothing but a second
+        stored copy.
+        """
+        body = account.upload_body(data, content_type)
+        settings = self.get_settings()
+        what = f"POST {account.UPLOAD_PATH}"
+
+        def attempt() -> str:
+            response = self._send(
+                "POST", account.UPLOAD_PATH, priority=Priority.SUBMIT, host="storage", payload=body
+            )
+            return account.uploaded_url(self._json(response.content, what, settings))
+
+        return self._call(attempt, idempotent=True, settings=settings)
+
+    def history_page(
+        self,
+        *,
+        model: str | None = None,
+        status: str | None = None,
+        from_date: str | None = None,
+        to_date: str | None = None,
+        page: int = 1,
+        per_page: int = account.HISTORY_PAGE_SIZE,
+    ) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+        """One page of the key's own requests, newest first (in-flight ones included): its rows and
+        its paging fields (``page``, ``per_page``, ``total``, ``total_pages``). Dates are ``YYYY-MM-DD``.
+
+        Rows carry ``request_id``, ``model_name``, ``model_status``, ``request_body``,
+        ``credits_deduction`` and timestamps; a request with several outputs may appear once per
+        output. To read more than a page, use ``account.history.HistoryWindow``.
+        """
+        params = account.history_params(
+            model=model, status=status, from_date=from_date, to_date=to_date, page=page, per_page=per_page
+        )
+        answer = self._get(account.HISTORY_PATH, priority=Priority.RESULT, host="account", params=params)
+        return account.history_rows(answer), account.paging(answer)
 
     def request_history(self, **filters: Any) -> list[dict[str, Any]]:
-        """One page of the key's own requests, newest first (``hooks.account.request_history``)."""
-        return account.request_history(self, **filters)
+        """The rows of one page of the key's own requests, newest first (filters as :meth:`history_page`)."""
+        return self.history_page(**filters)[0]
 
     def get_request(self, request_id: str) -> dict[str, Any]:
         """One of the key's own requests from the account API (cost, inputs, status), any age."""
-        return account.get_request(self, request_id)
+        path = account.request_path(request_id)
+        answer = self._get(path, priority=Priority.RESULT, host="account", request_id=request_id)
+        rows = account.history_rows(answer)
+        return rows[0] if rows else answer
 
     def list_models(self) -> Any:
-        """Segmind's live model list from the account API (``hooks.account.list_models``)."""
-        return account.list_models(self)
+        """``GET {account_url}/inference-model-information/list``: Segmind's live model list, as answered."""
+        settings = self.get_settings()
+        what = f"GET {account.MODELS_PATH}"
+
+        def attempt() -> Any:
+            response = self._send("GET", account.MODELS_PATH, priority=Priority.RESULT, host="account")
+            return self._json(response.content, what, settings)
+
+        return self._call(attempt, idempotent=True, settings=settings)
 
     # ---------------------------------------------------------------- waiting (segmind_provider.wait)
     # ``wait`` is imported where it is used: it imports the trigger, which imports this module.
@@ -534,11 +581,13 @@ class SegmindHook(BaseHook):
     ) -> dict[str, Any]:
         status = read_status(answer)
         if status is RequestStatus.FAILED:
-            raise failure_error(request_id, errors.scrub(failure_reason(answer), settings.api_key))
-        reason = reason_in(answer)
+            raise errors.failure_error(
+                request_id, errors.scrub(errors.failure_reason(answer), settings.api_key)
+            )
+        reason = errors.reason_in(answer)
         if status is RequestStatus.COMPLETED and answer.get("output") is None and reason:
             # A 200 COMPLETED with no output and a reason beside it: the request failed, for that reason.
-            raise failure_error(request_id, errors.scrub(reason, settings.api_key))
+            raise errors.failure_error(request_id, errors.scrub(reason, settings.api_key))
         return answer
 
     # ---------------------------------------------------------------- async API (triggerer)

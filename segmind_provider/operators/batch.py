@@ -22,7 +22,10 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 from airflow.sdk import BaseOperator
 
+from segmind_provider.account.history import costs_from_history
+from segmind_provider.account.spend import CreditGuard, price_of
 from segmind_provider.catalog import announce, timeout_seconds
+from segmind_provider.durable import fingerprint
 from segmind_provider.exceptions import (
     SegmindBatchItemsFailedError,
     SegmindCreditFloorError,
@@ -42,10 +45,7 @@ from segmind_provider.operators.batch_state import (
     Item,
     Ledger,
 )
-from segmind_provider.operators.durable import fingerprint
-from segmind_provider.operators.history import costs_from_history
 from segmind_provider.operators.manifest import manifest_uri, read_manifest
-from segmind_provider.operators.spend import CreditGuard, price_of
 from segmind_provider.outputs import DEFAULT_MAX_BYTES, store_document
 from segmind_provider.triggers.batch import POLL_ENDPOINTS, SegmindBatchTrigger
 from segmind_provider.triggers.polling import DEFAULT_POLL_INTERVAL

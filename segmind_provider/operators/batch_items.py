@@ -17,7 +17,7 @@ from airflow.sdk import Asset
 
 from segmind_provider.catalog import expected_output_format, validate_payload
 from segmind_provider.destination import check_path_format, split_name
-from segmind_provider.events import is_content_block
+from segmind_provider.durable import fingerprint
 from segmind_provider.exceptions import (
     SegmindError,
     SegmindInsufficientCreditsError,
@@ -27,6 +27,7 @@ from segmind_provider.exceptions import (
     SegmindSubmitUncertainError,
     SegmindValidationError,
 )
+from segmind_provider.hooks.errors import is_content_block
 from segmind_provider.media import EXTENSIONS, normalize_format
 from segmind_provider.operators.batch_state import (
     COMPLETED,
@@ -39,7 +40,6 @@ from segmind_provider.operators.batch_state import (
     Ledger,
     store_key,
 )
-from segmind_provider.operators.durable import fingerprint
 from segmind_provider.operators.manifest import file_digest, item_path, output_intact, output_matches
 from segmind_provider.triggers.batch import WAVE_EVENT
 from segmind_provider.wait import store_outputs
@@ -47,8 +47,8 @@ from segmind_provider.wait import store_outputs
 if TYPE_CHECKING:
     from airflow.sdk import BaseOperator, Context
 
+    from segmind_provider.account.spend import CreditGuard
     from segmind_provider.hooks.segmind import SegmindHook
-    from segmind_provider.operators.spend import CreditGuard
 
 __all__ = [
     "announce",

@@ -13,8 +13,9 @@ import time
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
-from segmind_provider.events import failure_reason, is_content_block
+from segmind_provider.account.history import find_submitted
 from segmind_provider.exceptions import SegmindNotFoundError
+from segmind_provider.hooks.errors import failure_reason, is_content_block
 from segmind_provider.operators.batch_state import (
     FAILED,
     PENDING,
@@ -23,7 +24,6 @@ from segmind_provider.operators.batch_state import (
     Ledger,
     store_key,
 )
-from segmind_provider.operators.history import find_submitted
 from segmind_provider.status import RequestStatus, read_status
 
 if TYPE_CHECKING:

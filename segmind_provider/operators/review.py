@@ -25,6 +25,7 @@ from airflow.sdk.definitions.param import ParamsDict
 
 from segmind_provider.exceptions import SegmindError
 from segmind_provider.hooks.segmind import SegmindHook
+from segmind_provider.inputs import open_source
 from segmind_provider.media import redact_url, sniff_format, thumbnail
 from segmind_provider.operators.batch_state import COMPLETED
 from segmind_provider.status import RequestStatus, read_status
@@ -331,13 +332,11 @@ class SegmindReviewOperator(HITLOperator):
 
     def _read(self, hook: SegmindHook, source: str) -> bytes:
         """The output's bytes, at most ``max_preview_bytes``: a URL downloaded (no key sent), else read."""
-        from segmind_provider.inputs import _open
-
         if urlsplit(source).scheme.lower() in ("http", "https"):
             buffer = io.BytesIO()
             hook.download(source, buffer, max_bytes=self.max_preview_bytes)
             return buffer.getvalue()
-        with _open(source, self.output_conn_id) as handle:
+        with open_source(source, self.output_conn_id) as handle:
             data: bytes = handle.read(self.max_preview_bytes + 1)
         if len(data) > self.max_preview_bytes:
             raise ValueError(f"larger than max_preview_bytes ({self.max_preview_bytes})")

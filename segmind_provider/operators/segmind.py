@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 from airflow.sdk import Asset, BaseOperator, BaseOperatorLink
 
+from segmind_provider.account.spend import check_floor
 from segmind_provider.catalog import (
     announce,
     expected_output_format,
@@ -26,11 +27,11 @@ from segmind_provider.catalog import (
     validate_payload,
 )
 from segmind_provider.destination import check_output_path
+from segmind_provider.durable import STATE_STORE_KEY, RequestJournal
 from segmind_provider.hooks.segmind import SegmindHook
 from segmind_provider.inputs import DEFAULT_MAX_INPUT_BYTES, InputFiles, read_input_files
+from segmind_provider.lineage import operator_lineage
 from segmind_provider.operators.batch import SegmindBatchOperator
-from segmind_provider.operators.durable import STATE_STORE_KEY, RequestJournal
-from segmind_provider.operators.spend import check_floor
 from segmind_provider.outputs import DEFAULT_MAX_BYTES, store_bytes
 from segmind_provider.triggers.polling import DEFAULT_POLL_INTERVAL
 from segmind_provider.wait import (
@@ -257,8 +258,6 @@ class SegmindOperator(BaseOperator):
 
     def get_openlineage_facets_on_complete(self, task_instance: Any) -> Any:
         """OpenLineage: the input files and stored outputs as datasets, with the model and request id."""
-        from segmind_provider.operators.lineage import operator_lineage
-
         result = self.segmind_result or {}
         return operator_lineage(
             model=self.model,

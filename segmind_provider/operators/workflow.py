@@ -1,7 +1,7 @@
 """SegmindWorkflowOperator: run a PixelFlow workflow published as an API, store its media outputs.
 
 Submit on the worker (once per task instance: the run is remembered in the ``task_state_store`` by
-``operators.durable``'s journal, as a model request is), wait in the triggerer
+``durable``'s journal, as a model request is), wait in the triggerer
 (``triggers.workflow``), then read the output JSON from the run's ``poll_url``: each output that is an
 http(s) URL (or a list of them) is stored under ``output_dir`` through ``segmind_provider.outputs``,
 and the JSON itself is returned (XCom). See docs/workflows.md.
@@ -19,12 +19,12 @@ from typing import TYPE_CHECKING, Any, ClassVar
 from airflow.sdk import BaseOperator
 
 from segmind_provider.destination import check_output_path
+from segmind_provider.durable import STATE_STORE_KEY, Attached, RequestJournal, retry_since
 from segmind_provider.events import raise_for_event
 from segmind_provider.exceptions import SegmindError, SegmindValidationError
 from segmind_provider.hooks.connection import path_segment
 from segmind_provider.hooks.segmind import SegmindHook
 from segmind_provider.hooks.workflows import check_inputs
-from segmind_provider.operators.durable import STATE_STORE_KEY, Attached, RequestJournal, retry_since
 from segmind_provider.outputs import DEFAULT_MAX_BYTES, store_output
 from segmind_provider.status import RequestStatus, read_status
 from segmind_provider.triggers.polling import DEFAULT_POLL_INTERVAL
@@ -52,6 +52,8 @@ class WorkflowJournal(RequestJournal):
     a submit whose answer was lost fails (``SegmindSubmitUncertainError``) instead of paying again.
     """
 
+    history_wait = 0.0
+
     def __init__(
         self,
         hook: SegmindHook,
@@ -61,9 +63,7 @@ class WorkflowJournal(RequestJournal):
         *,
         retry_since: float | None = None,
     ) -> None:
-        super().__init__(
-            hook, f"workflows/{workflow_id}", store, log, retry_since=retry_since, history_wait=0.0
-        )
+        super().__init__(hook, f"workflows/{workflow_id}", store, log, retry_since=retry_since)
         self.workflow_id = workflow_id
         self.poll_urls: dict[str, str] = {}
         saved = store.get(STATE_STORE_KEY) if store is not None else None

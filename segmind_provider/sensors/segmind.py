@@ -17,8 +17,9 @@ from typing import TYPE_CHECKING, Any
 
 from airflow.sdk import BaseSensorOperator, PokeReturnValue
 
-from segmind_provider.events import failure_error, failure_reason, raise_for_event
+from segmind_provider.events import raise_for_event
 from segmind_provider.exceptions import SegmindTimeoutError
+from segmind_provider.hooks.errors import failure_error, failure_reason
 from segmind_provider.hooks.segmind import SegmindHook
 from segmind_provider.status import RequestStatus, read_status
 from segmind_provider.triggers.polling import DEFAULT_POLL_INTERVAL

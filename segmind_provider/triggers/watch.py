@@ -13,13 +13,14 @@ from __future__ import annotations
 import random
 from typing import Any
 
-from segmind_provider.events import failure_reason, inference_time, make_event
+from segmind_provider.events import inference_time, make_event
 from segmind_provider.exceptions import (
     SegmindError,
     SegmindRateLimitError,
     SegmindServerError,
     SegmindTransportError,
 )
+from segmind_provider.hooks.errors import failure_reason
 from segmind_provider.runtime import process_state
 from segmind_provider.status import RequestStatus, read_status
 from segmind_provider.triggers.polling import (

@@ -14,6 +14,7 @@ from typing import Any
 import pytest
 
 from segmind_provider import catalog
+from segmind_provider.account.spend import price_of
 from segmind_provider.catalog import (
     DirectoryModel,
     default_timeout,
@@ -35,7 +36,6 @@ from segmind_provider.exceptions import (
 from segmind_provider.hooks.segmind import SegmindHook
 from segmind_provider.operators.batch import SegmindBatchOperator
 from segmind_provider.operators.segmind import SegmindOperator
-from segmind_provider.operators.spend import price_of
 from segmind_provider.testing.emulator.runner import SegmindEmulator
 from segmind_provider.triggers.polling import DurationObserver, estimate_duration
 

@@ -14,9 +14,7 @@ from typing import Any
 import pytest
 from airflow.sdk.exceptions import AirflowFailException, TaskDeferred
 
-from segmind_provider.exceptions import SegmindContentBlockedError, SegmindSubmitUncertainError
-from segmind_provider.hooks.segmind import SegmindHook
-from segmind_provider.operators.durable import (
+from segmind_provider.durable import (
     HISTORY_WAIT_SECONDS,
     RESULT_LIFETIME_SECONDS,
     STATE_STORE_KEY,
@@ -24,6 +22,8 @@ from segmind_provider.operators.durable import (
     retry_since,
     same_request,
 )
+from segmind_provider.exceptions import SegmindContentBlockedError, SegmindSubmitUncertainError
+from segmind_provider.hooks.segmind import SegmindHook
 from segmind_provider.operators.segmind import SegmindOperator
 from segmind_provider.runtime import reset_process_state
 from segmind_provider.testing.emulator.runner import SegmindEmulator

@@ -22,6 +22,7 @@ import requests
 from test_batch import PRICE, SMALL, DyingStore, Killed, Run, batch, payloads
 from test_durable import FLUX, count, defer, operator
 
+from segmind_provider.durable import STATE_STORE_KEY
 from segmind_provider.exceptions import (
     SegmindAuthError,
     SegmindContentBlockedError,
@@ -32,7 +33,6 @@ from segmind_provider.exceptions import (
 )
 from segmind_provider.hooks import errors
 from segmind_provider.hooks.segmind import SegmindHook
-from segmind_provider.operators.durable import STATE_STORE_KEY
 from segmind_provider.runtime import reset_process_state
 from segmind_provider.status import RequestStatus, read_status
 from segmind_provider.testing.emulator.runner import SegmindEmulator

@@ -16,8 +16,8 @@ import pytest
 from airflow.sdk.exceptions import TaskDeferred
 from PIL import Image
 
-from segmind_provider.operators.durable import STATE_STORE_KEY
-from segmind_provider.operators.history import same_request, same_sent, sent_digest
+from segmind_provider.account.history import same_request, same_sent, sent_digest
+from segmind_provider.durable import STATE_STORE_KEY
 from segmind_provider.operators.segmind import SegmindOperator
 from segmind_provider.testing.emulator.runner import SegmindEmulator
 from segmind_provider.triggers.segmind import SegmindRequestTrigger

@@ -13,10 +13,11 @@ from airflow.sdk import Asset
 from airflow.sdk.exceptions import TaskDeferred
 from airflow.sdk.execution_time.context import OutletEventAccessors
 
+from segmind_provider.account.history import costs_from_history, find_submitted
+from segmind_provider.account.spend import balance_usd
 from segmind_provider.exceptions import SegmindCreditFloorError, SegmindValidationError
-from segmind_provider.hooks.credits import CreditBalance, balance_usd
+from segmind_provider.hooks.credits import CreditBalance
 from segmind_provider.hooks.segmind import SegmindHook
-from segmind_provider.operators.history import costs_from_history, find_submitted
 from segmind_provider.operators.segmind import SegmindOperator
 from segmind_provider.runtime import reset_process_state
 from segmind_provider.testing.emulator.runner import SegmindEmulator

@@ -14,7 +14,7 @@ from airflow.sdk.exceptions import AirflowFailException
 from airflow.sdk.module_loading import import_string
 from airflow.triggers.base import BaseTrigger, TriggerEvent
 
-from segmind_provider.events import failure_error, make_event, raise_for_event
+from segmind_provider.events import make_event, raise_for_event
 from segmind_provider.exceptions import (
     SegmindAuthError,
     SegmindContentBlockedError,
@@ -23,6 +23,7 @@ from segmind_provider.exceptions import (
     SegmindRequestFailedError,
     SegmindServerError,
 )
+from segmind_provider.hooks.errors import failure_error
 from segmind_provider.hooks.segmind import SegmindHook
 from segmind_provider.runtime import process_state, reset_process_state
 from segmind_provider.testing.emulator.runner import SegmindEmulator

@@ -18,13 +18,13 @@ from PIL import Image
 from test_operator import FLUX, PAYLOAD, RESULT_KEYS, calls
 
 from segmind_provider.decorators.segmind import _SegmindBatchDecoratedOperator, _SegmindDecoratedOperator
+from segmind_provider.durable import STATE_STORE_KEY
 from segmind_provider.exceptions import (
     SegmindContentBlockedError,
     SegmindTimeoutError,
     SegmindValidationError,
 )
 from segmind_provider.hooks.segmind import SegmindHook
-from segmind_provider.operators.durable import STATE_STORE_KEY
 from segmind_provider.testing.emulator.runner import SegmindEmulator
 
 QUICK = {"expected_duration": 0.14, "poll_interval": 0.2}

@@ -13,13 +13,13 @@ import pytest
 from airflow.sdk.exceptions import AirflowFailException, TaskDeferred
 from PIL import Image
 
+from segmind_provider.durable import STATE_STORE_KEY
 from segmind_provider.exceptions import (
     SegmindBadRequestError,
     SegmindRequestFailedError,
     SegmindValidationError,
 )
 from segmind_provider.hooks.workflows import fallback_poll_path, parse_poll_answer, poll_path
-from segmind_provider.operators.durable import STATE_STORE_KEY
 from segmind_provider.operators.workflow import SegmindWorkflowOperator
 from segmind_provider.testing.emulator.runner import SegmindEmulator
 from segmind_provider.triggers.workflow import SegmindWorkflowTrigger

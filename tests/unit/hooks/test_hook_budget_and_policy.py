@@ -18,8 +18,8 @@ from segmind_provider.exceptions import (
 )
 from segmind_provider.hooks import budget as budget_module
 from segmind_provider.hooks import retry
-from segmind_provider.hooks.budget import Priority, RequestBudget, key_id
-from segmind_provider.hooks.connection import ConnectionSettings
+from segmind_provider.hooks.budget import Priority, RequestBudget
+from segmind_provider.hooks.connection import ConnectionSettings, key_id
 from segmind_provider.hooks.segmind import SegmindHook
 from segmind_provider.runtime import process_state
 

@@ -14,7 +14,6 @@ from pytest_httpserver import HTTPServer
 from segmind_hook_testlib import KEY, RawServer
 from werkzeug import Request, Response
 
-from segmind_provider.events import is_content_block
 from segmind_provider.exceptions import (
     SegmindAuthError,
     SegmindBadRequestError,
@@ -29,6 +28,7 @@ from segmind_provider.exceptions import (
     SegmindValidationError,
 )
 from segmind_provider.hooks.connection import DEFAULT_BASE_URL
+from segmind_provider.hooks.errors import is_content_block
 from segmind_provider.hooks.segmind import SegmindHook, SyncRunResult
 from segmind_provider.runtime import process_state
 

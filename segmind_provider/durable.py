@@ -30,10 +30,7 @@ import time
 from collections.abc import Callable, Iterator, Mapping
 from typing import TYPE_CHECKING, Any
 
-from segmind_provider.events import failure_reason, is_content_block
-from segmind_provider.exceptions import SegmindError, SegmindNotFoundError, SegmindSubmitUncertainError
-from segmind_provider.hooks.account import HISTORY_PAGE_SIZE
-from segmind_provider.operators.history import (
+from segmind_provider.account.history import (
     CLOCK_SKEW_SECONDS,
     HistoryWindow,
     parse_request_body,
@@ -42,6 +39,9 @@ from segmind_provider.operators.history import (
     same_sent,
     sent_digest,
 )
+from segmind_provider.exceptions import SegmindError, SegmindNotFoundError, SegmindSubmitUncertainError
+from segmind_provider.hooks.account import HISTORY_PAGE_SIZE
+from segmind_provider.hooks.errors import failure_reason, is_content_block
 from segmind_provider.runtime import process_state
 from segmind_provider.status import RequestStatus, read_status
 
@@ -107,8 +107,11 @@ class RequestJournal:
     :param retry_since: on a retry, since when earlier tries may have submitted (:func:`retry_since`);
         read only without a store (Airflow 3.2), where no submit window is known. None on a first
         try or when retries must not re-attach (``durable=False``).
-    :param history_wait: how long a lost submit answer is looked for in the request history.
     """
+
+    #: How long a lost submit answer is looked for in the request history (a journal whose runs the
+    #: history does not list sets 0).
+    history_wait: float = HISTORY_WAIT_SECONDS
 
     def __init__(
         self,
@@ -118,14 +121,12 @@ class RequestJournal:
         log: logging.Logger | Any,
         *,
         retry_since: float | None = None,
-        history_wait: float = HISTORY_WAIT_SECONDS,
     ) -> None:
         self.hook = hook
         self.model = model
         self.store = store
         self.log = log
         self.retry_since = retry_since
-        self.history_wait = history_wait
         self._replaced: set[str] = set()  # this task's own requests found unusable: never re-attached
         if store is None:
             log.debug(

@@ -24,7 +24,6 @@ from collections.abc import Collection, Iterator, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from segmind_provider.hooks import account
 from segmind_provider.hooks.account import HISTORY_PAGE_SIZE
 
 if TYPE_CHECKING:
@@ -173,8 +172,8 @@ class HistoryWindow:
         self.covered, self.pages = False, 0
         while read < self.max_rows:
             self.pages += 1
-            rows, paging = account.history_page(
-                self.hook, model=self.model, from_date=first_day, to_date=last_day, page=self.pages
+            rows, paging = self.hook.history_page(
+                model=self.model, from_date=first_day, to_date=last_day, page=self.pages
             )
             read += len(rows)
             past = False

@@ -3,7 +3,7 @@
 Before a submit, the key's balance (``GET /v1/get-user-credits``, read at most once a minute per
 key and process, lowered in between by the catalog's or directory's price of every submit) must stay at or above
 the floor after the submit's estimated price; otherwise nothing more is submitted. What a request
-really cost comes from the account's request history (``operators.history``).
+really cost comes from the account's request history (``account.history``).
 """
 
 from __future__ import annotations
@@ -14,16 +14,25 @@ from typing import TYPE_CHECKING, Any
 
 from segmind_provider.catalog import estimate_cost, is_known, nearest_slugs
 from segmind_provider.exceptions import SegmindCreditFloorError, SegmindValidationError
-from segmind_provider.hooks.credits import balance_usd
 from segmind_provider.runtime import process_state
 
 if TYPE_CHECKING:
     from segmind_provider.hooks.segmind import SegmindHook
 
-__all__ = ["BALANCE_MAX_AGE", "CreditGuard", "check_floor", "price_of"]
+__all__ = ["BALANCE_MAX_AGE", "CreditGuard", "balance_usd", "check_floor", "price_of"]
 
 #: Seconds a balance read stays good; in between, submits lower it by their estimated price.
 BALANCE_MAX_AGE = 60.0
+
+
+def balance_usd(answer: Mapping[str, Any]) -> float:
+    """The spendable balance in a ``get-user-credits`` answer: paid credits plus free credits (USD)."""
+    total = 0.0
+    for name in ("credits", "free-credits", "free_credits"):
+        value = answer.get(name)
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            total += float(value)
+    return total
 
 
 def price_of(model: str, payload: Mapping[str, Any] | None = None) -> float:
