@@ -17,6 +17,8 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
+from segmind_provider.catalog.entry import OUTPUT_KINDS
+
 __all__ = [
     "KINDS",
     "DirectoryModel",
@@ -30,7 +32,7 @@ __all__ = [
 ]
 
 #: Output kinds: what a model's result is, which decides how it is stored.
-KINDS = ("image", "video", "audio", "text", "json", "3d")
+KINDS = OUTPUT_KINDS
 
 #: For a category the directory does not use yet (a live list may bring new ones): the first word that matches.
 _CATEGORY_WORDS = (

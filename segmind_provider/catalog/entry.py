@@ -17,7 +17,14 @@ from typing import Any
 
 __all__ = ["ModelEntry", "Parameter", "load_entries", "load_entries_from", "parse_entry"]
 
-TYPES = ("string", "integer", "number", "boolean", "array")
+#: The words an entry may use (types, output kinds, parameter keys, rules), shared with the emulator.
+VOCABULARY: dict[str, Any] = json.loads(
+    resources.files("segmind_provider.catalog")
+    .joinpath("data")
+    .joinpath("vocabulary.json")
+    .read_text("utf-8")
+)
+TYPES: tuple[str, ...] = tuple(VOCABULARY["types"])
 TASKS = (
     "text-to-image",
     "image-edit",
@@ -33,41 +40,19 @@ TASKS = (
     "image-to-3d",
     "text",
 )
-OUTPUT_KINDS = ("image", "video", "audio", "text", "json", "3d")
-MEDIA = ("image", "video", "audio")
-ENCODINGS = ("url", "base64")
+OUTPUT_KINDS: tuple[str, ...] = tuple(VOCABULARY["output_kinds"])
+MEDIA: tuple[str, ...] = tuple(VOCABULARY["media"])
+ENCODINGS: tuple[str, ...] = tuple(VOCABULARY["encodings"])
 
 #: Cross-field rules, by kind: the keys each one takes (see docs/models.md for their meaning).
-RULE_KEYS: dict[str, frozenset[str]] = {
-    # ``fields`` only apply when ``field`` equals ``value``; otherwise each must be absent or its default.
-    "only_with": frozenset({"kind", "fields", "field", "value"}),
-    # ``field`` is at most ``maximum`` when any of ``present`` is given.
-    "max_when_present": frozenset({"kind", "field", "maximum", "present"}),
-}
+RULE_KEYS: dict[str, frozenset[str]] = {kind: frozenset(keys) for kind, keys in VOCABULARY["rules"].items()}
 
 _ENTRY_KEYS = frozenset(
     {"slug", "title", "page", "task", "output", "typical_seconds", "price_usd", "parameters", "rules"}
 )
 _ENTRY_OPTIONAL = frozenset({"price_note", "description", "read", "page_file", "import_notes"})
 _OUTPUT_KEYS = frozenset({"kind", "format_field", "default_format"})
-_PARAM_KEYS = frozenset(
-    {
-        "type",
-        "required",
-        "default",
-        "minimum",
-        "maximum",
-        "enum",
-        "min_length",
-        "max_length",
-        "multiple_of",
-        "round_to_multiple",
-        "media",
-        "encoding",
-        "max_items",
-        "description",
-    }
-)
+_PARAM_KEYS = frozenset(VOCABULARY["parameter_keys"])
 
 
 @dataclass(frozen=True)

@@ -176,15 +176,6 @@ ALLOWED_CIRCLE_EDGES = frozenset(
         # trigger makes a hook: the hook imports ``wait`` inside those two methods. Cut it by moving
         # the HTTP calls into a class of their own that the triggers use (a public API change).
         ("segmind_provider.hooks.segmind", "segmind_provider.wait"),
-        # The emulator's handlers take the whole EmulatorServer (issue 18, "The emulator").
-        ("segmind_provider.testing.emulator.account", "segmind_provider.testing.emulator.app"),
-        ("segmind_provider.testing.emulator.admin", "segmind_provider.testing.emulator.app"),
-        ("segmind_provider.testing.emulator.api", "segmind_provider.testing.emulator.app"),
-        ("segmind_provider.testing.emulator.inputs", "segmind_provider.testing.emulator.app"),
-        ("segmind_provider.testing.emulator.responses", "segmind_provider.testing.emulator.app"),
-        ("segmind_provider.testing.emulator.storage", "segmind_provider.testing.emulator.app"),
-        ("segmind_provider.testing.emulator.workflows", "segmind_provider.testing.emulator.app"),
-        ("segmind_provider.testing.emulator.validation", "segmind_provider.testing.emulator.models"),
     }
 )
 

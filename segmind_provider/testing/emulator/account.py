@@ -15,19 +15,19 @@ from __future__ import annotations
 
 import datetime as dt
 import math
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from functools import partial
+from typing import Any
 
 from aiohttp import web
 
+from .context import Context
+from .gate import Gate
+from .jobs import Job, job_status
 from .recipes import MEDIA_KINDS
-from .responses import error, json_response, server_of
-from .state import Job, job_status
+from .responses import error, json_response
 from .validation import ParamError
-
-if TYPE_CHECKING:
-    from .app import EmulatorServer
 
 STATUSES = ("COMPLETED", "FAILED", "PENDING")
 SORT_FIELDS = ("model_created", "model_name", "credits_deduction")
@@ -35,11 +35,12 @@ MAX_WINDOW_DAYS = 31
 DEFAULT_WINDOW_DAYS = 7
 
 
-def add_routes(app: web.Application, server: EmulatorServer, prefix: str) -> None:
+def add_routes(app: web.Application, ctx: Context, gate: Gate, prefix: str) -> None:
     path = prefix + "/inference-request/request-history"
-    app.router.add_get(path, server.gate("history", history))
-    app.router.add_get(path + "/{request_id}", server.gate("history_item", history_item))
-    app.router.add_get(prefix + "/inference-model-information/list", server.gate("model_list", model_list))
+    app.router.add_get(path, gate("history", partial(history, ctx)))
+    app.router.add_get(path + "/{request_id}", gate("history_item", partial(history_item, ctx)))
+    models_path = prefix + "/inference-model-information/list"
+    app.router.add_get(models_path, gate("model_list", partial(model_list, ctx)))
 
 
 def iso(epoch: float) -> str:
@@ -176,39 +177,33 @@ def select(
     }
 
 
-def own_jobs(request: web.Request) -> Iterator[Job]:
-    """The calling key's requests (the gate has checked the key is there and accepted)."""
-    state = server_of(request).state
-    mine = state.key_hash(request.headers.get("x-api-key") or "")
-    return (job for job in state.history.values() if job.key_hash == mine)
+def _key_hash(ctx: Context, request: web.Request) -> str:
+    """The calling key's hash (the gate has checked the key is there and accepted)."""
+    return ctx.keys.hash(request.headers.get("x-api-key") or "")
 
 
-async def history(request: web.Request) -> web.StreamResponse:
-    server = server_of(request)
-    state = server.state
-    today = dt.datetime.fromtimestamp(state.wall_now(), dt.timezone.utc).date()
+async def history(ctx: Context, request: web.Request) -> web.StreamResponse:
+    today = dt.datetime.fromtimestamp(ctx.clock.wall_now(), dt.timezone.utc).date()
     try:
         query = parse_query(request.query, today)
     except ParamError as exc:
         return error(400, str(exc))
-    page = select(
-        own_jobs(request), state.now(), server.media_base(request), query, state.config.history_page_cap
-    )
-    return json_response(page)
+    mine = _key_hash(ctx, request)
+    own = (job for job in ctx.jobs.history.values() if job.key_hash == mine)
+    media_base = ctx.addresses.media_base(request)
+    return json_response(select(own, ctx.clock.now(), media_base, query, ctx.config.history_page_cap))
 
 
-async def history_item(request: web.Request) -> web.StreamResponse:
+async def history_item(ctx: Context, request: web.Request) -> web.StreamResponse:
     """One of the key's own requests, of any age; another key's request is not found."""
-    server = server_of(request)
-    state = server.state
     request_id = request.match_info["request_id"]
-    job = state.history.get(request_id)
-    if job is None or job.key_hash != state.key_hash(request.headers.get("x-api-key") or ""):
+    job = ctx.jobs.history.get(request_id)
+    if job is None or job.key_hash != _key_hash(ctx, request):
         return error(404, f"Request not found: {request_id}")
-    return json_response(history_row(job, state.now(), server.media_base(request)))
+    return json_response(history_row(job, ctx.clock.now(), ctx.addresses.media_base(request)))
 
 
-async def model_list(request: web.Request) -> web.StreamResponse:
+async def model_list(ctx: Context, request: web.Request) -> web.StreamResponse:
     """Every served model, sorted by slug (the SDK's ``models.list()``)."""
-    models = server_of(request).state.models
+    models = ctx.models
     return json_response([models[name].list_entry() for name in sorted(models)])

@@ -7,19 +7,29 @@ clock, expiry and reset, for tests and benchmarks to steer the emulator over pla
 from __future__ import annotations
 
 import dataclasses
-from typing import TYPE_CHECKING, Any
+from dataclasses import dataclass
+from functools import partial
+from typing import Any
 
 from aiohttp import web
 
 from .account import iso, model_status
+from .context import Addresses, Outputs
 from .faults import FaultRule
 from .models import ModelSpec
-from .responses import error, json_response, server_of
-
-if TYPE_CHECKING:
-    from .app import EmulatorServer
+from .responses import error, json_response
+from .state import EmulatorState
 
 _TIMING = ("latency", "jitter", "cost", "cold_start", "cold_after")
+
+
+@dataclass(frozen=True)
+class Control:
+    """What the admin endpoints steer: the whole state, the render cache, the addresses."""
+
+    state: EmulatorState
+    outputs: Outputs
+    addresses: Addresses
 
 
 async def _body(request: web.Request) -> dict[str, Any]:
@@ -38,17 +48,16 @@ async def _body(request: web.Request) -> dict[str, Any]:
     return data
 
 
-async def health(request: web.Request) -> web.StreamResponse:
-    server = server_of(request)
-    return json_response({"ok": True, **server.addresses(), "time_scale": server.state.config.time_scale})
+async def health(ctl: Control, request: web.Request) -> web.StreamResponse:
+    return json_response({"ok": True, **ctl.addresses.as_dict(), "time_scale": ctl.state.config.time_scale})
 
 
-async def config(request: web.Request) -> web.StreamResponse:
-    return json_response(server_of(request).state.public_config())
+async def config(ctl: Control, request: web.Request) -> web.StreamResponse:
+    return json_response(ctl.state.public_config())
 
 
-async def set_config(request: web.Request) -> web.StreamResponse:
-    state = server_of(request).state
+async def set_config(ctl: Control, request: web.Request) -> web.StreamResponse:
+    state = ctl.state
     try:
         state.update_config(await _body(request))
     except (TypeError, ValueError) as exc:
@@ -56,33 +65,33 @@ async def set_config(request: web.Request) -> web.StreamResponse:
     return json_response(state.public_config())
 
 
-async def faults(request: web.Request) -> web.StreamResponse:
-    return json_response([rule.to_dict() for rule in server_of(request).state.faults.rules])
+async def faults(ctl: Control, request: web.Request) -> web.StreamResponse:
+    return json_response([rule.to_dict() for rule in ctl.state.faults.rules])
 
 
-async def add_fault(request: web.Request) -> web.StreamResponse:
+async def add_fault(ctl: Control, request: web.Request) -> web.StreamResponse:
     try:
-        rule = server_of(request).state.faults.add(FaultRule.from_dict(await _body(request)))
+        rule = ctl.state.faults.add(FaultRule.from_dict(await _body(request)))
     except (TypeError, ValueError) as exc:
         return error(400, str(exc))
     return json_response(rule.to_dict())
 
 
-async def clear_faults(request: web.Request) -> web.StreamResponse:
-    server_of(request).state.faults.clear()
+async def clear_faults(ctl: Control, request: web.Request) -> web.StreamResponse:
+    ctl.state.faults.clear()
     return json_response({"ok": True})
 
 
-async def remove_fault(request: web.Request) -> web.StreamResponse:
+async def remove_fault(ctl: Control, request: web.Request) -> web.StreamResponse:
     try:
-        removed = server_of(request).state.faults.remove(int(request.match_info["fault_id"]))
+        removed = ctl.state.faults.remove(int(request.match_info["fault_id"]))
     except ValueError:
         removed = False
     return json_response({"ok": removed}, 200 if removed else 404)
 
 
-async def calls(request: web.Request) -> web.StreamResponse:
-    found = list(server_of(request).state.calls)
+async def calls(ctl: Control, request: web.Request) -> web.StreamResponse:
+    found = list(ctl.state.calls)
     endpoint = request.query.get("endpoint")
     if endpoint:
         found = [c for c in found if c["endpoint"] == endpoint]
@@ -94,16 +103,16 @@ async def calls(request: web.Request) -> web.StreamResponse:
     return json_response(found)
 
 
-async def clear_calls(request: web.Request) -> web.StreamResponse:
-    server_of(request).state.calls.clear()
+async def clear_calls(ctl: Control, request: web.Request) -> web.StreamResponse:
+    ctl.state.calls.clear()
     return json_response({"ok": True})
 
 
-async def requests(request: web.Request) -> web.StreamResponse:
+async def requests(ctl: Control, request: web.Request) -> web.StreamResponse:
     """Every request accepted (any key), oldest first, with its body exactly as sent (JSON)."""
-    state = server_of(request).state
+    state = ctl.state
     model = request.query.get("model")
-    now = state.now()
+    now = state.clock.now()
     return json_response(
         [
             {
@@ -114,22 +123,21 @@ async def requests(request: web.Request) -> web.StreamResponse:
                 "cost": job.cost,
                 "created_at": iso(job.wall_created),
             }
-            for job in state.history.values()
+            for job in state.jobs.history.values()
             if not model or job.model == model
         ]
     )
 
 
-async def reset(request: web.Request) -> web.StreamResponse:
-    server = server_of(request)
-    server.state.reset()
-    server.cache.clear()
+async def reset(ctl: Control, request: web.Request) -> web.StreamResponse:
+    ctl.state.reset()
+    ctl.outputs.cache.clear()
     return json_response({"ok": True})
 
 
-async def register_model(request: web.Request) -> web.StreamResponse:
+async def register_model(ctl: Control, request: web.Request) -> web.StreamResponse:
     """Serve a new model, or change a served one's timing, price or retirement (its catalog data is kept)."""
-    state = server_of(request).state
+    state = ctl.state
     data = await _body(request)
     try:
         name = str(data["name"])
@@ -153,41 +161,41 @@ async def register_model(request: web.Request) -> web.StreamResponse:
     return json_response(spec.to_dict())
 
 
-async def advance(request: web.Request) -> web.StreamResponse:
-    state = server_of(request).state
+async def advance(ctl: Control, request: web.Request) -> web.StreamResponse:
+    state = ctl.state
     data = await _body(request)
     try:
-        state.advance(float(data.get("seconds", 0)))
+        state.clock.advance(float(data.get("seconds", 0)))
     except (TypeError, ValueError) as exc:
         return error(400, str(exc))
-    return json_response({"ok": True, "clock_offset": state.clock_offset})
+    return json_response({"ok": True, "clock_offset": state.clock.offset})
 
 
-async def expire(request: web.Request) -> web.StreamResponse:
+async def expire(ctl: Control, request: web.Request) -> web.StreamResponse:
     data = await _body(request)
-    return json_response({"expired": server_of(request).state.expire(data.get("request_id"))})
+    return json_response({"expired": ctl.state.jobs.expire(data.get("request_id"))})
 
 
-async def stats(request: web.Request) -> web.StreamResponse:
-    server = server_of(request)
-    state = server.state
+async def stats(ctl: Control, request: web.Request) -> web.StreamResponse:
+    state, cache = ctl.state, ctl.outputs.cache
     return json_response(
         {
-            "jobs": len(state.jobs),
-            "by_status": state.status_counts(),
-            "history": len(state.history),
+            "jobs": len(state.jobs.live),
+            "by_status": state.jobs.status_counts(),
+            "history": len(state.jobs.history),
             "calls_logged": len(state.calls),
-            "calls_total": state.call_seq,
-            "renders": server.cache.renders,
-            "cache_hits": server.cache.hits,
-            "cache_items": len(server.cache),
-            "spent": round(state.spent, 6),
-            **state.counters,
+            "calls_total": state.calls.seq,
+            "renders": cache.renders,
+            "cache_hits": cache.hits,
+            "cache_items": len(cache),
+            "spent": round(state.credits.spent, 6),
+            **state.jobs.counters,
+            "uploads": state.assets.uploads,
         }
     )
 
 
-def add_routes(app: web.Application, server: EmulatorServer, prefix: str) -> None:
+def add_routes(app: web.Application, ctl: Control, prefix: str) -> None:
     routes = (
         ("GET", "/health", health),
         ("GET", "/config", config),
@@ -207,4 +215,4 @@ def add_routes(app: web.Application, server: EmulatorServer, prefix: str) -> Non
         ("GET", "/stats", stats),
     )
     for method, path, handler in routes:
-        app.router.add_route(method, prefix + path, handler)
+        app.router.add_route(method, prefix + path, partial(handler, ctl))

@@ -200,7 +200,7 @@ def options_to_argv(options: dict[str, Any]) -> list[str]:
 async def _serve(server: EmulatorServer, host: str, port: int, media_port: int) -> None:
     await server.start(host, port, media_port)
     time_scale = server.state.config.time_scale
-    key = "<one of the configured keys>" if server.state.key_hashes is not None else PRINTED_KEY
+    key = "<one of the configured keys>" if server.state.keys.configured is not None else PRINTED_KEY
     connection = connection_dict(server.base_url, key, time_scale)
     urls = server.addresses()
     print(READY_PREFIX + json.dumps({**urls, "time_scale": time_scale, "connection": connection}), flush=True)

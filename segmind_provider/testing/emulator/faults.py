@@ -6,7 +6,9 @@ every such case reproducible (a seeded RNG decides the probabilistic ones).
 
 from __future__ import annotations
 
+import copy
 import random
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -146,6 +148,13 @@ class FaultBook:
     def clear(self) -> None:
         self.rules.clear()
         self._rng = random.Random(self.seed)
+
+    def restart(self, rules: Iterable[FaultRule]) -> None:
+        """Start over with copies of these rules: ids from 1, the dice from the seed."""
+        self.clear()
+        self._next_id = 1
+        for rule in rules:
+            self.add(copy.deepcopy(rule))
 
     def roll(self, endpoint: str) -> Fired | None:
         """Decide the faults for one call; None (the common case) costs one empty-list check."""

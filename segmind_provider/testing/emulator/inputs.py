@@ -9,24 +9,19 @@ from __future__ import annotations
 
 import io
 from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any
-from urllib.parse import urlsplit
+from typing import Any
 
 from PIL import Image, UnidentifiedImageError
 
+from .context import Context
+from .jobs import job_status
 from .models import ModelSpec
 from .recipes import Source
-from .state import job_status
 from .validation import ParamError, decode_base64
-
-if TYPE_CHECKING:
-    from .app import EmulatorServer
-
-_LOCAL_NAMES = {"127.0.0.1", "localhost", "::1"}
 
 
 def resolve_sources(
-    server: EmulatorServer, request_host: str | None, spec: ModelSpec, params: Mapping[str, Any]
+    ctx: Context, request_host: str | None, spec: ModelSpec, params: Mapping[str, Any]
 ) -> dict[str, list[Source]]:
     """Each file field's inputs as bytes (uploads, base64) or recipes (earlier outputs)."""
     sources: dict[str, list[Source]] = {}
@@ -40,7 +35,7 @@ def resolve_sources(
         for i, item in enumerate(items):
             label = f"{name}[{i}]" if isinstance(value, list) else name
             try:
-                resolved.append(_resolve(server, request_host, label, param, item))
+                resolved.append(_resolve(ctx, request_host, label, param, item))
             except ParamError as exc:
                 problems.append(str(exc))
         sources[name] = resolved
@@ -50,56 +45,40 @@ def resolve_sources(
 
 
 def _resolve(
-    server: EmulatorServer, request_host: str | None, name: str, param: Mapping[str, Any], value: str
+    ctx: Context, request_host: str | None, name: str, param: Mapping[str, Any], value: str
 ) -> Source:
     media = str(param.get("media", "image"))
     if param.get("encoding", "url") == "url":
-        return _from_url(server, request_host, name, media, value)
+        return _from_url(ctx, request_host, name, media, value)
     data = decode_base64(value)
     check_media(name, media, data)
     return data
 
 
-def _from_url(server: EmulatorServer, request_host: str | None, name: str, media: str, url: str) -> Source:
-    path = _own_media_path(server, request_host, url)
+def _from_url(ctx: Context, request_host: str | None, name: str, media: str, url: str) -> Source:
+    path = ctx.addresses.media_path(url, request_host)
     if path is None:
         raise ParamError(
-            f"{name}: {url} is not on the emulator's media host ({server.media_url}); the emulator "
+            f"{name}: {url} is not on the emulator's media host ({ctx.addresses.media_url}); the emulator "
             "never fetches other hosts: upload the file to its storage first"
         )
-    state = server.state
     folder, _, filename = path.removeprefix("/media/").rpartition("/")
     stem, _, ext = filename.rpartition(".")
     if folder == "assets":
-        asset = state.assets.get(stem)
+        asset = ctx.assets.get(stem)
         if asset is None or asset.ext != ext:
             raise ParamError(f"{name}: no uploaded file at {url}")
         if not asset.content_type.startswith(media + "/"):
             raise ParamError(f"{name}: expects {media}, but {url} is {asset.content_type}")
         return asset.data
-    job = state.get_job(stem) if not folder else None
+    job = ctx.jobs.get(stem) if not folder else None
     if job is None or job.recipe is None or job.recipe.fmt != ext:
         raise ParamError(f"{name}: no output at {url} (unknown or expired request)")
-    if job_status(job, state.now()) != "COMPLETED":
+    if job_status(job, ctx.clock.now()) != "COMPLETED":
         raise ParamError(f"{name}: the output at {url} is not ready (its request has not completed)")
     if job.recipe.kind != media:
         raise ParamError(f"{name}: expects {media}, but {url} is a {job.recipe.kind} output")
     return job.recipe
-
-
-def _own_media_path(server: EmulatorServer, request_host: str | None, url: str) -> str | None:
-    """The path of `url` if it points at this emulator's media address, else None."""
-    public = server.state.config.media_public_url
-    if public and url.startswith(public + "/"):
-        return urlsplit(url).path
-    parts = urlsplit(url)
-    names = _LOCAL_NAMES | {server.client_host, request_host or ""}
-    try:
-        port = parts.port
-    except ValueError:
-        return None
-    ours = parts.scheme == "http" and parts.hostname in names and port == server.media_port
-    return parts.path if ours and parts.path.startswith("/media/") else None
 
 
 def check_media(name: str, media: str, data: bytes, declared: str | None = None) -> None:

@@ -1,7 +1,8 @@
 """The models the emulator serves, read from the catalog's data files (the API contract as data).
 
-The emulator reads `segmind_provider/catalog/models/*.json` and the model directory
-(`catalog/data/directory.txt`) directly and never imports the client's catalog code: it writes
+The emulator reads `segmind_provider/catalog/models/*.json`, the model directory
+(`catalog/data/directory.txt`) and the entries' vocabulary (`catalog/data/vocabulary.json`: types,
+output kinds, parameter keys, rules) directly and never imports the client's catalog code: it writes
 its own checks from the same data, so a mistake in the client's validation is caught here instead
 of being repeated. Every directory model is served, unvalidated, by its output kind at its
 average latency (an unknown average: the kind's typical time).
@@ -14,32 +15,18 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .validation import check_rules
-
-OUTPUT_KINDS = ("image", "video", "audio", "3d", "text", "json")
-#: Simulated seconds for a directory model whose average latency the directory does not give.
-KIND_LATENCY = {"image": 15.0, "video": 120.0, "audio": 20.0, "3d": 60.0, "text": 5.0, "json": 5.0}
-PARAMETER_KEYS = frozenset(
-    {
-        "type",
-        "required",
-        "default",
-        "minimum",
-        "maximum",
-        "enum",
-        "min_length",
-        "max_length",
-        "multiple_of",
-        "round_to_multiple",
-        "media",
-        "encoding",
-        "max_items",
-        "description",
-    }
-)
-TYPES = ("string", "integer", "number", "boolean", "array")
 DEFAULT_CATALOG_DIR = Path(__file__).resolve().parents[2] / "catalog" / "models"
 DEFAULT_DIRECTORY = Path(__file__).resolve().parents[2] / "catalog" / "data" / "directory.txt"
+#: The words a catalog entry may use, the same file the client's catalog reads (data, not its code).
+VOCABULARY_FILE = Path(__file__).resolve().parents[2] / "catalog" / "data" / "vocabulary.json"
+VOCABULARY: dict[str, Any] = json.loads(VOCABULARY_FILE.read_text(encoding="utf-8"))
+OUTPUT_KINDS: tuple[str, ...] = tuple(VOCABULARY["output_kinds"])
+PARAMETER_KEYS = frozenset(VOCABULARY["parameter_keys"])
+TYPES: tuple[str, ...] = tuple(VOCABULARY["types"])
+#: The cross-field rules an entry may use (validation.RULES checks each one).
+RULE_KINDS: tuple[str, ...] = tuple(VOCABULARY["rules"])
+#: Simulated seconds for a directory model whose average latency the directory does not give.
+KIND_LATENCY = {"image": 15.0, "video": 120.0, "audio": 20.0, "3d": 60.0, "text": 5.0, "json": 5.0}
 
 
 @dataclass
@@ -141,7 +128,7 @@ def spec_from_entry(entry: dict[str, Any], source: str = "<entry>") -> ModelSpec
         if spec.output == "text" and "messages" in parameters:
             notes = " ".join(str(note) for note in entry.get("import_notes") or ())
             spec.chat = chat_vendor(spec.name, notes)
-        check_rules(spec)
+        _check_rules(spec.rules)
         return spec
     except (KeyError, TypeError, ValueError) as exc:
         raise ValueError(f"catalog entry {source}: {exc}") from exc
@@ -151,6 +138,14 @@ def chat_vendor(slug: str, page_notes: str = "") -> str:
     """The chat JSON an LLM answers in: Anthropic's for a page in its format or a Claude model,
     else OpenAI's (the format of Segmind's other LLM pages, Gemini's included in the emulator)."""
     return "anthropic" if "Anthropic Claude" in page_notes or slug.startswith("claude") else "openai"
+
+
+def _check_rules(rules: list[Any]) -> None:
+    """Refuse an entry whose rule the emulator cannot check: a skipped rule would hide a mismatch."""
+    for rule in rules:
+        if not isinstance(rule, dict) or rule.get("kind") not in RULE_KINDS:
+            kind = rule.get("kind") if isinstance(rule, dict) else rule
+            raise ValueError(f"rules: unknown kind {kind!r} (known: {', '.join(sorted(RULE_KINDS))})")
 
 
 def _check_parameter(name: str, param: Any) -> None:

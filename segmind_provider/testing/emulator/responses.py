@@ -5,21 +5,15 @@ from __future__ import annotations
 import json
 from contextvars import ContextVar
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from aiohttp import web
-
-if TYPE_CHECKING:
-    from .app import EmulatorServer
-
-SERVER_KEY: web.AppKey[EmulatorServer] = web.AppKey("segmind_emulator_server")
 
 
 @dataclass(slots=True)
 class Call:
     """The call being served (set by the gate for its handler): what is logged once it is done."""
 
-    server: EmulatorServer
     endpoint: str
     key_present: bool
     detail: dict[str, Any] | None = None
@@ -29,8 +23,8 @@ class Call:
 _CALL: ContextVar[Call | None] = ContextVar("segmind_emulator_call", default=None)
 
 
-def begin_call(server: EmulatorServer, endpoint: str, key_present: bool) -> Call:
-    call = Call(server, endpoint, key_present)
+def begin_call(endpoint: str, key_present: bool) -> Call:
+    call = Call(endpoint, key_present)
     _CALL.set(call)
     return call
 
@@ -63,12 +57,6 @@ async def read_object(request: web.Request) -> dict[str, Any] | web.Response:
     if not isinstance(body, dict):
         return error(400, "Request body must be a JSON object")
     return body
-
-
-def server_of(request: web.Request) -> EmulatorServer:
-    """The server behind this request (from the gate's call, cheaper than the app's config)."""
-    call = _CALL.get()
-    return call.server if call is not None else request.config_dict[SERVER_KEY]
 
 
 async def not_found(request: web.Request) -> web.StreamResponse:

@@ -9,22 +9,26 @@ its files' sha256, size, type and URL.
 from __future__ import annotations
 
 import mimetypes
-from typing import TYPE_CHECKING, Any
+from functools import partial
+from typing import Any
 
 from aiohttp import web
 
+from .context import Context
+from .gate import Gate
 from .inputs import check_media
-from .responses import error, json_response, log_detail, read_object, server_of
+from .responses import error, json_response, log_detail, read_object
 from .validation import ParamError, decode_base64
-
-if TYPE_CHECKING:
-    from .app import EmulatorServer
 
 _EXTENSIONS = {"image/jpeg": "jpg", "image/png": "png", "image/webp": "webp", "video/mp4": "mp4"}
 
 
-def add_routes(app: web.Application, server: EmulatorServer, prefix: str) -> None:
-    app.router.add_post(prefix + "/upload-asset", server.gate("upload", upload))
+def add_routes(app: web.Application, ctx: Context, gate: Gate, prefix: str) -> None:
+    app.router.add_post(prefix + "/upload-asset", gate("upload", partial(upload, ctx)))
+
+
+def add_media_routes(app: web.Application, ctx: Context, gate: Gate) -> None:
+    app.router.add_get("/media/assets/{name}", gate("media", partial(asset, ctx), auth=False))
 
 
 def extension(content_type: str) -> str:
@@ -53,16 +57,14 @@ def parse_data_url(name: str, value: Any, limit: int) -> tuple[str, bytes]:
     return content_type, data
 
 
-async def upload(request: web.Request) -> web.StreamResponse:
-    server = server_of(request)
-    state = server.state
+async def upload(ctx: Context, request: web.Request) -> web.StreamResponse:
     body = await read_object(request)
     if isinstance(body, web.Response):
         return body
     data_urls = body.get("data_urls")
     if not isinstance(data_urls, list) or not data_urls:
         return error(400, "data_urls: required, a non-empty list of data URLs")
-    limit = int(state.config.max_upload_mb * 1_000_000)
+    limit = int(ctx.config.max_upload_mb * 1_000_000)
     files: list[tuple[str, bytes]] = []
     problems: list[str] = []
     for i, value in enumerate(data_urls):
@@ -72,10 +74,10 @@ async def upload(request: web.Request) -> web.StreamResponse:
             problems.append(str(exc))
     if problems:
         return error(400, "; ".join(problems))
-    base = server.media_base(request)
+    base = ctx.addresses.media_base(request)
     urls, logged = [], []
     for content_type, data in files:
-        asset_id, asset = state.add_asset(data, content_type, extension(content_type))
+        asset_id, asset = ctx.assets.add(data, content_type, extension(content_type))
         url = f"{base}/media/assets/{asset_id}.{asset.ext}"
         urls.append(url)
         logged.append({"sha256": asset.sha256, "size": len(data), "content_type": content_type, "url": url})
@@ -83,10 +85,10 @@ async def upload(request: web.Request) -> web.StreamResponse:
     return json_response({"file_urls": urls, "message": f"{len(urls)} file(s) uploaded successfully"})
 
 
-async def asset(request: web.Request) -> web.StreamResponse:
+async def asset(ctx: Context, request: web.Request) -> web.StreamResponse:
     """An uploaded file on the media host (no key needed, as on Segmind's CDN)."""
     stem, _, ext = request.match_info["name"].rpartition(".")
-    found = server_of(request).state.assets.get(stem)
+    found = ctx.assets.get(stem)
     if found is None or found.ext != ext:
         return error(404, "Not found")
     headers = {"Cache-Control": "public, max-age=31536000", "ETag": f'"{found.sha256}"'}

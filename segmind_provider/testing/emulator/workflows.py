@@ -17,19 +17,19 @@ import json
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from functools import partial
+from typing import Any
 
 from aiohttp import web
 
 from .api import output_value
+from .context import Context
+from .gate import Gate
+from .jobs import Job
 from .recipes import Source, make_recipe
 from .recipes import output_format as format_of
-from .responses import SERVER_KEY, error, json_response, log_detail, read_object, server_of
-from .state import Job
+from .responses import error, json_response, log_detail, read_object
 from .validation import ParamError, validate
-
-if TYPE_CHECKING:
-    from .app import EmulatorServer
 
 __all__ = ["DEFAULT_WORKFLOW", "WorkflowSpec", "add_routes"]
 
@@ -87,25 +87,21 @@ class WorkflowRun:
 
 @dataclass
 class WorkflowBook:
+    """The registered workflows and their runs, with the context their steps run in."""
+
+    ctx: Context
     specs: dict[str, WorkflowSpec]
     runs: dict[str, WorkflowRun] = field(default_factory=dict)
 
 
-BOOK_KEY: web.AppKey[WorkflowBook] = web.AppKey("segmind_emulator_workflows")
+def add_routes(app: web.Application, ctx: Context, gate: Gate, admin_prefix: str) -> None:
+    book = WorkflowBook(ctx, {DEFAULT_WORKFLOW.workflow_id: DEFAULT_WORKFLOW})
+    app.router.add_post("/workflows/{workflow_id}", gate("workflow", partial(submit, book)))
+    app.router.add_get("/workflows/request/{request_id}", gate("workflow_poll", partial(poll, book)))
+    app.router.add_post(admin_prefix + "/workflows", partial(register, book))
 
 
-def add_routes(app: web.Application, server: EmulatorServer, admin_prefix: str) -> None:
-    app[BOOK_KEY] = WorkflowBook({DEFAULT_WORKFLOW.workflow_id: DEFAULT_WORKFLOW})
-    app.router.add_post("/workflows/{workflow_id}", server.gate("workflow", submit))
-    app.router.add_get("/workflows/request/{request_id}", server.gate("workflow_poll", poll))
-    app.router.add_post(admin_prefix + "/workflows", register)
-
-
-def _book(request: web.Request) -> WorkflowBook:
-    return request.config_dict[BOOK_KEY]
-
-
-async def register(request: web.Request) -> web.StreamResponse:
+async def register(book: WorkflowBook, request: web.Request) -> web.StreamResponse:
     body = await read_object(request)
     if isinstance(body, web.Response):
         return body
@@ -113,12 +109,10 @@ async def register(request: web.Request) -> web.StreamResponse:
         spec = WorkflowSpec.from_dict(body)
     except ValueError as exc:
         return error(400, str(exc))
-    unknown = [
-        model for _, model, _ in spec.steps if model not in request.config_dict[SERVER_KEY].state.models
-    ]
+    unknown = [model for _, model, _ in spec.steps if model not in book.ctx.models]
     if unknown:
         return error(400, f"steps: unknown model(s) {', '.join(unknown)}")
-    _book(request).specs[spec.workflow_id] = spec
+    book.specs[spec.workflow_id] = spec
     return json_response({"workflow_id": spec.workflow_id, "steps": [name for name, _, _ in spec.steps]})
 
 
@@ -132,11 +126,10 @@ def _inputs(spec: WorkflowSpec, body: Mapping[str, Any]) -> dict[str, Any]:
     return {**{k: v for k, v in spec.inputs.items() if v is not None}, **body}
 
 
-async def submit(request: web.Request) -> web.StreamResponse:
+async def submit(book: WorkflowBook, request: web.Request) -> web.StreamResponse:
     """Check the inputs (400), the credits for every step (406), then schedule the chain of jobs."""
-    server = server_of(request)
-    state = server.state
-    spec = _book(request).specs.get(request.match_info["workflow_id"])
+    ctx = book.ctx
+    spec = book.specs.get(request.match_info["workflow_id"])
     if spec is None:
         return error(404, f"Workflow not found: {request.match_info['workflow_id']}")
     body = await read_object(request)
@@ -144,28 +137,29 @@ async def submit(request: web.Request) -> web.StreamResponse:
         return body
     try:
         values = _inputs(spec, body)
-        planned = _plan(server, request, spec, values)
+        planned = _plan(ctx, request, spec, values)
     except ParamError as exc:
         return error(400, str(exc))
-    cost = sum(state.cost_of(state.models[model]) for _, model, _ in spec.steps)
-    if not state.can_pay(cost):
+    credits, jobs = ctx.credits, ctx.jobs
+    cost = sum(credits.cost_of(ctx.models[model]) for _, model, _ in spec.steps)
+    if not credits.can_pay(cost):
         return error(406, "Insufficient credits")
-    request_id, _ = state.new_request({})
+    request_id, _ = jobs.new_request({})
     run = WorkflowRun(request_id, spec.workflow_id, [])
-    key_hash = state.key_hash(request.headers.get("x-api-key") or "")
+    key_hash = ctx.keys.hash(request.headers.get("x-api-key") or "")
     previous: Job | None = None
     for index, (name, model, params, from_previous) in enumerate(planned):
-        step_spec = state.models[model]
-        reason = state.blocked_reason(params)
+        step_spec = ctx.models[model]
+        reason = jobs.blocked_reason(params)
         if reason is None and spec.fail and index == len(planned) - 1:
             reason = spec.fail
-        step_cost = 0.0 if reason else state.cost_of(step_spec)
-        state.pay(step_cost)
-        step_request = state.new_request(params)
+        step_cost = 0.0 if reason else credits.cost_of(step_spec)
+        credits.pay(step_cost)
+        step_request = jobs.new_request(params)
         sources: dict[str, list[Source]] = {}
         if previous is not None and previous.recipe is not None:  # the chain: the previous step's output
             sources = {key: [previous.recipe] for key in from_previous}
-        job = state.schedule(
+        job = jobs.schedule(
             step_spec,
             params,
             reason,
@@ -179,26 +173,25 @@ async def submit(request: web.Request) -> web.StreamResponse:
             shift = previous.end - job.start
             job.start += shift
             job.end += shift
-        state.add_job(job)
+        jobs.add(job)
         run.steps.append((name, job))
         previous = job
         if reason:
             break
-    _book(request).runs[request_id] = run
+    book.runs[request_id] = run
     log_detail(request_id=request_id, workflow=spec.workflow_id)
-    poll_url = f"{server.api_base(request)}/workflows/request/{request_id}"
+    poll_url = f"{ctx.addresses.api_base(request)}/workflows/request/{request_id}"
     return json_response({"request_id": request_id, "status": "QUEUED", "poll_url": poll_url})
 
 
 def _plan(
-    server: EmulatorServer, request: web.Request, spec: WorkflowSpec, values: Mapping[str, Any]
+    ctx: Context, request: web.Request, spec: WorkflowSpec, values: Mapping[str, Any]
 ) -> list[tuple[str, str, dict[str, Any], list[str]]]:
     """Each step's name, model, validated parameters and the fields filled with an earlier step's output."""
-    state = server.state
     planned: list[tuple[str, str, dict[str, Any], list[str]]] = []
     urls: dict[str, str] = {}
     for name, model, template in spec.steps:
-        step_spec = state.models.get(model)
+        step_spec = ctx.models.get(model)
         if step_spec is None:
             raise ParamError(f"step {name}: model {model} is not served")
         body: dict[str, Any] = {}
@@ -219,7 +212,9 @@ def _plan(
             raise ParamError(f"step {name} ({model}): {exc}") from None
         planned.append((name, model, params, from_steps))
         # Where the step's output will be (its job id is not known yet): a URL for the next step's checks.
-        urls[name] = f"{server.media_base(request)}/media/{name}-pending.{format_of(step_spec, params)}"
+        urls[name] = (
+            f"{ctx.addresses.media_base(request)}/media/{name}-pending.{format_of(step_spec, params)}"
+        )
     return planned
 
 
@@ -236,20 +231,20 @@ def run_status(run: WorkflowRun, now: float) -> tuple[str, str | None]:
     return "COMPLETED", None
 
 
-async def poll(request: web.Request) -> web.StreamResponse:
-    server = server_of(request)
+async def poll(book: WorkflowBook, request: web.Request) -> web.StreamResponse:
+    ctx = book.ctx
     request_id = request.match_info["request_id"]
-    run = _book(request).runs.get(request_id)
-    if run is None or any(server.state.get_job(job.request_id) is None for _, job in run.steps):
+    run = book.runs.get(request_id)
+    if run is None or any(ctx.jobs.get(job.request_id) is None for _, job in run.steps):
         return error(404, f"Request not found: {request_id}")
-    status, reason = run_status(run, server.state.now())
+    status, reason = run_status(run, ctx.clock.now())
     body: dict[str, Any] = {"request_id": request_id, "status": status}
     if status == "FAILED":
         body["error"] = reason
     elif status == "COMPLETED":
         outputs: dict[str, Any] = {}
         for name, job in run.steps:
-            outputs[name] = await output_value(server, request, job)
+            outputs[name] = await output_value(ctx, request, job)
         outputs["steps"] = len(run.steps)
         body["output"] = json.dumps(outputs)
     return json_response(body)
