@@ -172,14 +172,18 @@ def _payload(model: DirectoryModel) -> dict[str, Any]:
 
 
 def _check_stored(slug: str, kind: str | None, result: dict[str, Any]) -> None:
+    """The one stored file is of the model's kind: media by its signature, text and JSON as UTF-8, and
+    equal to the answer where the result carries it (a batch with an output folder leaves it on disk)."""
+    (uri,) = result["output_uris"]
+    data = Path(uri.removeprefix("file://")).read_bytes()
     if kind in MAGIC:
-        (uri,) = result["output_uris"]
-        data = Path(uri.removeprefix("file://")).read_bytes()
         assert MAGIC[kind](data), (slug, data[:16])
     elif kind == "text":
-        assert isinstance(result["output"], str) and result["output"]
+        text = data.decode("utf-8")
+        assert text and text == (result.get("chat") or {}).get("text", result.get("output", text)), slug
     else:
-        assert isinstance(result["output"], dict)
+        value = json.loads(data)
+        assert isinstance(value, dict) and value == result.get("output", value), slug
 
 
 @pytest.mark.segmind_emulator(time_scale=SCALE)
@@ -189,13 +193,12 @@ def test_a_sample_of_directory_models_runs_end_to_end_per_category(
     sample = sample_per_category()
     assert len(sample) >= 16 and {m.output_kind for m in sample} == set(KINDS)
     for model in sample:
-        media = model.output_kind in MAGIC
         op = SegmindOperator(
             task_id=f"t-{model.slug}",
             model=model.slug,
             payload=_payload(model),
             deferrable=False,
-            output_path=str(tmp_path / model.slug) if media else None,
+            output_path=str(tmp_path / model.slug),
             credit_floor=0.0,
         )
         capsys.readouterr()
@@ -212,19 +215,25 @@ def test_a_sample_of_directory_models_runs_end_to_end_per_category(
 
 @pytest.mark.segmind_emulator(time_scale=SCALE)
 @pytest.mark.parametrize(
-    "slug", ["sora-2", "tts-eleven-labs", "hunyuan3d-2.1", "gpt-5.4-mini", "eleven-labs-transcript"]
+    "slug",
+    [
+        "sora-2",
+        "tts-eleven-labs",
+        "hunyuan3d-2.1",
+        "gpt-5.4-mini",
+        "eleven-labs-transcript",
+        "text-embedding-3-large",
+    ],
 )
-def test_video_audio_3d_llm_and_transcription_models_run_through_the_batch_operator(
+def test_video_audio_3d_llm_transcription_and_json_models_run_through_the_batch_operator(
     emulator: SegmindEmulator, make_context: Any, tmp_path: Path, slug: str
 ) -> None:
-    kind = output_kind(slug)
-    media = kind in MAGIC
     payloads = {"a": {"prompt": "one"}, "b": {"prompt": "two"}}
     op = SegmindBatchOperator(
         task_id="batch",
         model=slug,
         payloads=payloads,
-        output_dir=str(tmp_path / "out") if media else None,
+        output_dir=str(tmp_path / "out"),
         deferrable=False,
         credit_floor=0.0,
     )
@@ -233,11 +242,7 @@ def test_video_audio_3d_llm_and_transcription_models_run_through_the_batch_opera
     items = result["items"]
     assert sorted(items) == ["a", "b"] and all(i["status"] == "COMPLETED" for i in items.values())
     for item in items.values():
-        if media:
-            (uri,) = item["output_uris"]
-            assert MAGIC[str(kind)](Path(uri.removeprefix("file://")).read_bytes())
-        else:
-            assert isinstance(item["output"], str) and item["output"]
+        _check_stored(slug, output_kind(slug), item)
 
 
 # --- retired and unknown models ----------------------------------------------------------------
@@ -434,7 +439,7 @@ def test_every_shipped_entry_runs_through_the_operator_with_its_required_fields(
         payload=payload,
         input_files=files or None,
         deferrable=False,
-        output_path=str(tmp_path / "out" / slug) if kind in MAGIC else None,
+        output_path=str(tmp_path / "out" / slug),
         credit_floor=0.0,
     )
     result = op.execute(make_context())
