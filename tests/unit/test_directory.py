@@ -187,6 +187,20 @@ def _check_stored(slug: str, kind: str | None, result: dict[str, Any]) -> None:
         assert isinstance(value, dict) and value == result.get("output", value), slug
 
 
+def _batch(
+    tmp_path: Path, slug: str, payloads: dict[str, dict[str, Any]], **options: Any
+) -> SegmindBatchOperator:
+    """A batch of ``slug`` waiting in the worker, its outputs under ``tmp_path/out`` (no floor unless given)."""
+    return SegmindBatchOperator(
+        task_id="batch",
+        model=slug,
+        payloads=payloads,
+        output_dir=str(tmp_path / "out"),
+        deferrable=False,
+        **{"credit_floor": 0.0, **options},
+    )
+
+
 @pytest.mark.segmind_emulator(time_scale=SCALE)
 def test_a_sample_of_directory_models_runs_end_to_end_per_category(
     emulator: SegmindEmulator, make_context: Any, tmp_path: Path, capsys: pytest.CaptureFixture[str]
@@ -229,16 +243,7 @@ def test_a_sample_of_directory_models_runs_end_to_end_per_category(
 def test_video_audio_3d_llm_transcription_and_json_models_run_through_the_batch_operator(
     emulator: SegmindEmulator, make_context: Any, tmp_path: Path, slug: str
 ) -> None:
-    payloads = {"a": {"prompt": "one"}, "b": {"prompt": "two"}}
-    op = SegmindBatchOperator(
-        task_id="batch",
-        model=slug,
-        payloads=payloads,
-        output_dir=str(tmp_path / "out"),
-        deferrable=False,
-        credit_floor=0.0,
-    )
-    result = op.execute(make_context())
+    result = _batch(tmp_path, slug, {"a": {"prompt": "one"}, "b": {"prompt": "two"}}).execute(make_context())
     assert result["cost"] == pytest.approx(2 * (estimate_cost(slug) or 0), rel=1e-3)  # the directory's price
     items = result["items"]
     assert sorted(items) == ["a", "b"] and all(i["status"] == "COMPLETED" for i in items.values())
@@ -257,17 +262,8 @@ def test_a_batch_of_a_directory_model_is_estimated_at_its_price_per_item_and_kep
     emulator.configure(credits=floor + 3 * price + price / 2)  # three clips fit above the floor
     payloads = {f"clip-{i}": {"prompt": f"a lighthouse, take {i}", "duration": 4 + i} for i in range(5)}
     assert [price_of(slug, p) for p in payloads.values()] == [price] * 5
-    op = SegmindBatchOperator(
-        task_id="batch",
-        model=slug,
-        payloads=payloads,
-        output_dir=str(tmp_path / "out"),
-        deferrable=False,
-        credit_floor=floor,
-        max_in_flight=2,
-    )
     with pytest.raises(SegmindCreditFloorError, match="2 of 5 items were not started"):
-        op.execute(make_context())
+        _batch(tmp_path, slug, payloads, credit_floor=floor, max_in_flight=2).execute(make_context())
     assert f"Batch estimate ${5 * price:.4f} for 5 items exceeds" in capsys.readouterr().out
     assert len(emulator.requests()) == 3 and emulator.config()["credits_remaining"] >= floor - 1e-9
 
