@@ -6,10 +6,11 @@ measures the neighbours) and traces, with the clock and ``tracemalloc`` started 
 file and a triggerer load), then the whole catalog loaded (every full entry; on this branch also
 the 507-model directory; a nearest-slug lookup over all of it, which only a slug nobody knows
 pays, is timed apart). Time and memory come from separate runs (``tracemalloc`` slows Python
-down). "today" is the ``main``
-branch's package, exported by ``git archive`` into a temporary folder; both run interleaved.
+down). "today" is the package as it was before the directory (``SIX_ENTRIES``: main's last commit with
+the six-entry catalog; main itself has the directory now), exported by ``git archive`` into a temporary
+folder; both run interleaved.
 
-Run:  .venv/bin/python bench/catalog_import.py [--trials 15] [--base main]
+Run:  .venv/bin/python bench/catalog_import.py [--trials 15] [--base COMMIT]
 Target: this branch's import + loaded catalog at most 50 ms and 5 MB above today's (medians).
 """
 
@@ -27,6 +28,9 @@ from io import BytesIO
 from pathlib import Path
 
 from _common import REPO_ROOT, RESULTS_DIR
+
+#: main before issue 19's directory was merged (d470b45's first parent): the six-entry catalog.
+SIX_ENTRIES = "02bb1a945015faa24fef3e7785887d1e10610856"
 
 TRIAL = r"""
 import json, sys, time, tracemalloc
@@ -86,7 +90,9 @@ def trial(path: Path, mode: str) -> dict[str, float]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--trials", type=int, default=15)
-    parser.add_argument("--base", default="main", help="the branch that is 'today'")
+    parser.add_argument(
+        "--base", default=SIX_ENTRIES, help="the commit that is 'today' (the six-entry catalog)"
+    )
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         versions = {"today": export(args.base, Path(tmp)), "this branch": REPO_ROOT}

@@ -22,7 +22,7 @@ import json
 from collections.abc import Mapping
 from typing import Any
 
-from segmind_provider.catalog import get_model
+from segmind_provider.catalog import output_kind
 
 __all__ = ["chat_of", "is_text_model", "read_chat"]
 
@@ -49,9 +49,8 @@ def read_chat(output: Any) -> dict[str, Any]:
 
 
 def is_text_model(model: str) -> bool:
-    """Whether the catalog says ``model`` answers text (an LLM, a captioner)."""
-    entry = get_model(model)
-    return entry is not None and entry.output_kind == "text"
+    """Whether the catalog (a full entry, else the directory) says ``model`` answers text (an LLM, a captioner)."""
+    return output_kind(model) == "text"
 
 
 def chat_of(model: str, output: Any) -> dict[str, Any] | None:

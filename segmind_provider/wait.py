@@ -19,7 +19,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any
 
 from segmind_provider.account.spend import check_floor
-from segmind_provider.catalog import estimate_cost, expected_output_format, validate_payload
+from segmind_provider.catalog import estimate_cost, expected_output_format, output_kind, validate_payload
 from segmind_provider.chat import chat_of, is_text_model, read_chat
 from segmind_provider.destination import check_output_path
 from segmind_provider.durable import STATE_STORE_KEY, RequestJournal, fingerprint, retry_since
@@ -120,13 +120,13 @@ def store_outputs(
 ) -> list[str]:
     """Download and store ``output`` at ``output_path``, checked against the model's format; [] without a path.
 
-    A text model's output is written as UTF-8 (an LLM's: the assistant text, see :mod:`segmind_provider.chat`);
-    ``deadline`` (epoch seconds) bounds every download.
+    A text model's output is written as UTF-8 (an LLM's: the assistant text, see :mod:`segmind_provider.chat`),
+    a JSON model's as JSON; ``deadline`` (epoch seconds) bounds every download.
     """
     if not output_path:
         return []
-    if is_text_model(model):
-        text = read_chat(output)["text"]
+    if is_text_model(model) or output_kind(model) == "json":
+        text = read_chat(output)["text"] if is_text_model(model) else None
         return [store_text(output if text is None else text, output_path, output_conn_id=output_conn_id)]
     cap = DEFAULT_MAX_BYTES if max_bytes is None else max_bytes
     return store_output(

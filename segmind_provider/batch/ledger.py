@@ -232,13 +232,14 @@ class Ledger:
                 items[key]["chat"] = chat
         unknown = len(self.unknown_costs())
         costs = [item.cost for item in self.items.values() if item.cost is not None]
+        total = round(sum(costs), 10)  # float noise off, a $0.000003 embedding's price kept
         return {
             "items": items,
             "order": list(self.items),
             "completed": sum(1 for item in self.items.values() if item.status == COMPLETED),
             "failed": sum(1 for item in self.items.values() if item.status == FAILED),
-            "cost": None if unknown else round(sum(costs), 6),
-            "cost_known": round(sum(costs), 6),
+            "cost": None if unknown else total,
+            "cost_known": total,
             "cost_unknown": unknown,
             "model": model,
             "reused": sum(1 for item in self.items.values() if item.reused),

@@ -65,13 +65,13 @@ _PY_TYPES: dict[str, type | tuple[type, ...]] = {
 #: The lines that close the parameter list: media pages, and LLM pages (a JSON sample follows).
 _PARAMS_END = ("Response Type", "Response Format")
 _ITEMS = "Array items:"
-#: The older page layout: ``Attributes``, then ``<name><type>[ *][ ( default: X )]`` headers with
-#: ``min : N,`` / ``max : M`` lines, up to the note on credit usage.
+#: The older page layout: ``Attributes``, then ``<name><type>[ *][ ( default: X )][ Affects Pricing]``
+#: headers with ``min : N,`` / ``max : M`` lines, up to the note on credit usage.
 _ATTRIBUTES = "Attributes"
 _ATTRIBUTES_END = "To keep track of your credit usage"
 _OLD_FIELD = re.compile(
     r"^([a-z_][\w.\-]*?)(enum:str|str|int|float|boolean|bool|Array|image)(\s*\*)?"
-    r"(?:\s*\(\s*default:\s*(.*?)\s*\))?$"
+    r"(?:\s*\(\s*default:\s*(.*?)\s*\))?(\s+Affects Pricing)?$"
 )
 _OLD_TYPES = {
     "str": "string",
@@ -84,6 +84,8 @@ _OLD_TYPES = {
     "image": "string",
 }
 _OLD_BOUND = re.compile(r"^(min|max)\s*:\s*(-?[\d.]+),?$")
+#: The older layout's code sample: ``const data = {...};`` (its values show a field's real type).
+_OLD_SAMPLE = "const data = "
 _API_FORMAT = re.compile(r"^API Format:\s*(.+)$")
 #: The fields that name the output's file format, in the order they are looked for.
 FORMAT_FIELDS = ("output_format", "format", "image_format")
@@ -292,17 +294,32 @@ def _attribute_blocks(lines: list[str], problems: list[str]) -> tuple[list[tuple
     start = lines.index(_ATTRIBUTES)
     end = next((i for i in range(start + 1, len(lines)) if lines[i].startswith(_ATTRIBUTES_END)), -1)
     raw: list[tuple[str, str, bool, str | None, list[str]]] = []
+    priced: list[str] = []
     for line in lines[start + 1 : end if end >= 0 else len(lines)]:
         match = _OLD_FIELD.match(line)
         if match:
             raw.append((match[1], match[2], bool(match[3]), match[4], []))
+            priced += [match[1]] if match[5] else []
         elif raw and line:
             raw[-1][4].append(line)
+    if priced:
+        problems.append(
+            f"price_usd: the page marks {', '.join(priced)} as 'Affects Pricing' but not how they affect the "
+            "price; the entry's one price holds for every payload"
+        )
+    sample = _old_sample(lines)
     blocks: list[tuple[str, bool, list[str]]] = []
     for name, word, required, default, body in raw:
         bounds = {m[1]: m[2] for m in map(_OLD_BOUND.match, body) if m}
         text = [line for line in body if not _OLD_BOUND.match(line) and line != "Allowed values:"]
         kind = _OLD_TYPES[word]
+        fractions = [str(v) for v in (*bounds.values(), sample.get(name)) if _fractional(v)]
+        if kind == "integer" and fractions:
+            kind = "number"
+            problems.append(
+                f"parameters.{name}: the page types it 'int' but gives {', '.join(fractions)} (its bounds or its "
+                "code sample): taken as a number"
+            )
         url = kind == "string" and (word == "image" or re.search(r"\burls?\b", " ".join(text).lower()))
         block = [kind + (" (uri)" if url else ""), *text]
         if url:
@@ -323,6 +340,27 @@ def _attribute_blocks(lines: list[str], problems: list[str]) -> tuple[list[tuple
             block.append(_ITEMS)  # the fields its description names follow it: they are its items'
         blocks.append((name, required, block))
     return blocks, end
+
+
+def _old_sample(lines: list[str]) -> dict[str, Any]:
+    """The values the older layout's code sample sends (``const data = {...}``), or {} when it has none."""
+    for line in lines:
+        at = line.find(_OLD_SAMPLE)
+        if at >= 0:
+            try:
+                value = json.JSONDecoder().raw_decode(line, at + len(_OLD_SAMPLE))[0]
+            except ValueError:
+                return {}
+            return value if isinstance(value, dict) else {}
+    return {}
+
+
+def _fractional(value: Any) -> bool:
+    """A number with a fraction (``0.5``, ``"0.3"``): no integer field takes it."""
+    try:
+        return not isinstance(value, bool) and value is not None and not float(value).is_integer()
+    except (TypeError, ValueError):
+        return False
 
 
 def _item_text(name: str, required: bool, lines: list[str], problems: list[str]) -> str:

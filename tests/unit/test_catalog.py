@@ -106,6 +106,7 @@ PAGE_EXAMPLES: dict[str, dict[str, Any]] = {
         "face_restore": "codeformer-v0.1.0.pth",
         "base64": False,
     },
+    "sound-generation": {"text": "Looking good", "duration_seconds": 1, "prompt_influence": 0.3},
     "svd": {
         "image": "https://segmind-sd-models.s3.amazonaws.com/outputs/svd_input.png",
         "fps": 7,
@@ -207,7 +208,7 @@ def test_file_fields_and_both_encodings_are_covered() -> None:
     assert fields["clarity-upscaler"] == {"image": "base64", "mask": "base64"}
     assert fields["kling-o1-image-to-video"] == {"start_image_url": "url", "end_image_url": "url"}
     assert {e for f in fields.values() for e in f.values()} == {"url", "base64"}
-    assert {m.output_kind for m in models()} == {"image", "video", "text"}
+    assert {m.output_kind for m in models()} == {"image", "video", "audio", "text"}
 
 
 def test_a_broken_entry_lists_every_problem_with_its_source() -> None:

@@ -29,6 +29,7 @@ from segmind_provider.catalog import (
 from segmind_provider.catalog.directory import KINDS, parse_directory, records_from_list
 from segmind_provider.catalog.importer import diff_entries, import_page
 from segmind_provider.exceptions import (
+    SegmindCreditFloorError,
     SegmindModelRetiredError,
     SegmindNotFoundError,
     SegmindValidationError,
@@ -172,14 +173,32 @@ def _payload(model: DirectoryModel) -> dict[str, Any]:
 
 
 def _check_stored(slug: str, kind: str | None, result: dict[str, Any]) -> None:
+    """The one stored file is of the model's kind: media by its signature, text and JSON as UTF-8, and
+    equal to the answer where the result carries it (a batch with an output folder leaves it on disk)."""
+    (uri,) = result["output_uris"]
+    data = Path(uri.removeprefix("file://")).read_bytes()
     if kind in MAGIC:
-        (uri,) = result["output_uris"]
-        data = Path(uri.removeprefix("file://")).read_bytes()
         assert MAGIC[kind](data), (slug, data[:16])
     elif kind == "text":
-        assert isinstance(result["output"], str) and result["output"]
+        text = data.decode("utf-8")
+        assert text and text == (result.get("chat") or {}).get("text", result.get("output", text)), slug
     else:
-        assert isinstance(result["output"], dict)
+        value = json.loads(data)
+        assert isinstance(value, dict) and value == result.get("output", value), slug
+
+
+def _batch(
+    tmp_path: Path, slug: str, payloads: dict[str, dict[str, Any]], **options: Any
+) -> SegmindBatchOperator:
+    """A batch of ``slug`` waiting in the worker, its outputs under ``tmp_path/out`` (no floor unless given)."""
+    return SegmindBatchOperator(
+        task_id="batch",
+        model=slug,
+        payloads=payloads,
+        output_dir=str(tmp_path / "out"),
+        deferrable=False,
+        **{"credit_floor": 0.0, **options},
+    )
 
 
 @pytest.mark.segmind_emulator(time_scale=SCALE)
@@ -189,13 +208,12 @@ def test_a_sample_of_directory_models_runs_end_to_end_per_category(
     sample = sample_per_category()
     assert len(sample) >= 16 and {m.output_kind for m in sample} == set(KINDS)
     for model in sample:
-        media = model.output_kind in MAGIC
         op = SegmindOperator(
             task_id=f"t-{model.slug}",
             model=model.slug,
             payload=_payload(model),
             deferrable=False,
-            output_path=str(tmp_path / model.slug) if media else None,
+            output_path=str(tmp_path / model.slug),
             credit_floor=0.0,
         )
         capsys.readouterr()
@@ -212,32 +230,42 @@ def test_a_sample_of_directory_models_runs_end_to_end_per_category(
 
 @pytest.mark.segmind_emulator(time_scale=SCALE)
 @pytest.mark.parametrize(
-    "slug", ["sora-2", "tts-eleven-labs", "hunyuan3d-2.1", "gpt-5.4-mini", "eleven-labs-transcript"]
+    "slug",
+    [
+        "sora-2",
+        "tts-eleven-labs",
+        "hunyuan3d-2.1",
+        "gpt-5.4-mini",
+        "eleven-labs-transcript",
+        "text-embedding-3-large",
+    ],
 )
-def test_video_audio_3d_llm_and_transcription_models_run_through_the_batch_operator(
+def test_video_audio_3d_llm_transcription_and_json_models_run_through_the_batch_operator(
     emulator: SegmindEmulator, make_context: Any, tmp_path: Path, slug: str
 ) -> None:
-    kind = output_kind(slug)
-    media = kind in MAGIC
-    payloads = {"a": {"prompt": "one"}, "b": {"prompt": "two"}}
-    op = SegmindBatchOperator(
-        task_id="batch",
-        model=slug,
-        payloads=payloads,
-        output_dir=str(tmp_path / "out") if media else None,
-        deferrable=False,
-        credit_floor=0.0,
-    )
-    result = op.execute(make_context())
+    result = _batch(tmp_path, slug, {"a": {"prompt": "one"}, "b": {"prompt": "two"}}).execute(make_context())
     assert result["cost"] == pytest.approx(2 * (estimate_cost(slug) or 0), rel=1e-3)  # the directory's price
     items = result["items"]
     assert sorted(items) == ["a", "b"] and all(i["status"] == "COMPLETED" for i in items.values())
     for item in items.values():
-        if media:
-            (uri,) = item["output_uris"]
-            assert MAGIC[str(kind)](Path(uri.removeprefix("file://")).read_bytes())
-        else:
-            assert isinstance(item["output"], str) and item["output"]
+        _check_stored(slug, output_kind(slug), item)
+
+
+@pytest.mark.segmind_emulator(time_scale=SCALE)
+def test_a_batch_of_a_directory_model_is_estimated_at_its_price_per_item_and_kept_above_the_floor(
+    emulator: SegmindEmulator, make_context: Any, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Each item is priced with its own payload (``price_of(model, payload)``); a model the directory alone
+    knows has one price for every payload (its pages give one figure), so the estimate is items x price."""
+    slug, floor = "veo-3-fast", 1.0
+    price = price_of(slug, {})
+    emulator.configure(credits=floor + 3 * price + price / 2)  # three clips fit above the floor
+    payloads = {f"clip-{i}": {"prompt": f"a lighthouse, take {i}", "duration": 4 + i} for i in range(5)}
+    assert [price_of(slug, p) for p in payloads.values()] == [price] * 5
+    with pytest.raises(SegmindCreditFloorError, match="2 of 5 items were not started"):
+        _batch(tmp_path, slug, payloads, credit_floor=floor, max_in_flight=2).execute(make_context())
+    assert f"Batch estimate ${5 * price:.4f} for 5 items exceeds" in capsys.readouterr().out
+    assert len(emulator.requests()) == 3 and emulator.config()["credits_remaining"] >= floor - 1e-9
 
 
 # --- retired and unknown models ----------------------------------------------------------------
@@ -434,7 +462,7 @@ def test_every_shipped_entry_runs_through_the_operator_with_its_required_fields(
         payload=payload,
         input_files=files or None,
         deferrable=False,
-        output_path=str(tmp_path / "out" / slug) if kind in MAGIC else None,
+        output_path=str(tmp_path / "out" / slug),
         credit_floor=0.0,
     )
     result = op.execute(make_context())
@@ -510,6 +538,28 @@ def test_an_older_layout_page_imports_its_attributes() -> None:
     assert (params["scale"]["default"], params["scale"]["minimum"], params["scale"]["maximum"]) == (3, 1, 5)
     assert "default" not in params["flag"]  # "1" is not a boolean: reported, not taken
     assert any("flag: default '1' is not a boolean" in p for p in result.problems)
+
+
+def test_a_field_the_older_layout_marks_as_affecting_the_price_is_read_and_the_mark_reported() -> None:
+    """``<name><type> ( default: X ) Affects Pricing``: the field is read like any other; the entry's one
+    price cannot follow it (the page does not say how), which the import says. An 'int' the page itself
+    gives a fraction is a number."""
+    result = import_page((PAGES / "sound-generation.txt").read_text(), directory=catalog._directory())
+    params = result.entry["parameters"]
+    assert result.complete, result.problems
+    assert sorted(params) == ["duration_seconds", "prompt_influence", "text"]
+    assert params["text"] == {
+        "type": "string",
+        "required": True,
+        "description": "The text that will get converted into a sound effect.",
+    }
+    assert (params["duration_seconds"]["minimum"], params["duration_seconds"]["maximum"]) == (0.5, 22)
+    # Typed 'int' on the page, but its bound (0.5) and its own code sample (0.3) are fractions: numbers.
+    assert params["duration_seconds"]["type"] == params["prompt_influence"]["type"] == "number"
+    assert any("prompt_influence: the page types it 'int' but gives 0.3" in p for p in result.problems)
+    assert any(
+        "duration_seconds, prompt_influence" in p and "affect the price" in p for p in result.problems
+    ), result.problems
 
 
 def test_a_page_with_nested_object_fields_is_reported_not_imported() -> None:
