@@ -26,6 +26,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
+import math
 import random
 import threading
 import time
@@ -48,6 +49,8 @@ MAX_PAUSE = 120.0
 LEARNED_FORGET_AFTER = 600.0
 MIN_LEARNED_RPM = 5.0
 """Learning never goes below Segmind's smallest plan (Free, 5/min); Retry-After pauses cover the rest."""
+SATURATION_MEMORY = 30.0
+"""A key counts as saturated for this long (seconds) after a request last had to wait for a token."""
 _RECENT_WINDOW = 60.0
 
 
@@ -85,6 +88,7 @@ class RequestBudget:
         self._submit_reserve = 0.0
         self._waiting = [0, 0, 0]
         self._recent: deque[float] = deque(maxlen=20_000)
+        self._short_at = -math.inf
         # False while there is no limit and no 429 seen: acquire is then one append.
         self._limited = False
         self.granted = 0
@@ -151,12 +155,14 @@ class RequestBudget:
             self._updated = now
             if any(self._waiting[q] for q in range(priority)):
                 # Someone more urgent is waiting: let it have the next token first.
+                self._short_at = now
                 return max((2.0 - self._tokens) / rate, 0.01)
             need = 1.0 + (self._submit_reserve if priority == Priority.SUBMIT else 0.0)
             if self._tokens >= need:
                 self._tokens -= 1.0
                 self._grant_locked(now)
                 return 0.0
+            self._short_at = now
             return max((need - self._tokens) / rate, 0.001)
 
     def _grant_locked(self, now: float) -> None:
@@ -204,6 +210,17 @@ class RequestBudget:
                     await self._asleep(self._jittered(delay))
                     delay = self._try_take(priority)
 
+    def saturated(self) -> bool:
+        """True while requests on this key wait for tokens (or did, within ``SATURATION_MEMORY``).
+
+        Then every poll takes the place of another request (a submit, another job's poll), so a wait
+        should poll as seldom as its job allows; without a limit, or with tokens to spare, it need not.
+        """
+        if not self._limited:
+            return False
+        now = self._clock()
+        return now < self._paused_until or now - self._short_at < SATURATION_MEMORY
+
     def note_rate_limited(self, retry_after: float | None) -> None:
         """A 429 arrived: pause everyone on this key and, if no limit is configured, learn one."""
         with self._lock:
@@ -211,7 +228,7 @@ class RequestBudget:
             self.rate_limited += 1
             pause = min(MAX_PAUSE, retry_after if retry_after is not None else DEFAULT_PAUSE)
             self._paused_until = max(self._paused_until, now + pause)
-            self._last_429 = now
+            self._last_429 = self._short_at = now
             self._limited = True
             if self._configured_rpm is None and now >= self._learn_cooldown_until:
                 seen = sum(1 for t in self._recent if now - t <= _RECENT_WINDOW)

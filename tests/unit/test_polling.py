@@ -193,7 +193,8 @@ def test_observed_duration_uses_the_window_and_ignores_a_foreign_clock() -> None
 def simulate(
     jobs: int, *, learn: bool, spread: float = 0.15, queue: float = 0.0, seed: int = 7
 ) -> tuple[float, list[float]]:
-    """Run RequestWatch against simulated ~14 s jobs; returns (requests per job, detection latencies)."""
+    """Run RequestWatch against simulated ~14 s jobs, one after another, driven as the trigger drives
+    it (``wake`` after each sleep before the first poll); returns (requests per job, detection latencies)."""
     rng = random.Random(seed)
     shared = DurationObserver()
     requests, latencies = [], []
@@ -211,6 +212,10 @@ def simulate(
         )
         now = watch.start(0.0)
         while True:
+            more = watch.wake(now)
+            if more > 0:
+                now += more
+                continue
             if now >= done_at:
                 answer = {"status": "COMPLETED", "metrics": {"inference_time": run}}
             else:
