@@ -63,11 +63,6 @@ LOW_QUANTILE_CUTS = 50
 #: 1.63 s for 0.06 more requests a job.
 LOW_MARGIN = 2.0
 
-#: The low end of the catalog's range, as a fraction of its typical figure (``_default_estimate``); a
-#: learned range has its own. 0.85 noticed the quickest jobs of a 14 s +/- 20 % burst 2.3 s late
-#: (simulated, tests/unit/test_polling.py); 0.8 costs about 0.4 more polls a job until something is learned.
-CATALOG_LOW = 0.8
-
 #: Waits of one size class that found their job running past the learned range, with no completion in
 #: between, before the learned durations are doubted: the schedule falls back to the catalog's figure
 #: until the next completion says whether the service changed pace (a new range) or not (the tail).
@@ -211,13 +206,8 @@ def estimate_duration(
 
 @functools.lru_cache(maxsize=64)
 def _default_estimate(typical: float) -> DurationEstimate:
-    """One shared estimate per default duration (immutable, so every wait can hold the same one).
-
-    Its low end is ``CATALOG_LOW`` x the figure: the first waits of a burst all start before any job
-    has ended, so they are placed by this guess alone, and a service 20 % quicker than it must still
-    be noticed within a gap (issue 22: 14 s +/- 20 %).
-    """
-    return replace(DurationEstimate.around(typical, "default"), low=CATALOG_LOW * max(typical, 0.0))
+    """One shared estimate per default duration (immutable, so every wait can hold the same one)."""
+    return DurationEstimate.around(typical, "default")
 
 
 def follow_gap(typical: float, poll_interval: float) -> float:
