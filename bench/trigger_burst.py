@@ -43,7 +43,7 @@ import sys
 import tarfile
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -126,6 +126,21 @@ class Burst:
         self.outcomes: dict[str, int] = {}
         self.errors: list[str] = []
         self.hook: Any = None
+        self.stall_s = self.stall_cpu_s = self.busy_s = self.gc_longest_s = 0.0
+
+    @contextlib.asynccontextmanager
+    async def measured(self) -> AsyncIterator[None]:
+        """The loop watchdog and the garbage collector's timer around the triggers' phase."""
+        watchdog, pauses = BusyWatchdog(), GcPauses()
+        watchdog.start()
+        pauses.start()
+        try:
+            yield
+        finally:
+            pauses.stop()
+            self.stall_s = await watchdog.stop()
+            self.stall_cpu_s, self.busy_s = watchdog.max_stall_cpu, watchdog.max_busy
+            self.gc_longest_s = pauses.longest
 
     async def setup(self, session: aiohttp.ClientSession) -> None:
         """What a running triggerer has before the burst: its heap, the connection, a warm session."""
@@ -201,18 +216,11 @@ async def _unlimited(burst: Burst, session: aiohttp.ClientSession, n: int, sprea
     jobs = await asyncio.gather(*(submit(i) for i in range(n)))
     gc.collect()
     tasks = []
-    watchdog, pauses = BusyWatchdog(), GcPauses()
-    watchdog.start()
-    pauses.start()
-    for request_id, sent in jobs:
-        await asyncio.sleep(0)
-        tasks.append(asyncio.create_task(burst.wait(burst.trigger(request_id, sent), fetch=False)))
-    await asyncio.gather(*tasks)
-    pauses.stop()
-    burst.stall_s = await watchdog.stop()  # type: ignore[attr-defined]
-    burst.stall_cpu_s = watchdog.max_stall_cpu  # type: ignore[attr-defined]
-    burst.busy_s = watchdog.max_busy  # type: ignore[attr-defined]
-    burst.gc_longest_s = pauses.longest  # type: ignore[attr-defined]
+    async with burst.measured():
+        for request_id, sent in jobs:
+            await asyncio.sleep(0)
+            tasks.append(asyncio.create_task(burst.wait(burst.trigger(request_id, sent), fetch=False)))
+        await asyncio.gather(*tasks)
     # The workers' result fetches, after the triggers' phase (they are not the triggerer's work), so
     # requests per job are whole.
     await asyncio.gather(*(burst.hook.aget_result(request_id) for request_id in burst.noticed))
@@ -247,16 +255,9 @@ async def _limited(burst: Burst, n: int, slots: int) -> None:
             if slots:
                 await task
 
-    watchdog, pauses = BusyWatchdog(), GcPauses()
-    watchdog.start()
-    pauses.start()
-    await asyncio.gather(*(submitter() for _ in range(slots or LIMITED_SUBMITTERS)))
-    await asyncio.gather(*tasks)
-    pauses.stop()
-    burst.stall_s = await watchdog.stop()  # type: ignore[attr-defined]
-    burst.stall_cpu_s = watchdog.max_stall_cpu  # type: ignore[attr-defined]
-    burst.busy_s = watchdog.max_busy  # type: ignore[attr-defined]
-    burst.gc_longest_s = pauses.longest  # type: ignore[attr-defined]
+    async with burst.measured():
+        await asyncio.gather(*(submitter() for _ in range(slots or LIMITED_SUBMITTERS)))
+        await asyncio.gather(*tasks)
     pool.shutdown()
 
 
@@ -280,10 +281,10 @@ async def run_client(case: str, url: str, n: int, scale: float, spread: float) -
         "outcomes": burst.outcomes,
         "noticed": burst.noticed,
         "polls": burst.polls,
-        "max_stall_s": burst.stall_s,  # type: ignore[attr-defined]
-        "max_stall_cpu_s": burst.stall_cpu_s,  # type: ignore[attr-defined]
-        "max_busy_s": burst.busy_s,  # type: ignore[attr-defined]
-        "gc_longest_s": burst.gc_longest_s,  # type: ignore[attr-defined]
+        "max_stall_s": burst.stall_s,
+        "max_stall_cpu_s": burst.stall_cpu_s,
+        "max_busy_s": burst.busy_s,
+        "gc_longest_s": burst.gc_longest_s,
         "wall_s": wall,
         "errors": burst.errors[:20],
         "error_count": len(burst.errors),
@@ -460,7 +461,7 @@ def main(argv: list[str] | None = None) -> int:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--n", type=int, default=2000, help="triggers in the unlimited burst")
-    parser.add_argument("--limited-n", type=int, default=300, help="jobs on the limited key")
+    parser.add_argument("--limited-n", type=int, default=100, help="jobs on the limited key")
     parser.add_argument("--rpm", type=float, default=50.0, help="the limited key's requests per minute")
     parser.add_argument("--time-scale", type=float, default=1.0, help="the unlimited case's time scale")
     parser.add_argument("--limited-time-scale", type=float, default=0.1, help="the limited case's time scale")

@@ -16,6 +16,10 @@ stays fully used while a finished image is still noticed within a poll gap;
 serving submits first was measured to starve polls (detection p99 22 s at
 50/min, docs/benchmarks.md) without making more images.
 
+The poll schedule asks the budget whether it is saturated (:meth:`RequestBudget.saturated`: a
+request waited for a token within the last 30 s, or a 429 pause is on): then every poll takes the
+place of another request, and waits poll once, past the likely end of their job, instead of near it.
+
 In an Airflow deployment submits run in workers and polls in the triggerer: each
 process has its own budget, so give each its share of the key's limit through the
 connection's ``requests_per_minute`` (docs/scaling.md).
