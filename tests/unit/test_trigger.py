@@ -452,6 +452,9 @@ async def test_the_trigger_log_follows_queued_processing_completed(
     ]
     assert said == ["QUEUED", "PROCESSING", "COMPLETED"], lines
     assert event["polls"] > len(lines)  # a line per change, not per poll
+    assert (
+        ": COMPLETED (" in lines[-1] and "success after" in lines[-1]
+    )  # the last change and the outcome share a line
 
 
 async def test_a_changed_connection_reaches_a_running_trigger_within_a_minute(
