@@ -127,6 +127,11 @@ class ProcessState:
             budget.configure(settings.requests_per_minute)
         return budget
 
+    def cached_budget(self, conn_id: str) -> RequestBudget | None:
+        """The budget of a connection whose settings are at hand, else None: never a lookup (or an await)."""
+        settings = self._cached(conn_id)
+        return None if settings is None else self.budget(settings)
+
     def balance(self, settings: ConnectionSettings) -> CreditBalance:
         """The known credit balance of the settings' API key."""
         with self._lock:

@@ -16,6 +16,10 @@ stays fully used while a finished image is still noticed within a poll gap;
 serving submits first was measured to starve polls (detection p99 22 s at
 50/min, docs/benchmarks.md) without making more images.
 
+The poll schedule asks the budget whether it is saturated (:meth:`RequestBudget.saturated`: a
+request waited for a token within the last 30 s, or a 429 pause is on): then every poll takes the
+place of another request, and waits poll once, past the likely end of their job, instead of near it.
+
 In an Airflow deployment submits run in workers and polls in the triggerer: each
 process has its own budget, so give each its share of the key's limit through the
 connection's ``requests_per_minute`` (docs/scaling.md).
@@ -25,6 +29,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import math
 import random
 import threading
 import time
@@ -47,6 +52,8 @@ MAX_PAUSE = 120.0
 LEARNED_FORGET_AFTER = 600.0
 MIN_LEARNED_RPM = 5.0
 """Learning never goes below Segmind's smallest plan (Free, 5/min); Retry-After pauses cover the rest."""
+SATURATION_MEMORY = 30.0
+"""A key counts as saturated for this long (seconds) after a request last had to wait for a token."""
 _RECENT_WINDOW = 60.0
 
 
@@ -79,6 +86,7 @@ class RequestBudget:
         self._submit_reserve = 0.0
         self._waiting = [0, 0, 0]
         self._recent: deque[float] = deque(maxlen=20_000)
+        self._short_at = -math.inf
         # False while there is no limit and no 429 seen: acquire is then one append.
         self._limited = False
         self.granted = 0
@@ -145,12 +153,14 @@ class RequestBudget:
             self._updated = now
             if any(self._waiting[q] for q in range(priority)):
                 # Someone more urgent is waiting: let it have the next token first.
+                self._short_at = now
                 return max((2.0 - self._tokens) / rate, 0.01)
             need = 1.0 + (self._submit_reserve if priority == Priority.SUBMIT else 0.0)
             if self._tokens >= need:
                 self._tokens -= 1.0
                 self._grant_locked(now)
                 return 0.0
+            self._short_at = now
             return max((need - self._tokens) / rate, 0.001)
 
     def _grant_locked(self, now: float) -> None:
@@ -198,6 +208,17 @@ class RequestBudget:
                     await self._asleep(self._jittered(delay))
                     delay = self._try_take(priority)
 
+    def saturated(self) -> bool:
+        """True while requests on this key wait for tokens (or did, within ``SATURATION_MEMORY``).
+
+        Then every poll takes the place of another request (a submit, another job's poll), so a wait
+        should poll as seldom as its job allows; without a limit, or with tokens to spare, it need not.
+        """
+        if not self._limited:
+            return False
+        now = self._clock()
+        return now < self._paused_until or now - self._short_at < SATURATION_MEMORY
+
     def note_rate_limited(self, retry_after: float | None) -> None:
         """A 429 arrived: pause everyone on this key and, if no limit is configured, learn one."""
         with self._lock:
@@ -205,7 +226,7 @@ class RequestBudget:
             self.rate_limited += 1
             pause = min(MAX_PAUSE, retry_after if retry_after is not None else DEFAULT_PAUSE)
             self._paused_until = max(self._paused_until, now + pause)
-            self._last_429 = now
+            self._last_429 = self._short_at = now
             self._limited = True
             if self._configured_rpm is None and now >= self._learn_cooldown_until:
                 seen = sum(1 for t in self._recent if now - t <= _RECENT_WINDOW)

@@ -159,8 +159,11 @@ def _estimate_from(samples: list[float]) -> DurationEstimate:
     Of n draws the next one lands below the smallest with chance 1/(n+1), and by about the spread
     over n: such a job waits for a first poll placed after every job seen so far, the tail of
     detection latency. So ``low`` moves down by ``LOW_MARGIN`` x spread / n: a wide margin while
-    little is known, a sliver once dozens of jobs are. Under three samples the spread says
-    nothing and the default range around their median applies.
+    little is known, a sliver once dozens of jobs are. ``high`` moves up by as much, for the same
+    reason at the other end: the first few completions of a burst are its quickest jobs, and a
+    range that ended at them took every slower job for an overrun (its gaps grew, and three such
+    doubted what was learned). Under three samples the spread says nothing and the default range
+    around their median applies.
     """
     median = statistics.median(samples)
     if len(samples) < 3:
@@ -168,7 +171,9 @@ def _estimate_from(samples: list[float]) -> DurationEstimate:
         return replace(around, low=min(samples[0], around.low), high=max(samples[-1], around.high))
     cuts = statistics.quantiles(samples, n=LOW_QUANTILE_CUTS, method="inclusive")
     margin = LOW_MARGIN * (samples[-1] - samples[0]) / len(samples)
-    return DurationEstimate(low=max(cuts[0] - margin, 0.0), typical=median, high=cuts[-1], source="observed")
+    return DurationEstimate(
+        low=max(cuts[0] - margin, 0.0), typical=median, high=cuts[-1] + margin, source="observed"
+    )
 
 
 def estimate_duration(

@@ -19,6 +19,7 @@ from typing import Any
 from airflow.triggers.base import BaseTrigger, TriggerEvent
 
 from segmind_provider.hooks.segmind import SegmindHook
+from segmind_provider.runtime import process_state
 from segmind_provider.triggers.polling import DEFAULT_POLL_INTERVAL
 from segmind_provider.triggers.watch import DEFAULT_MAX_CONSECUTIVE_ERRORS, watch_request
 
@@ -101,7 +102,8 @@ class SegmindRequestTrigger(BaseTrigger):
         """Poll until a terminal status or the deadline; yield exactly one event. Reads only.
 
         Logs through the module's logger (the triggerer routes each line to this trigger's task
-        log), only when something happens: no logger object is held per wait.
+        log), only when something happens, and the end in one line: no logger object is held per
+        wait, and a burst of thousands of waits ending together formats half the lines.
         """
         watch = watch_request(
             request_id=self.request_id,
@@ -113,6 +115,7 @@ class SegmindRequestTrigger(BaseTrigger):
             time_scale=self.time_scale,
             max_consecutive_errors=self.max_consecutive_errors,
             workload=self.workload,
+            budget=process_state().cached_budget(self.segmind_conn_id),
         )
         delay = watch.start(time.time())
         while True:
@@ -125,18 +128,20 @@ class SegmindRequestTrigger(BaseTrigger):
                 outcome = watch.on_error(exc, time.time())
             else:
                 outcome = watch.on_status(answer, time.time())
+            if watch.budget is None:  # the poll has read the connection: its key's budget is at hand
+                watch.budget = process_state().cached_budget(self.segmind_conn_id)
             news = watch.news()
-            if news is not None:
-                log.info("%s", news)
             if isinstance(outcome, dict):
                 log.info(
-                    "Segmind request %s: %s after %d polls",
-                    self.request_id,
+                    "%s: %s after %d polls",
+                    news or f"Segmind request {self.request_id}",
                     outcome["status"],
                     outcome["polls"],
                 )
                 yield TriggerEvent(outcome)
                 return
+            if news is not None:
+                log.info("%s", news)
             delay = outcome
 
     async def on_kill(self) -> None:

@@ -3,8 +3,8 @@
 Shared by the trigger (async), the operator's worker wait and the benches, so every path
 spends requests the same way, says the same things, and ends in the same event shape.
 ``start``/``on_status``/``on_error`` return either seconds to sleep before the next poll
-or a final event dict (``wake`` says whether what was learned while sleeping moved the first
-poll later); :meth:`RequestWatch.news` is what is worth a log line since the
+or a final event dict (``wake``, after each sleep before the first poll, places that poll by
+what was learned meanwhile); :meth:`RequestWatch.news` is what is worth a log line since the
 last poll (a status change, an overrun, a streak of transient errors, a long wait).
 """
 
@@ -20,6 +20,7 @@ from segmind_provider.exceptions import (
     SegmindServerError,
     SegmindTransportError,
 )
+from segmind_provider.hooks.budget import RequestBudget
 from segmind_provider.hooks.errors import failure_reason
 from segmind_provider.runtime import process_state
 from segmind_provider.status import RequestStatus, read_status
@@ -51,22 +52,31 @@ TRANSIENT_ERRORS: tuple[type[Exception], ...] = (
 DEFAULT_MAX_CONSECUTIVE_ERRORS = 5
 #: A wait with nothing new says it is still waiting this often (seconds).
 HEARTBEAT_SECONDS = 180.0
+#: A sleep that ends this close before the first poll (clock granularity) polls rather than sleeps again.
+WAKE_SLACK = 0.005
 
 
 class RequestWatch:
-    """One wait's state and decisions (see the module docstring)."""
+    """One wait's state and decisions (see the module docstring).
+
+    ``budget`` is the key's request budget, or None while it is not known (the trigger sets it once
+    a poll has read the connection): while it is saturated the wait polls as seldom as it can.
+    """
 
     __slots__ = (
         "_doubted",
         "_expected_duration",
+        "_first_at",
         "_last_poll_at",
         "_news",
         "_observer",
         "_overran",
+        "_patient",
         "_rng",
         "_spoken_at",
         "_time_scale",
         "_workload",
+        "budget",
         "consecutive_errors",
         "end_time",
         "last_status",
@@ -94,6 +104,7 @@ class RequestWatch:
         max_consecutive_errors: int = DEFAULT_MAX_CONSECUTIVE_ERRORS,
         workload: float = 1.0,
         patient: bool = False,
+        budget: RequestBudget | None = None,
     ) -> None:
         self.request_id = request_id
         self.model = model
@@ -106,6 +117,8 @@ class RequestWatch:
         self._expected_duration = expected_duration
         self._time_scale = time_scale
         self._workload = workload
+        self._patient = patient
+        self.budget = budget
         self.schedule = PollSchedule(
             submitted_at=self.submitted_at,
             poll_interval=self.poll_interval,
@@ -117,6 +130,7 @@ class RequestWatch:
         self.consecutive_errors = 0
         self.last_status: str | None = None
         self._last_poll_at: float | None = None
+        self._first_at: float | None = None
         self._overran = False
         self._doubted = False
         self._spoken_at = self.submitted_at
@@ -137,6 +151,20 @@ class RequestWatch:
             estimate = self._estimate()
             if estimate is not self.schedule.estimate:
                 self.schedule.estimate = estimate
+
+    def _afford(self) -> bool:
+        """Poll as seldom as the job allows while the key's budget is saturated (``RequestBudget.saturated``).
+
+        There a poll takes the place of another request; with tokens to spare, or no limit, the wait
+        polls near the likely end for a prompt notice. Returns whether that changed the schedule.
+        """
+        if self.budget is None:
+            return False
+        patient = self._patient or self.budget.saturated()
+        if patient is self.schedule.patient:
+            return False
+        self.schedule.patient = patient
+        return True
 
     def news(self) -> str | None:
         """What the last poll learned that is worth a log line (then forgotten), or None."""
@@ -167,23 +195,39 @@ class RequestWatch:
         return max(0.0, min(at, self.end_time) - now)
 
     def start(self, now: float) -> float:
-        """Seconds until the first poll (spread over one gap when a rebuilt trigger is already past it)."""
-        return self._sleep_until(self.schedule.next_poll_at(now, None), now)
+        """Seconds until the wait first wakes: one gap before its first poll (:meth:`wake` then places
+        that poll by what was learned meanwhile), or the poll itself when it is due within a gap
+        (spread over one gap when a rebuilt trigger is already past it)."""
+        self._afford()
+        first = self._first_at = self.schedule.next_poll_at(now, None)
+        look_again = first - self.schedule.gap
+        if self.schedule.estimate is not None and look_again > now:
+            return self._sleep_until(look_again, now)
+        return self._sleep_until(first, now)
 
     def wake(self, now: float) -> float:
-        """After a sleep: seconds more to wait when what was learned meanwhile puts the first poll later.
+        """After a sleep: seconds more to wait before the first poll (0.0: poll now).
 
-        A burst of waits started on a stale estimate (quick jobs seen before slow ones) moves its
-        first polls as soon as the first of them find the estimate wrong; later polls follow the
-        schedule of the moment anyway (:meth:`on_status` refreshes it).
+        What other waits learned meanwhile moves it. Earlier, by up to the gap :meth:`start` left, when
+        their jobs ended sooner than the range it was placed by: a burst starts before anything is
+        learned, and its earliest completions show where the range really begins. Later only when
+        the new range lies wholly past the old one (quick jobs seen before slow ones): in a burst the
+        latest completions are a biased sample (the short jobs are seen at the first polls, the long
+        ones at the next), and chasing each shift within the range sent first polls past jobs that
+        had ended. And past the high end while the key's budget is saturated (:meth:`_afford`).
+        Later polls follow the schedule of the moment anyway (:meth:`on_status` refreshes it).
         """
-        if self.polls:
+        if self.polls or self._first_at is None:
             return 0.0
         before = self.schedule.estimate
         self._refresh()
-        if self.schedule.estimate is before:
-            return 0.0
-        return self._sleep_until(max(now, self.schedule.first_poll_at()), now)
+        after = self.schedule.estimate
+        if self._afford() or (before is not None and after is not None and after.low > before.high):
+            self._first_at = max(now, self.schedule.first_poll_at())
+        elif after is not before:
+            self._first_at = min(self._first_at, max(now, self.schedule.first_poll_at()))
+        wait = self._sleep_until(self._first_at, now)
+        return wait if wait > WAKE_SLACK else 0.0
 
     def _timeout(self, now: float) -> dict[str, Any]:
         state = self.last_status or "not yet seen"
@@ -254,6 +298,7 @@ class RequestWatch:
         if now >= self.end_time:
             return self._timeout(now)
         self._refresh()
+        self._afford()
         return self._sleep_until(self.schedule.next_poll_at(now, status), now)
 
     def on_error(self, exc: BaseException, now: float) -> dict[str, Any] | float:
@@ -298,8 +343,13 @@ def watch_request(
     max_consecutive_errors: int = DEFAULT_MAX_CONSECUTIVE_ERRORS,
     workload: float = 1.0,
     patient: bool = False,
+    budget: RequestBudget | None = None,
 ) -> RequestWatch:
-    """A watch using this process's learned durations and random generator (``segmind_provider.runtime``)."""
+    """A watch using this process's learned durations and random generator (``segmind_provider.runtime``).
+
+    ``patient`` makes every first poll wait past the high end of the job's range; ``budget`` (the
+    key's) makes it so only while that budget is saturated.
+    """
     state = process_state()
     return RequestWatch(
         request_id=request_id,
@@ -314,4 +364,5 @@ def watch_request(
         max_consecutive_errors=max_consecutive_errors,
         workload=workload,
         patient=patient,
+        budget=budget,
     )

@@ -143,3 +143,29 @@ def test_batch_scale_smoke(tmp_path: Path) -> None:
     assert row["ok"] and row["completed"] == n and row["submits"] == n, row
     assert row["waves"] >= n / in_flight, row
     assert row["db_bytes_per_item"] <= 2048 and row["manifest_bytes_per_item"] <= 2048, row
+
+
+def test_trigger_burst_smoke(tmp_path: Path) -> None:
+    """Issue 22: a burst of triggers in one loop and a saturated key, this code beside a commit's (here
+    HEAD's, archived: the mechanism the docs' side-by-side figures come from)."""
+    n, limited = 60, 40
+    args = ["--n", str(n), "--limited-n", str(limited), "--time-scale", "0.1", "--limited-time-scale", "0.05"]
+    args += ["--cases", "unlimited,limited", "--baseline", "HEAD", "--timeout", "200"]
+    data = _run_bench("trigger_burst.py", args, tmp_path, "burst", plot=False)
+    rows = {(r["code"], r["case"]): r for r in data["rows"]}
+    assert set(rows) == {
+        (code, case) for code in ("baseline HEAD", "this code") for case in ("unlimited", "limited")
+    }
+    for (code, case), row in rows.items():
+        jobs = n if case == "unlimited" else limited
+        assert row["completed"] == row["jobs_created"] == row["submits"] == jobs, (code, case, row["errors"])
+        assert row["result_fetches"] == jobs and row["throttled"] == 0, (code, case)
+        assert row["status_polls"] >= jobs, (code, case)  # every job was seen done by a poll
+        assert row["detect_p50_s"] <= row["detect_p99_s"] <= row["detect_max_s"], (code, case)
+        # the baseline ran from its own tree, this code from the checkout
+        assert (Path(row["package"]) == REPO) == (code == "this code"), (code, row["package"])
+    # On a saturated key each wait polls once, past the high end of its job's range (the code before
+    # issue 22 polled near the likely end: 44 polls for these 40 jobs, 1.77 a job in a pool of 4).
+    saturated = rows[("this code", "limited")]
+    assert saturated["status_polls"] <= limited + 2 and saturated["requests_per_job"] <= 3.5
+    assert "limited: this code / baseline HEAD: req/job" in data["ratios"]

@@ -23,6 +23,7 @@ from segmind_provider.exceptions import (
     SegmindRequestFailedError,
     SegmindServerError,
 )
+from segmind_provider.hooks.budget import Priority, RequestBudget
 from segmind_provider.hooks.errors import failure_error
 from segmind_provider.hooks.segmind import SegmindHook
 from segmind_provider.runtime import process_state, reset_process_state
@@ -229,6 +230,29 @@ async def test_many_triggers_share_one_loop(emulator: SegmindEmulator) -> None:
     assert all(r[0]["status"] == "success" for r in results)
 
 
+@pytest.mark.segmind_emulator(time_scale=0.05)  # flux takes 0.6 to 0.81 s
+async def test_on_a_saturated_key_the_trigger_polls_once_a_job(
+    emulator: SegmindEmulator, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Issue 22: where the key's budget is saturated (a worker submits as fast as the key allows), a poll
+    takes a submit's place, so each wait polls once, past the high end of its job's range, rather than
+    near its likely end and again (about two polls a job on this schedule with tokens to spare)."""
+    connection = json.loads(emulator.connection_json())
+    connection["extra"] = {**connection.get("extra", {}), "requests_per_minute": 3000}
+    monkeypatch.setenv("AIRFLOW_CONN_SEGMIND_DEFAULT", json.dumps(connection))
+    budget = process_state().budget(SegmindHook().get_settings())
+    jobs = [submit() for _ in range(6)]
+    for _ in range(60):  # more than the 60-token burst: the last submits wait for tokens
+        budget.acquire(Priority.SUBMIT)
+    emulator.clear_calls()
+    results = await asyncio.gather(
+        *(events_of(trigger_for(rid, at, expected_duration=0.7, poll_interval=0.5)) for rid, at in jobs)
+    )
+    assert all(r[0]["status"] == "success" for r in results)
+    assert [r[0]["polls"] for r in results] == [1] * len(jobs)
+    assert len(emulator.calls(endpoint="status")) == len(jobs)
+
+
 async def test_on_kill_says_segmind_cannot_cancel_and_cleanup_is_harmless(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
@@ -255,6 +279,39 @@ def watch(**kw: Any) -> RequestWatch:
     }
     args.update(kw)
     return RequestWatch(**args)
+
+
+def first_poll_at(w: RequestWatch, now: float) -> float:
+    """When the wait first polls, driven as the trigger drives it (``wake`` after each sleep)."""
+    at = now + w.start(now)
+    while (more := w.wake(at)) > 0:
+        at += more
+    return at
+
+
+def test_watch_polls_near_the_likely_end_with_tokens_to_spare_and_past_the_high_end_when_saturated() -> None:
+    """Issue 22: the schedule asks the key's budget. With tokens to spare (or no limit) the first poll goes
+    where the job's range begins, for a prompt notice; once requests wait for tokens, past its high
+    end (about one poll a job), for a wait already asleep too."""
+    clock = [0.0]
+
+    def sleep(seconds: float) -> None:
+        clock[0] += seconds
+
+    budget = RequestBudget("k", 3000, clock=lambda: clock[0], sleep=sleep)  # a burst of 60 tokens
+    unlimited = RequestBudget("u")
+    estimate = watch().schedule.estimate
+    assert estimate is not None
+    gap = watch().schedule.gap
+    assert first_poll_at(watch(budget=unlimited, end_time=1e9), 0.0) <= estimate.low + gap
+    assert first_poll_at(watch(budget=budget, end_time=1e9), 0.0) <= estimate.low + gap
+    asleep = watch(budget=budget, end_time=1e9)
+    woken_at = asleep.start(0.0)
+    while not budget.saturated():
+        budget.acquire(Priority.SUBMIT)
+    assert woken_at + asleep.wake(woken_at) > estimate.high
+    assert first_poll_at(watch(budget=budget, end_time=1e9), 0.0) > estimate.high
+    assert first_poll_at(watch(budget=unlimited, end_time=1e9), 0.0) <= estimate.low + gap
 
 
 def test_watch_honours_retry_after() -> None:
@@ -396,6 +453,9 @@ async def test_the_trigger_log_follows_queued_processing_completed(
     ]
     assert said == ["QUEUED", "PROCESSING", "COMPLETED"], lines
     assert event["polls"] > len(lines)  # a line per change, not per poll
+    assert (
+        ": COMPLETED (" in lines[-1] and "success after" in lines[-1]
+    )  # the last change and the outcome share a line
 
 
 async def test_a_changed_connection_reaches_a_running_trigger_within_a_minute(

@@ -88,6 +88,28 @@ def test_submits_leave_a_reserve_for_polls() -> None:
     assert _wait_for(budget, clock, Priority.SUBMIT) > 0.0
 
 
+def test_saturated_while_requests_wait_for_tokens_and_a_while_after() -> None:
+    """What the poll schedule asks (``RequestWatch``): no limit, or tokens to spare, is not saturated;
+    a request that had to wait is, for ``SATURATION_MEMORY`` seconds; so is a 429 pause."""
+    clock = FakeClock()
+    unlimited = _budget_with(clock, None)
+    for _ in range(1000):
+        unlimited.acquire(Priority.SUBMIT)
+    assert not unlimited.saturated()
+    budget = _budget_with(clock, 300)  # capacity 6, submit reserve 1
+    for _ in range(5):
+        budget.acquire(Priority.SUBMIT)
+    assert not budget.saturated()  # tokens spent, none waited for
+    assert _wait_for(budget, clock, Priority.SUBMIT) > 0.0
+    assert budget.saturated()
+    clock.now += budget_module.SATURATION_MEMORY - 1.0
+    assert budget.saturated()
+    clock.now += 2.0
+    assert not budget.saturated()
+    unlimited.note_rate_limited(5.0)
+    assert unlimited.saturated()
+
+
 class VirtualLoopClock(FakeClock):
     """Virtual time for concurrent async sleepers: time jumps to the earliest sleeper once all are blocked."""
 
