@@ -6,6 +6,7 @@ in its own process and is read only through its control endpoints (``/_emulator/
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import contextlib
 import gc
@@ -346,6 +347,17 @@ def report(
         "targets": checks,
         "table": table_text,
     }
+
+
+def add_run_args(parser: Any, name: str, cases: Sequence[str] = ()) -> None:
+    """The arguments every bench shares: where its results go and, with ``cases``, the hidden ones by
+    which it runs itself as one case's client process."""
+    parser.add_argument("--name", default=name, help="results file bench/results/<name>.json")
+    parser.add_argument("--results-dir", type=Path, default=None)
+    if cases:
+        parser.add_argument("--client", choices=cases, help=argparse.SUPPRESS)
+        parser.add_argument("--url", help=argparse.SUPPRESS)
+        parser.add_argument("--out", type=Path, help=argparse.SUPPRESS)
 
 
 def write_json(name: str, data: Mapping[str, Any], directory: Path | None = None) -> Path:

@@ -31,7 +31,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _common import CallCounts, machine, markdown_table, start_emulator, write_json
+from _common import CallCounts, add_run_args, machine, markdown_table, start_emulator, write_json
 
 ROOT = Path(__file__).resolve().parents[1]
 AIRFLOW = str(Path(sys.executable).with_name("airflow"))
@@ -149,8 +149,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--max-in-flight", type=int, default=100)
     parser.add_argument("--time-scale", type=float, default=0.05)
     parser.add_argument("--baseline", help="a git ref whose package runs the same batch, side by side")
-    parser.add_argument("--name", default="batch_scale", help="the results file's name, without .json")
-    parser.add_argument("--results-dir", type=Path, help="where the results go (default bench/results)")
+    add_run_args(parser, "batch_scale")
     args = parser.parse_args(argv)
     rows: list[dict[str, Any]] = []
     with tempfile.TemporaryDirectory(prefix="segmind-batch-scale-") as scratch:

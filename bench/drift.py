@@ -40,6 +40,7 @@ from _common import (
     MODEL,
     PROMPT,
     CallCounts,
+    add_run_args,
     machine,
     markdown_table,
     model_latency,
@@ -184,11 +185,7 @@ def main(argv: list[str] | None = None) -> int:
         "--time-scale", type=float, default=1.0, help="emulator time scale (< 1 for smoke runs)"
     )
     parser.add_argument("--timeout", type=float, default=900.0)
-    parser.add_argument("--name", default="drift")
-    parser.add_argument("--results-dir", type=Path, default=None)
-    parser.add_argument("--client", choices=CASES, help=argparse.SUPPRESS)
-    parser.add_argument("--url", help=argparse.SUPPRESS)
-    parser.add_argument("--out", type=Path, help=argparse.SUPPRESS)
+    add_run_args(parser, "drift", CASES)
     args = parser.parse_args(argv)
     if args.client:
         _client(args.client, args.url, args.burst, args.time_scale, args.out)

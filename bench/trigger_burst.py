@@ -59,6 +59,7 @@ from _common import (
     CallCounts,
     GcPauses,
     LoopWatchdog,
+    add_run_args,
     machine,
     markdown_table,
     percentile,
@@ -471,11 +472,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--cases", default=",".join(CASES))
     parser.add_argument("--baseline", help="a git ref: run the same cases on the package at that commit")
     parser.add_argument("--timeout", type=float, default=1200.0, help="per client process, seconds")
-    parser.add_argument("--name", default="trigger_burst")
-    parser.add_argument("--results-dir", type=Path, default=None)
-    parser.add_argument("--client", choices=CASES, help=argparse.SUPPRESS)
-    parser.add_argument("--url", help=argparse.SUPPRESS)
-    parser.add_argument("--out", type=Path, help=argparse.SUPPRESS)
+    add_run_args(parser, "trigger_burst", CASES)
     args = parser.parse_args(argv)
     if args.client:
         result = asyncio.run(run_client(args.client, args.url, args.n, args.time_scale, args.submit_over))
