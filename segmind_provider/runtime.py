@@ -7,7 +7,7 @@ A worker or triggerer process shares, between all its hooks and triggers:
 - the request budget of each API key (``hooks.budget``) and its known credit balance
   (``hooks.credits``);
 - the pooled async HTTP client of each running event loop (``hooks.client``);
-- the durations observed per model (``triggers.polling``) and one random generator;
+- the durations observed per model (``durations``) and one random generator;
 - the clock and the sleeps every wait uses, given to the constructor (tests pass virtual ones):
   ``sleep``/``asleep`` for retry back-offs, ``pace``/``apace`` for the budgets' pacing.
 
@@ -25,11 +25,11 @@ import time
 import weakref
 from collections.abc import Awaitable, Callable, Mapping
 
+from segmind_provider.durations import DurationObserver
 from segmind_provider.hooks.budget import RequestBudget
 from segmind_provider.hooks.client import LoopClient, LoopClients
 from segmind_provider.hooks.connection import ConnectionSettings, afetch_settings, fetch_settings
 from segmind_provider.hooks.credits import CreditBalance
-from segmind_provider.triggers.polling import DurationObserver
 
 __all__ = ["ProcessState", "process_state", "reset_process_state"]
 

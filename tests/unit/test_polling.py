@@ -10,12 +10,10 @@ from typing import Any
 import pytest
 
 from segmind_provider.catalog import typical_seconds
+from segmind_provider.durations import OVERRUN_EVIDENCE, DurationEstimate, DurationObserver, duration_key
 from segmind_provider.triggers import polling
 from segmind_provider.triggers.polling import (
-    DurationEstimate,
-    DurationObserver,
     PollSchedule,
-    duration_key,
     error_delay,
     estimate_duration,
     follow_gap,
@@ -349,7 +347,7 @@ def test_overruns_doubt_what_was_learned_and_the_next_completion_starts_afresh()
     for seconds in (1.4, 1.5, 1.6):
         observer.observe(FLUX, seconds)
     assert observer.estimate(FLUX) is not None
-    for _ in range(polling.OVERRUN_EVIDENCE - 1):
+    for _ in range(OVERRUN_EVIDENCE - 1):
         observer.note_overrun(FLUX)
     assert observer.estimate(FLUX) is not None  # one or two slow jobs are the tail, not a new pace
     observer.note_overrun(FLUX)
@@ -357,7 +355,7 @@ def test_overruns_doubt_what_was_learned_and_the_next_completion_starts_afresh()
     assert estimate_duration(FLUX, observer=observer).source == "default"  # type: ignore[union-attr]
     observer.observe(FLUX, 1.5)  # inside the old range: those overruns were the tail
     assert observer.estimate(FLUX).typical == 1.5  # type: ignore[union-attr]
-    for _ in range(polling.OVERRUN_EVIDENCE):
+    for _ in range(OVERRUN_EVIDENCE):
         observer.note_overrun(FLUX)
     observer.observe(FLUX, 14.0)  # outside it: the pace changed, the old samples go
     assert observer.estimate(FLUX).typical == 14.0  # type: ignore[union-attr]

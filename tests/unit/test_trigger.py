@@ -14,6 +14,7 @@ from airflow.sdk.exceptions import AirflowFailException
 from airflow.sdk.module_loading import import_string
 from airflow.triggers.base import BaseTrigger, TriggerEvent
 
+from segmind_provider.durations import DurationObserver
 from segmind_provider.events import make_event, raise_for_event
 from segmind_provider.exceptions import (
     SegmindAuthError,
@@ -28,7 +29,6 @@ from segmind_provider.hooks.errors import failure_error
 from segmind_provider.hooks.segmind import SegmindHook
 from segmind_provider.runtime import process_state, reset_process_state
 from segmind_provider.testing.emulator.runner import SegmindEmulator
-from segmind_provider.triggers.polling import DurationObserver
 from segmind_provider.triggers.segmind import SegmindRequestTrigger
 from segmind_provider.triggers.watch import RequestWatch
 
