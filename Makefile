@@ -76,7 +76,7 @@ test-floor:
 	$(PYTHON) -m venv $(FLOOR_VENV)
 	$(FLOOR_VENV)/bin/pip install --quiet --upgrade pip
 	$(FLOOR_VENV)/bin/pip install --quiet -e '.[test]' 'apache-airflow==$(AIRFLOW_FLOOR)'
-	@$(call pytest,$(FLOOR_VENV)/bin/python,-m floor tests/unit)
+	@$(call pytest,$(FLOOR_VENV)/bin/python,-m "floor and not slow" tests/unit)
 
 lint: $(VENV)/.installed
 	$(VENV)/bin/ruff check segmind_provider dags tests bench scripts
