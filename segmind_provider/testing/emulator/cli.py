@@ -64,6 +64,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--block-word", action="append", default=[], help="prompt words that end FAILED (repeatable)"
     )
+    p.add_argument(
+        "--fail-word",
+        action="append",
+        default=[],
+        help="prompt words that end FAILED with a non-moderation error (repeatable)",
+    )
     p.add_argument("--retention", type=float, default=3600.0, help="seconds results are kept (default 3600)")
     p.add_argument(
         "--retention-scaled",
@@ -142,6 +148,7 @@ def server_from_args(args: argparse.Namespace) -> EmulatorServer:
         rate_limit=args.rate_limit,
         rate_limit_window=args.rate_limit_window,
         blocked_words=[w.lower() for w in args.block_word],
+        failing_words=[w.lower() for w in args.fail_word],
         retention=args.retention,
         retention_scaled=args.retention_scaled,
         public_url=args.public_url,
@@ -168,9 +175,10 @@ def options_to_argv(options: dict[str, Any]) -> list[str]:
     for name, value in options.items():
         if value is None:
             continue
-        if name == "blocked_words":
+        if name in ("blocked_words", "failing_words"):
+            flag = "--block-word" if name == "blocked_words" else "--fail-word"
             for word in value:
-                argv += ["--block-word", str(word)]
+                argv += [flag, str(word)]
         elif name == "retention_scaled":
             if value:
                 argv.append("--retention-scaled")

@@ -100,6 +100,7 @@ def test_cli_flags_round_trip_through_options_to_argv() -> None:
         "credits": 1.5,
         "rate_limit": 9,
         "blocked_words": ["a", "b"],
+        "failing_words": ["c"],
         "retention_scaled": True,
         "retention": 7,
         "latency": {"flux-1.1-pro": 2.0},
@@ -112,6 +113,7 @@ def test_cli_flags_round_trip_through_options_to_argv() -> None:
     config = server.state.config
     assert (config.time_scale, config.workers, config.credits, config.rate_limit) == (0.5, 4, 1.5, 9)
     assert (config.blocked_words, config.retention, config.retention_scaled) == (["a", "b"], 7.0, True)
+    assert config.failing_words == ["c"]  # the process-mode emulator gets them too
     assert server.state.models["flux-1.1-pro"].latency == 2.0
     assert server.state.models["flux-1.1-pro"].cold_start == 30.0
     assert server.state.models["m"].output == "json"
