@@ -46,6 +46,7 @@ __all__ = [
     "run_in_worker",
     "store_outputs",
     "submit_or_attach",
+    "task_deadline",
     "terminal_event",
 ]
 
@@ -105,6 +106,16 @@ def terminal_event(request_id: str, answer: Mapping[str, Any]) -> dict[str, Any]
     if status is RequestStatus.FAILED:
         return make_event("failed", request_id, failure_reason(answer))
     return None
+
+
+def task_deadline(operator: Any, context: Mapping[str, Any]) -> float | None:
+    """When the task's ``execution_timeout`` ends (epoch seconds; it counts from the task's start
+    date, deferral included): no download outlives it. None without one."""
+    started = getattr(context.get("ti"), "start_date", None)
+    timeout = getattr(operator, "execution_timeout", None)
+    if timeout is None or started is None:
+        return None
+    return float(started.timestamp() + timeout.total_seconds())
 
 
 def store_outputs(

@@ -426,6 +426,7 @@ def collect(
     model: str,
     payload: Mapping[str, Any],
     max_bytes: int,
+    deadline: float | None = None,
 ) -> None:
     """Fetch the result (unless the event carried the output) and store it as ``{output_dir}/{key}.{ext}``
     the way a single request's output is stored (``wait.store_outputs``: media checked, text as UTF-8)."""
@@ -442,6 +443,7 @@ def collect(
                 payload=payload,
                 output_conn_id=output_conn_id,
                 max_bytes=max_bytes,
+                deadline=deadline,
             )
             try:
                 digests = [file_digest(uri, output_conn_id) for uri in uris]

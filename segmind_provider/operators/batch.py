@@ -45,7 +45,7 @@ from segmind_provider.task_defaults import DEFAULT_RETRIES, DEFAULT_RETRY_DELAY
 from segmind_provider.triggers.batch import POLL_ENDPOINTS, SegmindBatchTrigger
 from segmind_provider.triggers.polling import DEFAULT_POLL_INTERVAL
 from segmind_provider.triggers.workload import workload
-from segmind_provider.wait import run_in_worker
+from segmind_provider.wait import run_in_worker, task_deadline
 
 try:
     from airflow.providers.common.compat.sdk import conf
@@ -334,7 +334,9 @@ class SegmindBatchOperator(BaseOperator):
         store = self._store(context)
         while True:
             with ThreadPoolExecutor(1, thread_name_prefix="segmind-collect") as side:
-                storing = side.submit(self._collect_all, completed, payloads)  # while the next wave is sent
+                storing = side.submit(
+                    self._collect_all, completed, payloads, task_deadline(self, context)
+                )  # while the next wave is sent
                 self._submit_wave(ledger, payloads, store, guard, ending=len(completed))
                 storing.result()
             self._costs(ledger, final=False)
@@ -416,15 +418,21 @@ class SegmindBatchOperator(BaseOperator):
             )
         return len(chosen)
 
-    def _collect_all(self, completed: list[tuple[Item, Any]], payloads: Mapping[str, dict[str, Any]]) -> None:
-        """Fetch and store a wave's completed items, a few at a time; a failure fails its item only."""
+    def _collect_all(
+        self,
+        completed: list[tuple[Item, Any]],
+        payloads: Mapping[str, dict[str, Any]],
+        deadline: float | None,
+    ) -> None:
+        """Fetch and store a wave's completed items, a few at a time, none past the task's
+        ``execution_timeout``; a failure fails its item only."""
         if not completed:
             return
         keyed = [(item, inline, payloads[item.key]) for item, inline in completed]  # validated here, once
         with ThreadPoolExecutor(WORKER_THREADS, thread_name_prefix="segmind-store") as pool:
-            list(pool.map(lambda job: self._collect(*job), keyed))
+            list(pool.map(lambda job: self._collect(job[0], job[1], job[2], deadline), keyed))
 
-    def _collect(self, item: Item, inline: Any, payload: Mapping[str, Any]) -> None:
+    def _collect(self, item: Item, inline: Any, payload: Mapping[str, Any], deadline: float | None) -> None:
         """Fetch (unless the event carried it) and store one completed item."""
         batch_items.collect(
             item,
@@ -435,6 +443,7 @@ class SegmindBatchOperator(BaseOperator):
             model=self.model,
             payload=payload,
             max_bytes=self.max_output_bytes,
+            deadline=deadline,
         )
 
     # ------------------------------------------------------------------ money

@@ -41,6 +41,7 @@ from segmind_provider.wait import (
     result_value,
     run_in_worker,
     store_outputs,
+    task_deadline,
     terminal_event,
 )
 
@@ -259,7 +260,7 @@ class SegmindOperator(BaseOperator):
             output_path=self.output_path,
             output_conn_id=self.output_conn_id,
             max_bytes=self.max_output_bytes,
-            deadline=self._task_deadline(context),
+            deadline=task_deadline(self, context),
             logger=self.log,
         )
         return self._finish(context, result)
@@ -330,7 +331,7 @@ class SegmindOperator(BaseOperator):
                     payload=self.payload,
                     output_conn_id=self.output_conn_id,
                     max_bytes=self.max_output_bytes,
-                    deadline=self._task_deadline(context),
+                    deadline=task_deadline(self, context),
                 )
         elif result.content is not None:
             self.log.warning(
@@ -356,14 +357,6 @@ class SegmindOperator(BaseOperator):
 
     def _expected_format(self) -> str | None:
         return expected_output_format(self.model, self.payload)
-
-    def _task_deadline(self, context: Context) -> float | None:
-        """When the task's ``execution_timeout`` ends (epoch seconds; it counts from the task's start
-        date, deferral included): no download outlives it. None without one."""
-        started = getattr(context.get("ti"), "start_date", None)
-        if self.execution_timeout is None or started is None:
-            return None
-        return float(started.timestamp() + self.execution_timeout.total_seconds())
 
     def _record_outlets(
         self, context: Context, request_id: str | None, uris: list[str], cost: float | None

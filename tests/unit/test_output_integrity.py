@@ -21,9 +21,13 @@ import pytest
 from airflow.sdk.exceptions import TaskDeferred
 from PIL import Image
 
-from segmind_provider.exceptions import SegmindOutputError, SegmindTransportError
+from segmind_provider.exceptions import (
+    SegmindBatchItemsFailedError,
+    SegmindOutputError,
+    SegmindTransportError,
+)
 from segmind_provider.hooks.segmind import SegmindHook
-from segmind_provider.operators.segmind import SegmindOperator
+from segmind_provider.operators.segmind import SegmindBatchOperator, SegmindOperator
 from segmind_provider.testing.emulator.runner import SegmindEmulator
 from segmind_provider.triggers.segmind import SegmindRequestTrigger
 
@@ -244,3 +248,30 @@ def test_a_text_output_with_an_output_path_is_written_as_utf8(
     assert text == result["output"]
     assert "“lighthouse”" in text
     assert [p.name for p in out.iterdir()] == [name]
+
+
+def test_a_batch_download_ends_with_the_tasks_execution_timeout(
+    emulator: SegmindEmulator, make_context: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The batch stores its items under the same deadline as the single operator: a dripped download
+    ends at the task's 6 s ``execution_timeout`` (the size alone would allow ~60 s), the item failed
+    and not stored, the task's error naming the deadline."""
+    slow_connection(emulator, monkeypatch, timeout=60)
+    emulator.add_fault("media", kind="drip", rate=64)
+    context = make_context()
+    context["ti"].start_date = dt.datetime.now(dt.timezone.utc)
+    op = SegmindBatchOperator(
+        task_id="campaign",
+        model=FLUX,
+        payloads=[{"prompt": "a lighthouse at dawn", "output_format": "png", **SQUARE_256}],
+        output_dir=str(tmp_path / "out"),
+        deferrable=False,
+        poll_interval=0.2,
+        expected_duration=0.14,
+        execution_timeout=dt.timedelta(seconds=6),
+    )
+    started = time.monotonic()
+    with pytest.raises(SegmindBatchItemsFailedError, match="deadline"):
+        op.execute(context)
+    assert time.monotonic() - started < 40
+    assert [p.name for p in (tmp_path / "out").iterdir()] == ["manifest.json"]
