@@ -46,7 +46,7 @@ from segmind_provider.runtime import process_state
 from segmind_provider.status import RequestStatus, read_status
 
 if TYPE_CHECKING:
-    from segmind_provider.hooks.segmind import SegmindHook
+    from segmind_provider.hooks.api import SegmindApiHook
 
 __all__ = [
     "CLOCK_SKEW_SECONDS",
@@ -115,7 +115,7 @@ class RequestJournal:
 
     def __init__(
         self,
-        hook: SegmindHook,
+        hook: SegmindApiHook,
         model: str,
         store: Any,
         log: logging.Logger | Any,
@@ -136,7 +136,7 @@ class RequestJournal:
 
     @classmethod
     def for_task(
-        cls, hook: SegmindHook, model: str, context: Mapping[str, Any], log: Any, *, durable: bool = True
+        cls, hook: SegmindApiHook, model: str, context: Mapping[str, Any], log: Any, *, durable: bool = True
     ) -> RequestJournal:
         """The journal of the task whose ``context`` this is (its store, and whether this is a retry)."""
         store = context.get("task_state_store") if durable else None

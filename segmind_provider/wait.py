@@ -1,7 +1,7 @@
 """Waiting for Segmind in the worker, and one request's whole journey from plain Python.
 
 There is one wait: the trigger's. Whoever does not defer (the operators with ``deferrable=False``,
-``SegmindHook.wait`` and ``SegmindHook.generate``) runs the trigger's own ``run()`` to its first
+``SegmindApiHook.wait`` and ``SegmindApiHook.generate``) runs the trigger's own ``run()`` to its first
 event on an event loop of the calling thread (:func:`run_in_worker`), so the poll schedule, the
 tolerance of transient errors, the deadline and the event are the triggerer's, line for line.
 
@@ -35,7 +35,7 @@ from segmind_provider.triggers.workload import workload
 if TYPE_CHECKING:
     from airflow.triggers.base import BaseTrigger
 
-    from segmind_provider.hooks.segmind import SegmindHook
+    from segmind_provider.hooks.api import SegmindApiHook
 
 __all__ = [
     "checked_request",
@@ -74,7 +74,7 @@ def run_in_worker(trigger: BaseTrigger) -> dict[str, Any]:
 
 
 def request_trigger(
-    hook: SegmindHook,
+    hook: SegmindApiHook,
     request_id: str,
     *,
     model: str | None,
@@ -119,7 +119,7 @@ def task_deadline(operator: Any, context: Mapping[str, Any]) -> float | None:
 
 
 def store_outputs(
-    hook: SegmindHook,
+    hook: SegmindApiHook,
     output: Any,
     output_path: Any,
     *,
@@ -179,7 +179,7 @@ def result_value(
 
 
 def finish_request(
-    hook: SegmindHook,
+    hook: SegmindApiHook,
     event: dict[str, Any],
     *,
     model: str,
@@ -267,7 +267,7 @@ def _running_context() -> Mapping[str, Any] | None:
 
 
 def submit_or_attach(
-    hook: SegmindHook,
+    hook: SegmindApiHook,
     model: str,
     payload: dict[str, Any],
     *,

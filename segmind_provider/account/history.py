@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, Any
 from segmind_provider.hooks.account import HISTORY_PAGE_SIZE
 
 if TYPE_CHECKING:
-    from segmind_provider.hooks.segmind import SegmindHook
+    from segmind_provider.hooks.api import SegmindApiHook
 
 __all__ = [
     "CLOCK_SKEW_SECONDS",
@@ -153,7 +153,7 @@ class HistoryWindow:
     shorter than asked ends the reading only when the answer carries no paging fields.
     """
 
-    hook: SegmindHook
+    hook: SegmindApiHook
     model: str
     since: float
     until: float | None = None
@@ -203,7 +203,7 @@ def _more(paging: Mapping[str, Any], page: int, rows: int) -> bool:
 
 
 def costs_from_history(
-    hook: SegmindHook, model: str, request_ids: Collection[str], since: float, *, newer: int = 0
+    hook: SegmindApiHook, model: str, request_ids: Collection[str], since: float, *, newer: int = 0
 ) -> dict[str, float]:
     """What each of ``request_ids`` cost (``credits_deduction``, USD).
 
@@ -228,7 +228,7 @@ def costs_from_history(
 
 
 def find_submitted(
-    hook: SegmindHook,
+    hook: SegmindApiHook,
     model: str,
     wanted: Mapping[str, Mapping[str, Any]],
     known: Collection[str],

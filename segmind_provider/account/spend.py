@@ -17,7 +17,7 @@ from segmind_provider.exceptions import SegmindCreditFloorError, SegmindValidati
 from segmind_provider.runtime import process_state
 
 if TYPE_CHECKING:
-    from segmind_provider.hooks.segmind import SegmindHook
+    from segmind_provider.hooks.api import SegmindApiHook
 
 __all__ = ["BALANCE_MAX_AGE", "CreditGuard", "balance_usd", "check_floor", "price_of"]
 
@@ -56,7 +56,7 @@ def price_of(model: str, payload: Mapping[str, Any] | None = None) -> float:
 class CreditGuard:
     """Lets a submit through only while the balance stays at or above ``floor`` (USD) after it."""
 
-    def __init__(self, hook: SegmindHook, floor: float, log: logging.Logger | Any) -> None:
+    def __init__(self, hook: SegmindApiHook, floor: float, log: logging.Logger | Any) -> None:
         if floor < 0:
             raise SegmindValidationError(f"credit_floor must not be negative, got {floor!r}")
         self.hook = hook
@@ -89,7 +89,7 @@ class CreditGuard:
 
 
 def check_floor(
-    hook: SegmindHook,
+    hook: SegmindApiHook,
     floor: float | None,
     model: str,
     payload: Mapping[str, Any],

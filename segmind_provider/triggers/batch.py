@@ -29,7 +29,7 @@ from typing import Any
 from airflow.triggers.base import BaseTrigger, TriggerEvent
 
 from segmind_provider.exceptions import SegmindBadRequestError, SegmindNotFoundError
-from segmind_provider.hooks.segmind import SegmindHook
+from segmind_provider.hooks.api import SegmindApiHook
 from segmind_provider.runtime import process_state
 from segmind_provider.status import RequestStatus, read_status
 from segmind_provider.triggers.polling import DEFAULT_POLL_INTERVAL
@@ -157,12 +157,12 @@ class SegmindBatchTrigger(BaseTrigger):
                 await asyncio.sleep(0)
         return watches
 
-    async def _patient(self, hook: SegmindHook) -> bool:
+    async def _patient(self, hook: SegmindApiHook) -> bool:
         """First polls past the high end of the expected range where a poll costs an image (a request limit)."""
         settings = await hook.aget_settings()
         return process_state().budget(settings).requests_per_minute is not None
 
-    async def _poll(self, hook: SegmindHook, request_id: str, mode: list[str]) -> dict[str, Any]:
+    async def _poll(self, hook: SegmindApiHook, request_id: str, mode: list[str]) -> dict[str, Any]:
         """One poll, on the result endpoint while it answers as expected, else on the status endpoint."""
         if mode[0] == "result":
             why = ""
@@ -184,7 +184,7 @@ class SegmindBatchTrigger(BaseTrigger):
 
     async def run(self) -> AsyncIterator[TriggerEvent]:
         """Poll every request on its own schedule until the wave's event is due; yield it once. Reads only."""
-        hook = SegmindHook(segmind_conn_id=self.segmind_conn_id)
+        hook = SegmindApiHook(segmind_conn_id=self.segmind_conn_id)
         watches = await self._watches(await self._patient(hook))
         mode = [self.poll_endpoint]
         now = time.time()

@@ -18,7 +18,7 @@ from typing import Any
 
 from airflow.triggers.base import BaseTrigger, TriggerEvent
 
-from segmind_provider.hooks.segmind import SegmindHook
+from segmind_provider.hooks.api import SegmindApiHook
 from segmind_provider.runtime import process_state
 from segmind_provider.triggers.polling import DEFAULT_POLL_INTERVAL
 from segmind_provider.triggers.watch import DEFAULT_MAX_CONSECUTIVE_ERRORS, watch_request
@@ -90,9 +90,9 @@ class SegmindRequestTrigger(BaseTrigger):
             },
         )
 
-    def _hook(self) -> SegmindHook:
+    def _hook(self) -> SegmindApiHook:
         """A hook per call, not per wait: it holds nothing (settings and clients are per process)."""
-        return SegmindHook(segmind_conn_id=self.segmind_conn_id)
+        return SegmindApiHook(segmind_conn_id=self.segmind_conn_id)
 
     async def _read_status(self) -> dict[str, Any]:
         """One poll's answer (``triggers.workflow`` reads a workflow run's ``poll_url`` instead)."""

@@ -169,25 +169,9 @@ def test_no_module_uses_the_hooks_private_members() -> None:
     assert private_hook_calls() == []
 
 
-#: Imports that close a circle and cannot be cut yet, each with why. Empty it as they go.
-ALLOWED_CIRCLE_EDGES = frozenset(
-    {
-        # SegmindHook.wait/generate run the trigger's own wait in the worker (``wait``), and the
-        # trigger makes a hook: the hook imports ``wait`` inside those two methods. Cut it by moving
-        # the HTTP calls into a class of their own that the triggers use (a public API change).
-        ("segmind_provider.hooks.segmind", "segmind_provider.wait"),
-    }
-)
-
-
 def test_no_import_circle() -> None:
-    """No module imports itself round a circle, type-only and in-function imports included, but for
-    the imports of ``ALLOWED_CIRCLE_EDGES``; each of those still closes a circle (else drop it)."""
+    """No module imports itself round a circle, type-only and in-function imports included."""
     graph = import_graph()
-    stale = sorted(edge for edge in ALLOWED_CIRCLE_EDGES if edge[0] not in _reachable(graph, edge[1]))
-    assert stale == [], "these imports no longer close a circle: remove them from ALLOWED_CIRCLE_EDGES"
-    for source, target in ALLOWED_CIRCLE_EDGES:
-        graph[source].discard(target)
     circles = [sorted(circle) for circle in import_circles(graph)]
     assert circles == [], f"modules importing each other: {circles}"
 
@@ -241,11 +225,6 @@ def test_the_bottom_imports_nothing_above_it() -> None:
     assert upward_arrows(import_graph()) == set()
 
 
-#: In-function imports of the package's own modules that stay: the hook's ``wait``/``generate`` import
-#: ``wait``, which imports the trigger, which imports the hook (see ``ALLOWED_CIRCLE_EDGES``).
-DEFERRED_IMPORTS = frozenset({("hooks/segmind.py", "segmind_provider.wait")})
-
-
 def deferred_imports(root: Path = PACKAGE) -> set[tuple[str, str]]:
     """``(path, module)`` of each import of the package's own modules made inside a function: one
     that delays nothing (the module is loaded anyway) only hides an arrow."""
@@ -275,4 +254,4 @@ def deferred_imports(root: Path = PACKAGE) -> set[tuple[str, str]]:
 
 
 def test_no_deferred_import_of_our_own_modules() -> None:
-    assert deferred_imports() == DEFERRED_IMPORTS
+    assert deferred_imports() == set()
