@@ -42,7 +42,9 @@ from processes import wait_until  # noqa: E402
 
 RACE_DAGS = REPO / "tests" / "e2e" / "race_dags"
 DAGS = ("segmind_race_sensor", "segmind_race_sensor_no_retries", "segmind_race_operator")
-TASK_OF = {"segmind_race_operator": "generate"}
+#: ``segmind_race_batch`` (one task, a wave per item) runs in ``--mode queued`` only: burst mode waits
+#: for every mapped task to defer.
+TASK_OF = {"segmind_race_operator": "generate", "segmind_race_batch": "campaign"}
 
 
 def figures(deployment: Deployment, dag_id: str, runs: int, fanout: int, jobs: int) -> dict[str, Any]:
@@ -120,21 +122,23 @@ def burst(deployment: Deployment, dag_id: str, run_id: str, fanout: int) -> None
     )
 
 
-def race(deployment: Deployment, runs: int, fanout: int, time_scale: float, mode: str) -> dict[str, Any]:
+def race(
+    deployment: Deployment, runs: int, fanout: int, time_scale: float, mode: str, dags: tuple[str, ...]
+) -> dict[str, Any]:
     """Run every DAG ``runs`` times (burst: one run at a time; queued: all at once), then count."""
     started = time.monotonic()
     if mode == "burst":
         deployment.emulator("PATCH", "/config", {"time_scale": HOLD_SCALE})
         for n in range(runs):
-            for dag_id in DAGS:
+            for dag_id in dags:
                 burst(deployment, dag_id, f"race-{n:03d}", fanout)
     else:
         deployment.emulator("PATCH", "/config", {"time_scale": time_scale})
         for n in range(runs):
-            for dag_id in DAGS:
+            for dag_id in dags:
                 deployment.trigger_dag(dag_id, f"race-{n:03d}", {})
         wait_until(
-            lambda: all(_finished(deployment, d) for d in DAGS), 3600, "every race run to finish", interval=2
+            lambda: all(_finished(deployment, d) for d in dags), 3600, "every race run to finish", interval=2
         )
     seconds = time.monotonic() - started
     prompts = [
@@ -142,7 +146,7 @@ def race(deployment: Deployment, runs: int, fanout: int, time_scale: float, mode
     ]
     results = [
         figures(deployment, dag_id, runs, fanout, sum(1 for p in prompts if p.startswith(f"{dag_id}/")))
-        for dag_id in DAGS
+        for dag_id in dags
     ]
     return {"seconds": round(seconds, 1), "results": results}
 
@@ -159,10 +163,14 @@ def main() -> int:
     )
     parser.add_argument("--time-scale", type=float, default=0.5, help="queued mode: flux ~14 s x this")
     parser.add_argument("--name", default="stale_event_race", help="results file bench/results/<name>.json")
+    parser.add_argument("--dags", default=",".join(DAGS), help="comma-separated DAG ids of race_dags/")
     args = parser.parse_args()
+    dags = tuple(args.dags.split(","))
+    if args.mode == "burst" and "segmind_race_batch" in dags:
+        parser.error("segmind_race_batch has no mapped tasks to hold: use --mode queued")
     options = {
         "dags": RACE_DAGS,
-        "dag_ids": DAGS,
+        "dag_ids": dags,
         "parallelism": args.parallelism,
         "extra_env": {"SEGMIND_RACE_FANOUT": str(args.fanout)},
     }
@@ -170,10 +178,10 @@ def main() -> int:
         tempfile.TemporaryDirectory(prefix="segmind-race-") as root,
         deployed(Path(root), **options) as deployment,
     ):
-        measured = race(deployment, args.runs, args.fanout, args.time_scale, args.mode)
+        measured = race(deployment, args.runs, args.fanout, args.time_scale, args.mode, dags)
     payload = {
         "command": f"python bench/stale_event_race.py --runs {args.runs} --fanout {args.fanout} "
-        f"--parallelism {args.parallelism} --mode {args.mode}"
+        f"--parallelism {args.parallelism} --mode {args.mode} --dags {args.dags}"
         + (f" --time-scale {args.time_scale}" if args.mode == "queued" else ""),
         "when": time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime()),
         **measured,
