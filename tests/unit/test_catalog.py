@@ -44,10 +44,15 @@ SEED_PAYLOAD: dict[str, Any] = {
 #: The chat models whose stored page is the older layout (no field marked required).
 OLDER_CHAT_PAGES = (
     "deepseek-reasoner",
+    "gpt-4",
+    "gpt-4-turbo",
     "gpt-4o",
     "gpt-5-mini",
+    "llama-v3-8b-instruct",
     "llama-v3p1-70b-instruct",
     "llama-v3p1-8b-instruct",
+    "mixtral-8x22b-instruct",
+    "o3",
     "o4-mini",
 )
 #: Each model page's example request (as the stored page gives it).
