@@ -203,6 +203,13 @@ PAGE_EXAMPLES: dict[str, dict[str, Any]] = {
         "seed": 9715432854,
         "base64": False,
     },
+    "sam-img2img": {"image": "https://segmind.com/kitchen.jpg"},
+    "sam-v2-image": {
+        "base64": False,
+        "image": "https://segmind-sd-models.s3.amazonaws.com/display_images/sam-v2-ip.jpg",
+        "overlay_mask": True,
+        "prompt": "boy",
+    },
     "recraft-v3-svg": {
         "size": "1024x1024",
         "style": "any",
