@@ -41,6 +41,20 @@ SEED_PAYLOAD: dict[str, Any] = {
     "prompt_upsampling": False,
 }
 
+#: The chat models whose stored page is the older layout (no field marked required).
+OLDER_CHAT_PAGES = (
+    "deepseek-reasoner",
+    "gpt-4",
+    "gpt-4-turbo",
+    "gpt-4o",
+    "gpt-5-mini",
+    "llama-v3-8b-instruct",
+    "llama-v3p1-70b-instruct",
+    "llama-v3p1-8b-instruct",
+    "mixtral-8x22b-instruct",
+    "o3",
+    "o4-mini",
+)
 #: Each model page's example request (as the stored page gives it).
 PAGE_EXAMPLES: dict[str, dict[str, Any]] = {
     "flux-1.1-pro": SEED_PAYLOAD,
@@ -153,7 +167,54 @@ PAGE_EXAMPLES: dict[str, dict[str, Any]] = {
                 {"role": "user", "content": "now a joke on dogs"},
             ]
         }
-        for slug in ("deepseek-reasoner", "gpt-4o", "llama-v3p1-70b-instruct", "llama-v3p1-8b-instruct")
+        for slug in OLDER_CHAT_PAGES
+    },
+    "imagen": {
+        "prompt": " White fluffy bear toy is sleeping in a children's room, on the floor of a baby bedroom with toy"
+        " boxes and toys around, in the style of photorealistic 3D rendering",
+        "aspect_ratio": "1:1",
+        "safety_filter_level": "BLOCK_LOW_AND_ABOVE",
+        "person_generation": "ALLOW_ADULT",
+    },
+    "imagen-4": {
+        "prompt": "A cozy cabin in the snowy mountains at sunrise, soft warm light, ultra-detailed, cinematic atmosphere",
+        "negative_prompt": "blurry, pixelated",
+        "aspect_ratio": "4:3",
+    },
+    "insta-depth": {
+        "prompt": "Photo of a woman wearing a Superman costume",
+        "negative_prompt": "lowquality, badquality, sketches",
+        "face_image": "https://segmind-sd-models.s3.amazonaws.com/display_images/insta-depth-ip.png",
+        "pose_image": "https://segmind-sd-models.s3.amazonaws.com/display_images/insta-dept-pose.png",
+        "num_inference_steps": 10,
+        "guidance_scale": 3,
+        "seed": 354849415,
+        "base64": False,
+    },
+    "sd1.5-controlnet-depth": {
+        "image": "https://segmind.com/depth.jpeg",
+        "samples": 1,
+        "prompt": "young african american man, black suit, smiling, white background",
+        "negative_prompt": "mangled ears, Disfigured, cartoon, blurry, nude",
+        "scheduler": "UniPC",
+        "num_inference_steps": 25,
+        "guidance_scale": 7.5,
+        "strength": 1,
+        "seed": 9715432854,
+        "base64": False,
+    },
+    "sam-img2img": {"image": "https://segmind.com/kitchen.jpg"},
+    "sam-v2-image": {
+        "base64": False,
+        "image": "https://segmind-sd-models.s3.amazonaws.com/display_images/sam-v2-ip.jpg",
+        "overlay_mask": True,
+        "prompt": "boy",
+    },
+    "recraft-v3-svg": {
+        "size": "1024x1024",
+        "style": "any",
+        "prompt": 'a portrait of a cute red panda, smiling, holding a sign that has the title "recraft-it", against a red'
+        " background",
     },
     "llava-v1.6": {
         "images": "https://segmind-sd-models.s3.amazonaws.com/display_images/llava-input.jpg",
@@ -161,7 +222,6 @@ PAGE_EXAMPLES: dict[str, dict[str, Any]] = {
     },
 }
 SLUGS = sorted(PAGE_EXAMPLES)
-OLDER_CHAT_PAGES = ("deepseek-reasoner", "gpt-4o", "llama-v3p1-70b-instruct", "llama-v3p1-8b-instruct")
 
 
 def problems(payload: Any, model: str = MODEL, **kw: Any) -> str:
