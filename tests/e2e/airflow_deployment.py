@@ -313,8 +313,11 @@ class Deployment:
         jobs = set()
         for path in folder.glob("attempt=*.log.trigger.*.log"):
             text = path.read_text(errors="replace")
-            # The trigger's own lines (its module logger) reach this task's trigger log too.
-            if "Trigger fired event" in text and re.search(r"Segmind request \S+: \w+ after \d+ polls", text):
+            # The trigger's own line (its module logger) reaches this task's trigger log too: the outcome,
+            # "Segmind request <id>: [its last status change: ]<outcome> after <n> polls".
+            if "Trigger fired event" in text and re.search(
+                r"Segmind request \S+: .*\w+ after \d+ polls", text
+            ):
                 jobs.add(int(path.name.rsplit(".", 2)[-2]))
         return jobs
 
