@@ -178,11 +178,14 @@ def test_a_killed_triggerer_loses_no_image_and_pays_for_none_twice(deployment: D
     for task_id, states in expected_states(products, hero).items():
         assert deployment.task_states(run_id, task_id) == states, (task_id, context)
     # Every scene task deferred when the triggerer died had its trigger fired by the new triggerer's job.
+    # (The old one may have logged a firing too: killed between writing its event to the log and to the
+    # database, its trigger is run again by its successor. The submissions below show nothing was paid
+    # for twice either way.)
     new_jobs = {job_id for job_id, _, _ in deployment.triggerer_jobs()} - old_triggerer_jobs
     assert new_jobs, deployment.triggerer_jobs()
     for index in killed["deferred"]:
         fired = deployment.fired_by(run_id, "product.scene", index)
-        assert fired & new_jobs and not fired & old_triggerer_jobs, (index, fired, new_jobs, context)
+        assert fired & new_jobs, (index, fired, new_jobs, context)
     # Exactly one submission per Segmind job: the restart re-polled, it never re-submitted.
     retried = {t: deployment.try_numbers(run_id, t) for t in SEGMIND_TASKS}
     assert len(deployment.submissions_since(first_seq)) == 3 * len(products), retried
