@@ -77,10 +77,10 @@ class SegmindBatchTrigger(BaseTrigger):
     :param time_scale: the connection's ``time_scale`` extra (a time-scaled emulator).
     :param poll_endpoint: ``"status"`` (default) or ``"result"`` (see the module docstring).
     :param max_consecutive_errors: transient poll errors tolerated in a row per request.
-    :param state: what the operator needs back on resume (its ledger as JSON text: ids, paths, errors,
-        costs; no payloads, no key), returned untouched in the event. Carried here rather than in the
-        deferral's ``next_kwargs`` because ``airflow dags test`` replaces those with the event; one
-        string, not thousands of objects for the triggerer's garbage collector to walk.
+    :param state: None where the task has a ``task_state_store`` (the batch's journal lives there,
+        ``batch.journal``); on Airflow 3.2, the journal's values as JSON text (ids, paths, errors,
+        costs; no payloads, no key), returned untouched in the event. Not in the deferral's
+        ``next_kwargs``: ``airflow dags test`` replaces those with the event.
     """
 
     def __init__(
