@@ -15,18 +15,21 @@ endef
 
 # `make test` and `make test-e2e` run their tests as groups at once (`make -j`): the deployments
 # mostly wait on time-scaled jobs, so together the groups take about as long as the longest. The
-# groups: the tests that start no deployment (unit and faults; the `airflow dags test` tests), the
-# `airflow standalone` deployments, the distributed stack. `make test` deselects the tests marked
+# groups: the tests that start no deployment (unit and faults, in two halves that mostly wait on the
+# emulator's time-scaled jobs; the `airflow dags test` tests), the `airflow standalone` deployments,
+# the distributed stack. `make test` deselects the tests marked
 # `slow`, `make test-e2e` selects only them. The browser's approval test must come before the tests
 # that approve the same nightly run through the REST API: keep the order of STANDALONE_TESTS.
 STANDALONE_TESTS = tests/e2e/test_approval_browser.py tests/e2e/test_gallery_browser.py tests/e2e/test_review_browser.py \
 	tests/e2e/test_standalone.py tests/e2e/test_stale_event_race.py
 DISTRIBUTED_TESTS = tests/e2e/test_distributed.py
 DEPLOYMENT_TESTS = $(foreach t,$(STANDALONE_TESTS) $(DISTRIBUTED_TESTS),--ignore=$(t))
+# The unit and fault tests' first half: about as long as the rest (pytest's durations, docs/testing.md).
+UNIT_FIRST_HALF = tests/faults tests/unit/emulator tests/unit/test_output_integrity.py tests/unit/test_directory.py
 MARK ?= not slow
 
 .PHONY: demo test test-e2e test-unit test-floor lint docs bench clean \
-	group-unit group-e2e group-no-deployment group-standalone group-distributed
+	group-unit group-unit-first-half group-unit-second-half group-e2e group-no-deployment group-standalone group-distributed
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -39,9 +42,9 @@ demo: $(VENV)/.installed
 
 test: $(VENV)/.installed
 	scripts/ensure-debian-packages
-	@echo "make test: the docs site and four groups in parallel; each prints its results when it ends"
-	$(MAKE) --no-print-directory -j5 --output-sync=target MARK="not slow" \
-		docs group-unit group-e2e group-standalone group-distributed
+	@echo "make test: the docs site and five groups in parallel; each prints its results when it ends"
+	$(MAKE) --no-print-directory -j6 --output-sync=target MARK="not slow" \
+		docs group-unit-first-half group-unit-second-half group-e2e group-standalone group-distributed
 
 # The end-to-end tests `make test` leaves out (marked `slow`): the batch campaign on the distributed
 # stack, the killed triggerer on the standalone deployment, the stale-event race, the demo (twice),
@@ -52,8 +55,13 @@ test-e2e: $(VENV)/.installed
 	$(MAKE) --no-print-directory -j3 --output-sync=target MARK=slow \
 		group-no-deployment group-standalone group-distributed
 
-group-unit: $(VENV)/.installed
-	@$(call pytest,$(VENV)/bin/python,-m "$(MARK)" tests --ignore=tests/e2e)
+group-unit: group-unit-first-half group-unit-second-half
+
+group-unit-first-half: $(VENV)/.installed
+	@$(call pytest,$(VENV)/bin/python,-m "$(MARK)" $(UNIT_FIRST_HALF))
+
+group-unit-second-half: $(VENV)/.installed
+	@$(call pytest,$(VENV)/bin/python,-m "$(MARK)" tests --ignore=tests/e2e $(foreach t,$(UNIT_FIRST_HALF),--ignore=$(t)))
 
 group-e2e: $(VENV)/.installed
 	@$(call pytest,$(VENV)/bin/python,-m "$(MARK)" tests/e2e $(DEPLOYMENT_TESTS))
