@@ -7,7 +7,8 @@ trigger (``triggers.watch.RequestWatch``: the poll schedule, error tolerance, de
 entry in one heap instead of a coroutine of its own, with at most ``MAX_CONCURRENT_POLLS`` polls
 in flight. The trigger only reads (statuses through the hook's async calls) and yields exactly
 one event: when every request has ended, or as soon as ``refill_after`` have (the worker stores
-them and submits the next wave while the rest keep running).
+them and submits the next wave while the rest keep running); the polls already sent and those due
+at that moment are answered first, so the event carries every end known by then.
 
 ``poll_endpoint="result"`` polls ``GET /v2/requests/{id}`` instead of the status endpoint: where
 that answers non-final states with their status (the emulator does), a finished job's output comes
@@ -47,6 +48,8 @@ MAX_CONCURRENT_POLLS = 64
 #: A finished job's output rides in the event only when it is this small (URLs): big inline data is
 #: fetched by the worker instead of being stored in the metadata database.
 INLINE_OUTPUT_LIMIT = 4096
+#: Once the event is due, how long the polls already sent may take to answer before it is yielded.
+DRAIN_SECONDS = 2.0
 #: Watches set up between two yields to the event loop, so a wave of thousands never stalls it.
 SETUP_SLICE = 500
 
@@ -197,13 +200,7 @@ class SegmindBatchTrigger(BaseTrigger):
         try:
             while len(ended) < self.refill_after:
                 now = time.time()
-                while heap and heap[0][0] <= now and len(running) < MAX_CONCURRENT_POLLS:
-                    _, request_id = heapq.heappop(heap)
-                    later = watches[request_id].wake(now)
-                    if later > 0:
-                        heapq.heappush(heap, (now + later, request_id))
-                        continue
-                    running[asyncio.ensure_future(self._poll(hook, request_id, mode))] = request_id
+                self._launch_due(hook, mode, watches, heap, running, now)
                 room = len(running) < MAX_CONCURRENT_POLLS
                 wait = max(0.0, heap[0][0] - now) if heap and room else None
                 if not running:
@@ -211,9 +208,16 @@ class SegmindBatchTrigger(BaseTrigger):
                     continue
                 done, _ = await asyncio.wait(running, timeout=wait, return_when=asyncio.FIRST_COMPLETED)
                 for task in done:
-                    request_id = running.pop(task)
                     polls += 1
-                    self._digest(task, watches, request_id, heap, ended)
+                    self._digest(task, watches, running.pop(task), heap, ended)
+            # The event is due; what else has ended by now rides in it too (the polls already sent, and
+            # those due now), so a wave whose jobs end faster than the worker resumes carries them all.
+            self._launch_due(hook, mode, watches, heap, running, time.time())
+            if running:
+                done, _ = await asyncio.wait(running, timeout=DRAIN_SECONDS)
+                for task in done:
+                    polls += 1
+                    self._digest(task, watches, running.pop(task), heap, ended)
         finally:
             for task in running:
                 task.cancel()
@@ -234,6 +238,24 @@ class SegmindBatchTrigger(BaseTrigger):
                 "state": self.state,
             }
         )
+
+    def _launch_due(
+        self,
+        hook: SegmindApiHook,
+        mode: list[str],
+        watches: dict[str, RequestWatch],
+        heap: list[tuple[float, str]],
+        running: dict[asyncio.Task[dict[str, Any]], str],
+        now: float,
+    ) -> None:
+        """Start the polls due by ``now``, at most ``MAX_CONCURRENT_POLLS`` in flight."""
+        while heap and heap[0][0] <= now and len(running) < MAX_CONCURRENT_POLLS:
+            _, request_id = heapq.heappop(heap)
+            later = watches[request_id].wake(now)
+            if later > 0:
+                heapq.heappush(heap, (now + later, request_id))
+                continue
+            running[asyncio.ensure_future(self._poll(hook, request_id, mode))] = request_id
 
     @staticmethod
     def _digest(

@@ -156,6 +156,22 @@ async def test_the_trigger_only_reads_and_yields_one_event(
     assert len(repr(deferred.trigger)) < 200
 
 
+async def test_a_wave_event_carries_every_end_its_polls_already_found(
+    emulator: SegmindEmulator, tmp_path: Path, make_context: Callable[..., dict[str, Any]]
+) -> None:
+    """The event is due at ``refill_after`` ends, but polls already sent answer first: a wave whose jobs
+    all ended before the trigger ran hands them all to the worker, not half (and half a wave again)."""
+    deferred = await Run(batch(tmp_path, payloads(12), max_in_flight=6), make_context()).deferred_once()
+    trigger = deferred.trigger
+    assert isinstance(trigger, SegmindBatchTrigger) and trigger.refill_after == 3
+    await asyncio.sleep(1.0)  # every job has ended (0.14 s at this time scale)
+    emulator.clear_calls()
+    emulator.add_fault("status", delay=0.5, count=3)  # three polls answer late, the others at once
+    (event,) = [e async for e in trigger.run()]
+    assert len(emulator.calls(endpoint="status")) == 6  # one poll each: none added, none thrown away
+    assert len(event.payload["ended"]) == 6 and event.payload["running"] == 0
+
+
 async def test_a_keyed_batch_without_deferral_stores_by_key(
     emulator: SegmindEmulator, tmp_path: Path, make_context: Callable[..., dict[str, Any]]
 ) -> None:
@@ -369,7 +385,8 @@ class Killed(BaseException):
 
 
 class DyingStore(dict):  # type: ignore[type-arg]
-    """A task_state_store whose worker is killed when it is about to remember the ``die_at``-th request."""
+    """A task_state_store whose worker is killed when it is about to remember its ``die_at``-th request
+    (a single operator's, or a batch's with the group of submits that holds it: ``batch.submits``)."""
 
     def __init__(self, shared: Any, die_at: int) -> None:
         super().__init__()
@@ -379,10 +396,11 @@ class DyingStore(dict):  # type: ignore[type-arg]
         return self.shared.get(key, default)
 
     def set(self, key: str, value: Any, *, retention: Any = None) -> None:
-        if "request_id" in value:
-            self.writes += 1
-            if self.writes == self.die_at:
-                raise Killed
+        group = value.values() if "request_id" not in value else [value]  # a batch's group of submits, or one
+        records = [r for r in group if isinstance(r, dict) and "request_id" in r]
+        self.writes += len(records)
+        if records and self.writes >= self.die_at:
+            raise Killed
         self.shared.set(key, value)
 
 
