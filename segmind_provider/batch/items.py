@@ -29,6 +29,7 @@ from segmind_provider.batch.ledger import (
     store_key,
 )
 from segmind_provider.batch.manifest import file_digest, item_path, output_intact, output_matches
+from segmind_provider.batch.submits import SubmitRecords
 from segmind_provider.catalog import expected_output_format, validate_payload
 from segmind_provider.destination import check_path_format, split_name
 from segmind_provider.durable import fingerprint
@@ -304,15 +305,20 @@ def _submit_one(hooks: Any, model: str, payload: dict[str, Any]) -> tuple[dict[s
 
 
 def _record_submit(
-    item: Item, future: Future[tuple[dict[str, Any], float]], store: Any, log: Any
+    item: Item, future: Future[tuple[dict[str, Any], float]], store: Any, records: SubmitRecords, log: Any
 ) -> SegmindError | None:
-    """Record one submit's outcome on its item and in the store; returns an error that stops the batch."""
+    """Record one submit's outcome on its item and in the store; returns an error that stops the batch.
+
+    An uncertain submit also gets a key of its own, which the user deletes to have it submitted anew
+    (``batch.recovery.UNCERTAIN``)."""
     try:
         answer, submitted_at = future.result()
     except SegmindSubmitUncertainError as exc:
         item.end(FAILED, error=f"{exc}; a retry looks it up in the request history before paying again")
         item.uncertain = True
-        _remember(store, item, {"uncertain": True, "at": time.time()}, log)
+        record = {"uncertain": True, "at": time.time()}
+        _remember(store, item, record, log)
+        records.add(item, record)
     except SegmindInsufficientCreditsError as exc:
         item.end(NOT_STARTED, error=str(exc))
     except SegmindValidationError as exc:
@@ -323,7 +329,7 @@ def _record_submit(
         item.end(FAILED, error=str(exc))
     else:
         item.request_id, item.submitted_at, item.status = str(answer["request_id"]), submitted_at, RUNNING
-        _remember(store, item, {"request_id": item.request_id, "submitted_at": submitted_at}, log)
+        records.add(item, {"request_id": item.request_id, "submitted_at": submitted_at})
     return None
 
 
@@ -362,10 +368,12 @@ def submit_all(
     hooks: Any,
     log: logging.Logger | Any,
     threads: int,
+    round_number: int,
 ) -> None:
-    """Submit ``items`` a few at a time (the key's budget paces them), each remembered as soon as it is
-    answered; a new submit starts only once an earlier one is remembered, so a worker killed mid-wave
-    leaves at most ``threads`` paid requests unrecorded (those whose answers were on their way)."""
+    """Submit ``items`` a few at a time (the key's budget paces them), each remembered with its group
+    (``batch.submits``) as soon as it is answered; a worker killed mid-wave leaves unrecorded only the
+    answers on their way and the group not yet written, which the request history finds."""
+    records = SubmitRecords(store, round_number)
     queue = iter(items)
     outstanding: dict[Future[tuple[dict[str, Any], float]], Item] = {}
     fatal: SegmindError | None = None
@@ -382,9 +390,10 @@ def submit_all(
             done, _ = wait(outstanding, return_when=FIRST_COMPLETED)
             for future in done:
                 item = outstanding.pop(future)
-                fatal = fatal or _record_submit(item, future, store, log)
+                fatal = fatal or _record_submit(item, future, store, records, log)
                 if fatal is None and item.status != NOT_STARTED:
                     launch()
+    records.flush()
     if any(item.status == NOT_STARTED for item in items):
         for rest in (i for i in items if i.status == PENDING):
             rest.end(NOT_STARTED, error="not submitted: the account is out of credits")

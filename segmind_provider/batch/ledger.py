@@ -2,16 +2,14 @@
 
 Three places, each for what survives there:
 
-- **between waves of one try** the whole ledger travels through the trigger, untouched (its kwargs
-  and its event, both kept in the metadata database while the task is deferred, on Airflow 3.2
-  too; not the deferral's ``next_kwargs``, which ``airflow dags test`` replaces with the event);
+- **between waves of one try** the try's journal (``batch.journal``): the plan once, then what
+  changed in each wave; a wave's trigger carries only the requests it watches;
 - **across tries** (a retry, a worker killed mid-batch) each submitted item's request id is written
-  to the task's ``task_state_store`` (Airflow 3.3+, kept across tries) right after its submit, one
-  small key per item: a retry re-attaches to every request already paid for. One key per item keeps
-  each write small (the store warns above 64 KB per value) and costs one write per submit, as the
-  single operator's does. A marker key counts the rounds of submits started: a first try finds none
-  and reads nothing back; a resume whose ledger is behind it (a try killed mid-round, then resumed
-  from its last event) re-attaches before it submits;
+  to the task's ``task_state_store`` (Airflow 3.3+, kept across tries) as soon as its answer comes,
+  in groups of submits (``batch.submits``): a retry re-attaches to every request already paid for.
+  A marker key counts the rounds of submits started: a first try finds none and reads nothing back;
+  a resume whose ledger is behind it (a try killed mid-round, then resumed from its last event)
+  re-attaches before it submits;
 - **across runs** the manifest in ``output_dir`` (``batch.manifest``), written after each wave's
   submits and after its results are stored, says what is stored and for which fingerprint (a later
   run reuses what did not change) and which requests are still running (a run killed mid-batch and

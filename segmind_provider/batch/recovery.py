@@ -1,8 +1,8 @@
 """A batch's recovery: what earlier runs and tries paid for is reused or re-attached, never paid again.
 
-Three sources, most precise first: the task's ``task_state_store`` (one record per submit, Airflow
-3.3+), the manifest's entries still RUNNING (written at each wave, any version, across runs), and the
-account's request history for the few submits a killed try sent but never recorded (its last round's
+Three sources, most precise first: the task's ``task_state_store`` (a record per submit, written in
+groups, Airflow 3.3+), the manifest's entries still RUNNING (written at each wave, any version,
+across runs), and the account's request history for the few submits a killed try sent but never recorded (its last round's
 requests whose answers were on their way, and submits whose answers were lost: ``account.history``).
 """
 
@@ -22,6 +22,7 @@ from segmind_provider.batch.ledger import (
     Ledger,
     store_key,
 )
+from segmind_provider.batch.submits import read_submits
 from segmind_provider.exceptions import SegmindNotFoundError
 from segmind_provider.hooks.errors import failure_reason, is_content_block
 from segmind_provider.status import RequestStatus, read_status
@@ -40,19 +41,23 @@ UNCERTAIN = (
 
 
 def _earlier_requests(ledger: Ledger, store: Any, manifest: Mapping[str, Any] | None) -> dict[str, Any]:
-    """Item key -> what an earlier try remembered of its request: the store's record (written at each
-    submit), else a manifest entry still RUNNING or completed but not stored (a full disk), written at
+    """Item key -> what an earlier try remembered of its request: the store's record (written with each
+    group of submits, ``batch.submits``), else a manifest entry still RUNNING or completed but not stored (a full disk), written at
     each wave and surviving a new run too: while Segmind holds its result, it is fetched, not paid again."""
     records: dict[str, Any] = {}
     if manifest is not None:
         for key, entry in manifest["items"].items():
             if isinstance(entry, dict) and entry.get("request_id") and _still_held(entry):
                 records[str(key)] = entry
-    if store is not None and store.get(STORE_MARKER):
-        for item in ledger.with_status(PENDING):
-            record = store.get(store_key(item.key))
-            if isinstance(record, dict):
-                records[item.key] = record
+    marker = store.get(STORE_MARKER) if store is not None else None
+    if isinstance(marker, dict):
+        pending = {item.key for item in ledger.with_status(PENDING)}
+        for key, record in read_submits(store, int(marker.get("rounds") or 0)).items():
+            if key not in pending:
+                continue
+            if record.get("uncertain") and not isinstance(store.get(store_key(key)), dict):
+                continue  # its own key deleted: the user asked for it to be looked up and submitted anew
+            records[key] = record
     return records
 
 

@@ -414,7 +414,14 @@ class SegmindBatchOperator(BaseOperator):
         if chosen:
             batch_items.begin_round(store, ledger)
             batch_items.submit_all(
-                chosen, payloads, self.model, store, self._thread_hooks, self.log, WORKER_THREADS
+                chosen,
+                payloads,
+                self.model,
+                store,
+                self._thread_hooks,
+                self.log,
+                WORKER_THREADS,
+                ledger.rounds,
             )
         return len(chosen)
 

@@ -28,9 +28,11 @@ class CountingStore(dict):  # type: ignore[type-arg]
     """A ``task_state_store`` (as tests/conftest.py's) that counts the bytes written to it."""
 
     written = 0
+    writes = 0
 
     def set(self, key: str, value: Any, *, retention: Any = None) -> None:
         self.written += len(key) + len(json.dumps(value))
+        self.writes += 1
         self[key] = value
 
     def delete(self, key: str) -> None:
@@ -86,6 +88,24 @@ async def test_the_bytes_a_batch_writes_per_item_do_not_grow_with_its_size(
     small = await _bytes_per_item(16, tmp_path, make_context)
     large = await _bytes_per_item(64, tmp_path, make_context)
     assert large <= 1.25 * small, (small, large)  # the 2 KB budget at max_in_flight=100: bench/batch_scale.py
+
+
+async def test_a_round_of_submits_is_remembered_in_a_few_store_writes(
+    emulator: SegmindEmulator, tmp_path: Path, make_context: Callable[..., dict[str, Any]]
+) -> None:
+    """Each store write is an execution-API round trip: 60 submits are remembered in groups
+    (``batch.submits``), not in 60 writes (one per submit before), and a retry reads them all back."""
+    store = CountingStore()
+    op = batch(tmp_path, payloads(60), max_in_flight=60)
+    run = Run(op, make_context(store, run_id="nightly"))
+    await run.deferred_once()
+    groups = [value for key, value in store.items() if key.startswith("segmind_batch_submits/")]
+    assert sum(len(group) for group in groups) == 60 and store.writes < 60 / 5, store.writes
+    emulator.clear_calls()
+    retry = await Run(
+        batch(tmp_path, payloads(60), max_in_flight=60), make_context(store, run_id="nightly")
+    ).all()
+    assert retry["completed"] == 60 and submits(emulator) == 0
 
 
 async def test_a_wave_resumed_on_another_machine_reads_its_journal_from_the_store(
