@@ -1,9 +1,11 @@
 """A deadline on a whole sync HTTP call, not on each read.
 
 requests' read timeout bounds each socket read: a server that sends a byte a second never trips
-it, and a call can last for hours. :class:`CallDeadline` arms a timer for the whole call; when it
-fires, it shuts the call's socket down, the blocked read returns, and the call fails with a
-:class:`~segmind_provider.exceptions.SegmindTransportError` that says so. The sockets are found
+it, and a call can last for hours. :class:`CallDeadline` arms a deadline for the whole call; when it
+passes, the call's socket is shut down, the blocked read returns, and the call fails with a
+:class:`~segmind_provider.exceptions.SegmindTransportError` that says so. One watchdog thread per
+process keeps every armed deadline (a ``threading.Timer`` per call started a thread per HTTP call:
+four per image in a batch). The sockets are found
 through :class:`DeadlineAdapter`'s connections, which register with the deadline of their thread.
 (The async path gets the same bound from aiohttp's ``ClientTimeout(total=...)``.)
 """
@@ -11,6 +13,9 @@ through :class:`DeadlineAdapter`'s connections, which register with the deadline
 from __future__ import annotations
 
 import contextlib
+import heapq
+import itertools
+import os
 import socket
 import threading
 import time
@@ -25,6 +30,9 @@ from segmind_provider.exceptions import SegmindTransportError
 __all__ = ["CallDeadline", "DeadlineAdapter", "deadline_error"]
 
 _current = threading.local()
+_generations = itertools.count(1)
+#: The watchdog's heap is cleared of ended calls' entries when it grows past this (then twice the rest).
+_COMPACT_AT = 256
 
 
 def deadline_error(what: str, seconds: float) -> SegmindTransportError:
@@ -33,6 +41,53 @@ def deadline_error(what: str, seconds: float) -> SegmindTransportError:
         f"{what} did not finish within its deadline of {seconds:.1f} s (the server kept sending too "
         f"slowly; the read timeout bounds each read, the deadline the whole call)"
     )
+
+
+class _Watchdog:
+    """The process's one thread that expires armed deadlines, earliest first; started on first use."""
+
+    def __init__(self) -> None:
+        self._cond = threading.Condition()
+        self._heap: list[tuple[float, int, CallDeadline, int]] = []
+        self._order = itertools.count()
+        self._thread: threading.Thread | None = None
+        self._compact_at = _COMPACT_AT
+
+    def arm(self, deadline: CallDeadline, due: float, generation: int) -> None:
+        with self._cond:
+            heapq.heappush(self._heap, (due, next(self._order), deadline, generation))
+            if len(self._heap) > self._compact_at:  # ended calls' entries wait for their time: drop them
+                self._heap = [entry for entry in self._heap if entry[2].armed(entry[3])]
+                heapq.heapify(self._heap)
+                self._compact_at = max(_COMPACT_AT, 2 * len(self._heap))
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._run, name="segmind-call-deadlines", daemon=True)
+                self._thread.start()
+            elif self._heap[0][2] is deadline:
+                self._cond.notify()
+
+    def _run(self) -> None:
+        while True:
+            with self._cond:
+                while True:
+                    while self._heap and not self._heap[0][2].armed(self._heap[0][3]):
+                        heapq.heappop(self._heap)
+                    now = time.monotonic()
+                    if self._heap and self._heap[0][0] <= now:
+                        _, _, deadline, generation = heapq.heappop(self._heap)
+                        break
+                    self._cond.wait(self._heap[0][0] - now if self._heap else None)
+            deadline._expire(generation)
+
+    def _forget_thread(self) -> None:
+        """In a forked child the thread is gone (the heap's entries are the parent's calls)."""
+        self._cond = threading.Condition()
+        self._heap, self._thread, self._compact_at = [], None, _COMPACT_AT
+
+
+_watchdog = _Watchdog()
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_watchdog._forget_thread)
 
 
 class CallDeadline:
@@ -44,7 +99,7 @@ class CallDeadline:
         self._started = time.monotonic()
         self._sockets: list[socket.socket] = []
         self._lock = threading.Lock()
-        self._timer: threading.Timer | None = None
+        self._generation = 0  # the armed deadline's; 0: none armed
 
     def __enter__(self) -> CallDeadline:
         self._previous = getattr(_current, "deadline", None)
@@ -55,8 +110,7 @@ class CallDeadline:
     def __exit__(self, *exc: object) -> None:
         _current.deadline = self._previous
         with self._lock:
-            if self._timer is not None:
-                self._timer.cancel()
+            self._generation = 0
             self._sockets.clear()
 
     def shorten(self, left: float) -> None:
@@ -76,16 +130,20 @@ class CallDeadline:
             else:
                 self._sockets.append(sock)
 
+    def armed(self, generation: int) -> bool:
+        """Whether ``generation`` is still this call's deadline (not moved, not ended)."""
+        return generation != 0 and generation == self._generation
+
     def _arm(self, delay: float) -> None:
         with self._lock:
-            if self._timer is not None:
-                self._timer.cancel()
-            self._timer = threading.Timer(max(0.0, delay), self._expire)
-            self._timer.daemon = True
-            self._timer.start()
+            self._generation = next(_generations)
+            generation = self._generation
+        _watchdog.arm(self, time.monotonic() + max(0.0, delay), generation)
 
-    def _expire(self) -> None:
+    def _expire(self, generation: int) -> None:
         with self._lock:
+            if generation != self._generation:
+                return  # moved or ended meanwhile
             self.expired = True
             for sock in self._sockets:
                 _shutdown(sock)

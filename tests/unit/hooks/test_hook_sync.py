@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import json
 import pickle
+import threading
 import time
 from collections.abc import Callable
 
@@ -46,6 +47,27 @@ def test_get_status_sends_key_and_caches_connection(httpserver: HTTPServer, conn
     assert hook.get_status("req-1")["status"] == "PROCESSING"
     assert hook.get_settings() is settings
     assert len(httpserver.log) == 2
+
+
+def test_calls_start_no_thread_each_for_their_deadlines(
+    httpserver: HTTPServer, conn_id: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Each call's whole-call deadline is kept by one watchdog thread per process: a thread per call
+    (``threading.Timer``, before) was four thread starts per image of a batch."""
+    httpserver.expect_request(STATUS).respond_with_json({"request_id": "req-1", "status": "PROCESSING"})
+    hook = SegmindHook(conn_id)
+    hook.get_status("req-1")  # the watchdog may start here, once
+    started: list[str] = []
+    start = threading.Thread.start
+
+    def counted(thread: threading.Thread) -> None:
+        started.append(thread.name)
+        start(thread)
+
+    monkeypatch.setattr(threading.Thread, "start", counted)
+    for _ in range(20):
+        assert hook.get_status("req-1")["status"] == "PROCESSING"
+    assert started == []
 
 
 def test_failed_status_is_returned_not_raised(httpserver: HTTPServer, conn_id: str) -> None:
