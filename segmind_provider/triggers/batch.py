@@ -7,8 +7,8 @@ trigger (``triggers.watch.RequestWatch``: the poll schedule, error tolerance, de
 entry in one heap instead of a coroutine of its own, with at most ``MAX_CONCURRENT_POLLS`` polls
 in flight. The trigger only reads (statuses through the hook's async calls) and yields exactly
 one event: when every request has ended, or as soon as ``refill_after`` have (the worker stores
-them and submits the next wave while the rest keep running); the polls already sent and those due
-at that moment are answered first, so the event carries every end known by then.
+them and submits the next wave while the rest keep running); the polls already sent at that moment
+are answered first, so the event carries every end they find.
 
 ``poll_endpoint="result"`` polls ``GET /v2/requests/{id}`` instead of the status endpoint: where
 that answers non-final states with their status (the emulator does), a finished job's output comes
@@ -210,9 +210,8 @@ class SegmindBatchTrigger(BaseTrigger):
                 for task in done:
                     polls += 1
                     self._digest(task, watches, running.pop(task), heap, ended)
-            # The event is due; what else has ended by now rides in it too (the polls already sent, and
-            # those due now), so a wave whose jobs end faster than the worker resumes carries them all.
-            self._launch_due(hook, mode, watches, heap, running, time.time())
+            # The event is due; the polls already sent answer first (none is added: a poll found still
+            # running is a request spent), so a wave whose jobs all ended before it ran carries them all.
             if running:
                 done, _ = await asyncio.wait(running, timeout=DRAIN_SECONDS)
                 for task in done:
