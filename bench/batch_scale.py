@@ -13,6 +13,9 @@ item in the metadata database (the SQLite file's growth) and in the manifest, th
 process's CPU per item (task and trigger; the emulator's is its own) and peak RSS, and the submits the
 emulator saw (duplicates would show as more than N). Results go to ``bench/results/batch_scale.json``.
 
+``--payloads-file`` passes the payloads as a JSON Lines file (the way docs/operator.md advises for
+tens of thousands) instead of a list in the DAG file.
+
 Usage: ``python bench/batch_scale.py --n 1000 10000 --baseline 3f30835`` (see docs/benchmarks.md).
 """
 
@@ -48,7 +51,7 @@ with DAG("bench_batch_scale", schedule=None, start_date=pendulum.datetime(2026, 
     SegmindBatchOperator(
         task_id="batch",
         model="flux-1.1-pro",
-        payloads=[
+        payloads=os.environ.get("BENCH_PAYLOADS_FILE") or [
             {"prompt": f"a studio photo of product {i}, soft light", "seed": i, "aspect_ratio": "custom",
              "width": 256, "height": 256, "output_format": "png"}
             for i in range(N)
@@ -75,9 +78,23 @@ def _baseline_tree(ref: str, where: Path) -> Path:
     return tree
 
 
-def run_one(n: int, in_flight: int, scale: float, code: Path | None, work: Path) -> dict[str, Any]:
-    """One `airflow dags test` of the batch DAG; ``code``: a checkout whose package is used instead."""
-    home = work / f"home-{n}-{'baseline' if code else 'this'}"
+def _payloads_file(n: int, where: Path) -> Path:
+    """The DAG's N payloads as a JSON Lines file, one per line (``--payloads-file``)."""
+    path = where / "payloads.jsonl"
+    with path.open("w", encoding="utf-8") as handle:
+        for i in range(n):
+            payload = {"prompt": f"a studio photo of product {i}, soft light", "seed": i}
+            payload.update({"aspect_ratio": "custom", "width": 256, "height": 256, "output_format": "png"})
+            handle.write(json.dumps(payload) + "\n")
+    return path
+
+
+def run_one(
+    n: int, in_flight: int, scale: float, code: Path | None, work: Path, payloads_file: bool = False
+) -> dict[str, Any]:
+    """One `airflow dags test` of the batch DAG; ``code``: a checkout whose package is used instead;
+    ``payloads_file``: the payloads as a JSON Lines file instead of a list in the DAG."""
+    home = work / f"home-{n}-{'baseline' if code else 'this'}{'-file' if payloads_file else ''}"
     dags = home / "dags"
     dags.mkdir(parents=True)
     (dags / "bench_batch_scale.py").write_text(DAG)
@@ -97,6 +114,8 @@ def run_one(n: int, in_flight: int, scale: float, code: Path | None, work: Path)
             "BENCH_EXPECTED": str(MODEL_SECONDS * scale),
         }
     )
+    if payloads_file:
+        env["BENCH_PAYLOADS_FILE"] = str(_payloads_file(n, home))
     if code is not None:
         env["PYTHONPATH"] = str(code)
     try:
@@ -125,6 +144,7 @@ def run_one(n: int, in_flight: int, scale: float, code: Path | None, work: Path)
     return {
         "code": "baseline" if code else "this",
         "n": n,
+        "payloads": "file" if payloads_file else "list",
         "ok": proc.returncode == 0,
         "completed": manifest.get("completed"),
         "wall_s": round(wall, 1),
@@ -149,6 +169,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--max-in-flight", type=int, default=100)
     parser.add_argument("--time-scale", type=float, default=0.05)
     parser.add_argument("--baseline", help="a git ref whose package runs the same batch, side by side")
+    parser.add_argument(
+        "--payloads-file",
+        action="store_true",
+        help="pass the payloads as a JSON Lines file, not a list in the DAG",
+    )
     add_run_args(parser, "batch_scale")
     args = parser.parse_args(argv)
     rows: list[dict[str, Any]] = []
@@ -158,7 +183,7 @@ def main(argv: list[str] | None = None) -> int:
         try:
             for n in args.n:
                 for code in [None, baseline] if baseline else [None]:
-                    row = run_one(n, args.max_in_flight, args.time_scale, code, work)
+                    row = run_one(n, args.max_in_flight, args.time_scale, code, work, args.payloads_file)
                     rows.append(row)
                     print(json.dumps({k: v for k, v in row.items() if k != "tail"}), flush=True)
                     if row["tail"]:
@@ -171,6 +196,7 @@ def main(argv: list[str] | None = None) -> int:
     headers = [
         "code",
         "n",
+        "payloads",
         "ok",
         "wall_s",
         "ideal_s",

@@ -133,14 +133,15 @@ def test_batch_throughput_smoke(tmp_path: Path) -> None:
 
 
 def test_batch_scale_smoke(tmp_path: Path) -> None:
-    """One batch through `airflow dags test`: every item paid once, and the bytes it leaves in the
-    metadata database and the manifest per item within issue 22's 2 KB even with many waves (the
-    ledger carried through each wave's trigger left 2.9 KB per item at 300 items in 5 waves)."""
+    """One batch through `airflow dags test`, its payloads a JSON Lines file: every item paid once, and
+    the bytes it leaves in the metadata database and the manifest per item within issue 22's 2 KB even
+    with many waves (the ledger carried through each wave's trigger left 2.9 KB per item at 300 items
+    in 5 waves)."""
     n, in_flight = 150, 20
-    args = ["--n", str(n), "--max-in-flight", str(in_flight), "--time-scale", "0.05"]
+    args = ["--n", str(n), "--max-in-flight", str(in_flight), "--time-scale", "0.05", "--payloads-file"]
     data = _run_bench("batch_scale.py", args, tmp_path, "batch", plot=False)
     (row,) = data["rows"]
-    assert row["ok"] and row["completed"] == n and row["submits"] == n, row
+    assert row["payloads"] == "file" and row["ok"] and row["completed"] == n and row["submits"] == n, row
     assert row["waves"] >= n / in_flight, row
     assert row["db_bytes_per_item"] <= 2048 and row["manifest_bytes_per_item"] <= 2048, row
 
