@@ -146,6 +146,33 @@ async def evaluate(tools: DevTools, expression: str, timeout: float = 30.0) -> A
     return evaluated["result"].get("value")
 
 
+async def answer_status(tools: DevTools) -> int | None:
+    """After a click that answers a human-in-the-loop step (``Network.enable`` first): wait until the
+    page has sent the answer and the server replied, and return the reply's status (None: it failed).
+
+    Closed at once, a loaded machine's browser could drop the request in flight, and the step never
+    resumed.
+    """
+    sent = await tools.wait_until(
+        lambda e: (
+            e["method"] == "Network.requestWillBeSent"
+            and e["params"]["request"]["method"] != "GET"
+            and "hitl" in e["params"]["request"]["url"].lower()
+        ),
+        timeout=60,
+    )
+    request_id = sent["params"]["requestId"]
+    reply = await tools.wait_until(
+        lambda e: (
+            e["method"] in ("Network.responseReceived", "Network.loadingFailed")
+            and e["params"]["requestId"] == request_id
+        ),
+        timeout=120,
+    )
+    status = reply["params"].get("response", {}).get("status")
+    return int(status) if status is not None else None
+
+
 async def screenshot(tools: DevTools, path: Path) -> None:
     """A full-page PNG of what the browser shows."""
     metrics = await tools.call("Page.getLayoutMetrics")

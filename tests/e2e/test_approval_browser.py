@@ -19,7 +19,7 @@ from urllib.parse import quote
 import aiohttp
 import pytest
 from airflow_deployment import BLOCKED_PRODUCT, DAG_ID, REVIEW_TASK, Deployment, NightlyRun, catalog
-from browser import DevTools, chromium, evaluate, open_page, screenshot
+from browser import DevTools, answer_status, chromium, evaluate, open_page, screenshot
 from PIL import Image
 
 REPO = Path(__file__).resolve().parents[2]
@@ -75,25 +75,7 @@ async def review_in_browser(port: int, url: str, expected: int, shot: Path) -> d
             page = json.loads(await evaluate(tools, CANDIDATES_JS % {"expected": expected}, timeout=60))
             await screenshot(tools, shot)
             page["click"] = await evaluate(tools, CLICK_JS % "Approve")
-            # The browser stays open until the page has sent the answer and the server replied to it
-            # (closed at once, a loaded machine's browser could drop the request in flight).
-            sent = await tools.wait_until(
-                lambda e: (
-                    e["method"] == "Network.requestWillBeSent"
-                    and e["params"]["request"]["method"] != "GET"
-                    and "hitl" in e["params"]["request"]["url"].lower()
-                ),
-                timeout=60,
-            )
-            request_id = sent["params"]["requestId"]
-            reply = await tools.wait_until(
-                lambda e: (
-                    e["method"] in ("Network.responseReceived", "Network.loadingFailed")
-                    and e["params"]["requestId"] == request_id
-                ),
-                timeout=120,
-            )
-            page["answer_status"] = reply["params"].get("response", {}).get("status")
+            page["answer_status"] = await answer_status(tools)  # the browser stays open until then
             return dict(page)
         finally:
             await ws.close()

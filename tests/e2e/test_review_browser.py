@@ -21,7 +21,7 @@ from urllib.parse import quote
 import aiohttp
 import pytest
 from airflow_deployment import Deployment
-from browser import DevTools, chromium, evaluate, open_page, screenshot
+from browser import DevTools, answer_status, chromium, evaluate, open_page, screenshot
 from processes import wait_until
 
 REPO = Path(__file__).resolve().parents[2]
@@ -93,6 +93,7 @@ async def reject_in_browser(port: int, url: str, shot: Path) -> dict[str, Any]:
         try:
             tools = DevTools(ws)
             await tools.call("Page.enable")
+            await tools.call("Network.enable")
             await tools.call(
                 "Emulation.setDeviceMetricsOverride",
                 width=1280,
@@ -110,6 +111,7 @@ async def reject_in_browser(port: int, url: str, shot: Path) -> dict[str, Any]:
             await type_into(tools, "#element_reason", REASON)
             await screenshot(tools, shot)
             page["click"] = await evaluate(tools, CLICK_JS % "Reject selected")
+            page["answer_status"] = await answer_status(tools)  # the browser stays open until then
             return dict(page)
         finally:
             await ws.close()
@@ -179,7 +181,7 @@ def test_the_reviewer_rejects_one_poster_and_publish_receives_the_other_two(
     assert all(p["naturalWidth"] > 100 for p in page["previews"]), page["previews"]
     assert {"Approve all", "Reject selected"} <= set(page["buttons"]), page["buttons"]
     assert REJECTED in page["chosen"], page["chosen"]
-    assert page["click"] == "clicked"
+    assert page["click"] == "clicked" and page["answer_status"] == 200
 
     # The answer reaches Airflow; publish receives the two others, and the rejected one with its reason.
     deadline = time.monotonic() + 120
