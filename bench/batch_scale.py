@@ -14,7 +14,9 @@ process's CPU per item (task and trigger; the emulator's is its own) and peak RS
 emulator saw (duplicates would show as more than N). Results go to ``bench/results/batch_scale.json``.
 
 ``--payloads-file`` passes the payloads as a JSON Lines file (the way docs/operator.md advises for
-tens of thousands) instead of a list in the DAG file.
+tens of thousands) instead of a list in the DAG file; ``--worker-wait`` runs this checkout once per
+value of the operator's ``worker_wait`` (0: every wave defers), and each row counts the task's
+deferrals (from Airflow's audit log).
 
 Usage: ``python bench/batch_scale.py --n 1000 10000 --baseline 3f30835`` (see docs/benchmarks.md).
 """
@@ -25,6 +27,7 @@ import argparse
 import json
 import os
 import resource
+import sqlite3
 import subprocess
 import sys
 import tempfile
@@ -59,6 +62,7 @@ with DAG("bench_batch_scale", schedule=None, start_date=pendulum.datetime(2026, 
         output_dir=os.environ["BENCH_OUT"],
         max_in_flight=int(os.environ["BENCH_IN_FLIGHT"]),
         deferrable=True,
+        **({"worker_wait": float(os.environ["BENCH_WORKER_WAIT"])} if os.environ.get("BENCH_WORKER_WAIT") else {}),
         expected_duration=float(os.environ["BENCH_EXPECTED"]),
         poll_interval=2.0,
         retries=0,
@@ -70,6 +74,12 @@ with DAG("bench_batch_scale", schedule=None, start_date=pendulum.datetime(2026, 
 def _children_cpu() -> float:
     usage = resource.getrusage(resource.RUSAGE_CHILDREN)
     return usage.ru_utime + usage.ru_stime
+
+
+def _deferrals(db: Path) -> int:
+    """The task's deferrals: Airflow's audit log records each one (event ``deferred``)."""
+    with sqlite3.connect(db) as conn:
+        return int(conn.execute("SELECT count(*) FROM log WHERE event = 'deferred'").fetchone()[0])
 
 
 def _baseline_tree(ref: str, where: Path) -> Path:
@@ -90,11 +100,20 @@ def _payloads_file(n: int, where: Path) -> Path:
 
 
 def run_one(
-    n: int, in_flight: int, scale: float, code: Path | None, work: Path, payloads_file: bool = False
+    n: int,
+    in_flight: int,
+    scale: float,
+    code: Path | None,
+    work: Path,
+    payloads_file: bool = False,
+    worker_wait: float | None = None,
 ) -> dict[str, Any]:
     """One `airflow dags test` of the batch DAG; ``code``: a checkout whose package is used instead;
-    ``payloads_file``: the payloads as a JSON Lines file instead of a list in the DAG."""
-    home = work / f"home-{n}-{'baseline' if code else 'this'}{'-file' if payloads_file else ''}"
+    ``payloads_file``: the payloads as a JSON Lines file instead of a list in the DAG; ``worker_wait``:
+    the operator's (None: its default)."""
+    home = work / (
+        f"home-{n}-{'baseline' if code else 'this'}{'-file' if payloads_file else ''}-wait{worker_wait}"
+    )
     dags = home / "dags"
     dags.mkdir(parents=True)
     (dags / "bench_batch_scale.py").write_text(DAG)
@@ -116,6 +135,8 @@ def run_one(
     )
     if payloads_file:
         env["BENCH_PAYLOADS_FILE"] = str(_payloads_file(n, home))
+    if worker_wait is not None:
+        env["BENCH_WORKER_WAIT"] = str(worker_wait)
     if code is not None:
         env["PYTHONPATH"] = str(code)
     try:
@@ -145,6 +166,8 @@ def run_one(
         "code": "baseline" if code else "this",
         "n": n,
         "payloads": "file" if payloads_file else "list",
+        "worker_wait": worker_wait,
+        "deferrals": _deferrals(db),
         "ok": proc.returncode == 0,
         "completed": manifest.get("completed"),
         "wall_s": round(wall, 1),
@@ -174,6 +197,13 @@ def main(argv: list[str] | None = None) -> int:
         action="store_true",
         help="pass the payloads as a JSON Lines file, not a list in the DAG",
     )
+    parser.add_argument(
+        "--worker-wait",
+        type=float,
+        nargs="+",
+        default=[None],
+        help="the operator's worker_wait, one run each (0: every wave defers); default: the operator's",
+    )
     add_run_args(parser, "batch_scale")
     args = parser.parse_args(argv)
     rows: list[dict[str, Any]] = []
@@ -182,8 +212,12 @@ def main(argv: list[str] | None = None) -> int:
         baseline = _baseline_tree(args.baseline, work) if args.baseline else None
         try:
             for n in args.n:
-                for code in [None, baseline] if baseline else [None]:
-                    row = run_one(n, args.max_in_flight, args.time_scale, code, work, args.payloads_file)
+                for code, wait in [(None, w) for w in args.worker_wait] + (
+                    [(baseline, None)] if baseline else []
+                ):
+                    row = run_one(
+                        n, args.max_in_flight, args.time_scale, code, work, args.payloads_file, wait
+                    )
                     rows.append(row)
                     print(json.dumps({k: v for k, v in row.items() if k != "tail"}), flush=True)
                     if row["tail"]:
@@ -197,11 +231,13 @@ def main(argv: list[str] | None = None) -> int:
         "code",
         "n",
         "payloads",
+        "worker_wait",
         "ok",
         "wall_s",
         "ideal_s",
         "wall_over_ideal",
         "waves",
+        "deferrals",
         "db_bytes_per_item",
         "manifest_bytes_per_item",
         "cpu_ms_per_item",

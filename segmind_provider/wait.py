@@ -44,6 +44,7 @@ __all__ = [
     "request_trigger",
     "result_value",
     "run_in_worker",
+    "run_in_worker_within",
     "store_outputs",
     "submit_or_attach",
     "task_deadline",
@@ -59,18 +60,36 @@ def run_in_worker(trigger: BaseTrigger) -> dict[str, Any]:
     Called from a thread that already runs an event loop (an ``async def`` task), the wait runs on
     a loop of its own in a helper thread: the caller still blocks, as a worker wait does.
     """
+    event = _first_event(trigger, None)
+    if event is None:  # pragma: no cover - only a bounded wait gives up
+        raise SegmindError(f"{type(trigger).__name__} gave no event")
+    return event
 
+
+def run_in_worker_within(trigger: BaseTrigger, seconds: float) -> dict[str, Any] | None:
+    """:func:`run_in_worker`, giving up after ``seconds``: None if the event has not come by then
+    (the trigger is cancelled as the triggerer cancels one; it only reads, so nothing is lost)."""
+    return _first_event(trigger, seconds)
+
+
+def _first_event(trigger: BaseTrigger, within: float | None) -> dict[str, Any] | None:
     async def first() -> dict[str, Any]:
         async for event in trigger.run():
             return dict(event.payload)
         raise SegmindError(f"{type(trigger).__name__} ended without an event")
 
+    async def bounded() -> dict[str, Any] | None:
+        try:
+            return await asyncio.wait_for(first(), within)
+        except asyncio.TimeoutError:  # the builtin TimeoutError from 3.11 on
+            return None
+
     try:
         asyncio.get_running_loop()
     except RuntimeError:
-        return asyncio.run(first())
+        return asyncio.run(bounded())
     with ThreadPoolExecutor(1, thread_name_prefix="segmind-wait") as pool:
-        return pool.submit(asyncio.run, first()).result()
+        return pool.submit(asyncio.run, bounded()).result()
 
 
 def request_trigger(

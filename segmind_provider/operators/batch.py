@@ -45,7 +45,7 @@ from segmind_provider.task_defaults import DEFAULT_RETRIES, DEFAULT_RETRY_DELAY
 from segmind_provider.triggers.batch import POLL_ENDPOINTS, SegmindBatchTrigger
 from segmind_provider.triggers.polling import DEFAULT_POLL_INTERVAL
 from segmind_provider.triggers.workload import workload
-from segmind_provider.wait import run_in_worker, task_deadline
+from segmind_provider.wait import run_in_worker, run_in_worker_within, task_deadline
 
 try:
     from airflow.providers.common.compat.sdk import conf
@@ -56,9 +56,12 @@ if TYPE_CHECKING:
     from airflow.sdk import Context
 
 
-__all__ = ["DEFAULT_MAX_IN_FLIGHT", "SegmindBatchOperator"]
+__all__ = ["DEFAULT_MAX_IN_FLIGHT", "DEFAULT_WORKER_WAIT", "SegmindBatchOperator"]
 
 DEFAULT_MAX_IN_FLIGHT = 100
+#: A wave due sooner than this is waited for in the worker: deferring (the trigger's pickup, its
+#: event, scheduling the resume, a task process) costs seconds of its own (docs/operator.md).
+DEFAULT_WORKER_WAIT = 5.0
 #: Beyond the last request's deadline, so the trigger's own timeouts (which name the requests) come first.
 WAVE_GRACE_SECONDS = 60.0
 #: Threads submitting, and fetching and storing results, in the worker (the key's budget paces them).
@@ -141,6 +144,9 @@ class SegmindBatchOperator(BaseOperator):
     :param segmind_conn_id: the Segmind connection (templated).
     :param max_in_flight: requests submitted and not yet ended, at most.
     :param deferrable: wait in the triggerer between waves instead of holding a worker slot.
+    :param worker_wait: with ``deferrable``, a wave the poll schedule expects to end within this many
+        seconds is waited for in the worker (at most that long, then it defers after all): a deferral's
+        own round trip costs more than such a wait. 0: every wave defers.
     :param timeout: seconds from each request's submit to its deadline; None: the model's default
         (2.5 times its typical time, at least 600 s).
     :param poll_interval: the longest gap between two polls of one request.
@@ -175,6 +181,7 @@ class SegmindBatchOperator(BaseOperator):
         segmind_conn_id: str = "segmind_default",
         max_in_flight: int = DEFAULT_MAX_IN_FLIGHT,
         deferrable: bool = conf.getboolean("operators", "default_deferrable", fallback=False),
+        worker_wait: float = DEFAULT_WORKER_WAIT,
         timeout: float | timedelta | None = None,
         poll_interval: float = DEFAULT_POLL_INTERVAL,
         reuse: bool = True,
@@ -193,8 +200,10 @@ class SegmindBatchOperator(BaseOperator):
         # takes a class's defaults from its __init__ signature (segmind_provider.task_defaults says why).
         super().__init__(retries=retries, retry_delay=retry_delay, **kwargs)
         seconds = timeout_seconds(timeout, model)
-        if seconds <= 0 or poll_interval <= 0 or int(max_in_flight) < 1:
-            raise ValueError("timeout and poll_interval must be positive and max_in_flight at least 1")
+        if seconds <= 0 or poll_interval <= 0 or int(max_in_flight) < 1 or worker_wait < 0:
+            raise ValueError(
+                "timeout and poll_interval must be positive, max_in_flight at least 1 and worker_wait not negative"
+            )
         if poll_endpoint not in POLL_ENDPOINTS:
             raise ValueError(f"poll_endpoint must be one of {POLL_ENDPOINTS}, got {poll_endpoint!r}")
         if credit_floor is not None and credit_floor < 0:
@@ -206,6 +215,7 @@ class SegmindBatchOperator(BaseOperator):
         self.segmind_conn_id = segmind_conn_id
         self.max_in_flight = int(max_in_flight)
         self.deferrable = deferrable
+        self.worker_wait = float(worker_wait)
         self.timeout = seconds
         self.poll_interval = float(poll_interval)
         self.reuse = reuse
@@ -354,7 +364,8 @@ class SegmindBatchOperator(BaseOperator):
             self._write_delta(ledger.changed(), ledger)
             journal.record(ledger)
             trigger = self._trigger(ledger, running, payloads, journal)
-            if self.deferrable:
+            event = self._short_wave(trigger) if self.deferrable else run_in_worker(trigger)
+            if event is None:
                 deadline = max(item.submitted_at or 0.0 for item in running) + self.timeout
                 grace = max(WAVE_GRACE_SECONDS, 2 * self.poll_interval)
                 self.defer(
@@ -362,7 +373,17 @@ class SegmindBatchOperator(BaseOperator):
                     method_name="execute_wave",
                     timeout=timedelta(seconds=max(deadline - time.time(), 0.0) + grace),
                 )
-            completed = batch_items.record_wave(ledger, run_in_worker(trigger), self.log)
+            completed = batch_items.record_wave(ledger, event, self.log)
+
+    def _short_wave(self, trigger: SegmindBatchTrigger) -> dict[str, Any] | None:
+        """The wave's event, waited for here if it is due within ``worker_wait`` and comes by then; else None."""
+        due = trigger.expected_event_at() if self.worker_wait > 0 else None
+        if due is None or due - time.time() > self.worker_wait:
+            return None
+        event = run_in_worker_within(trigger, self.worker_wait)
+        if event is None:
+            self.log.info("The wave was not over within %.1f s; deferring", self.worker_wait)
+        return event
 
     def _trigger(
         self,

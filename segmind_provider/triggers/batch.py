@@ -33,7 +33,7 @@ from segmind_provider.exceptions import SegmindBadRequestError, SegmindNotFoundE
 from segmind_provider.hooks.api import SegmindApiHook
 from segmind_provider.runtime import process_state
 from segmind_provider.status import RequestStatus, read_status
-from segmind_provider.triggers.polling import DEFAULT_POLL_INTERVAL
+from segmind_provider.triggers.polling import DEFAULT_POLL_INTERVAL, estimate_duration
 from segmind_provider.triggers.watch import DEFAULT_MAX_CONSECUTIVE_ERRORS, RequestWatch, watch_request
 
 __all__ = ["POLL_ENDPOINTS", "WAVE_EVENT", "SegmindBatchTrigger"]
@@ -140,6 +140,24 @@ class SegmindBatchTrigger(BaseTrigger):
                 "state": self.state,
             },
         )
+
+    def expected_event_at(self) -> float | None:
+        """When the event is likely due (epoch seconds): the ``refill_after``-th likely end, by the
+        estimates the watches start from; None where some request has none (a model without a figure)."""
+        observer = process_state().durations
+        ends: list[float] = []
+        for submitted_at, workload in self.requests.values():
+            estimate = estimate_duration(
+                self.model,
+                observer=observer,
+                expected_duration=self.expected_duration,
+                time_scale=self.time_scale,
+                workload=workload,
+            )
+            if estimate is None:
+                return None
+            ends.append(submitted_at + estimate.typical)
+        return sorted(ends)[self.refill_after - 1] if ends else None
 
     async def _watches(self, patient: bool) -> dict[str, RequestWatch]:
         watches: dict[str, RequestWatch] = {}

@@ -50,6 +50,7 @@ def batch(tmp_path: Path | None, items: Any, **kw: Any) -> SegmindBatchOperator:
         "payloads": items,
         "output_dir": str(tmp_path / "out") if tmp_path is not None else None,
         "deferrable": True,
+        "worker_wait": 0,  # every wave defers: these tests drive the deferrals (the default: below)
         "poll_interval": 0.2,
         "timeout": 60,
         "max_in_flight": 8,
@@ -140,6 +141,37 @@ async def test_a_batch_stores_every_item_once_and_writes_the_manifest(
     assert len(emulator.calls(endpoint="history_item")) == 0
 
 
+async def test_waves_due_within_worker_wait_are_waited_for_in_the_worker(
+    emulator: SegmindEmulator, tmp_path: Path, make_context: Callable[..., dict[str, Any]]
+) -> None:
+    """0.14 s jobs: deferring each wave would cost more than the wave; the worker waits for them."""
+    run = Run(batch(tmp_path, payloads(20), worker_wait=30), make_context())
+    manifest = await run.all()
+    assert run.triggers == 0 and manifest["waves"] >= 3  # several waves, none deferred
+    assert submits(emulator) == 20 and manifest["completed"] == 20
+    assert len(list((tmp_path / "out").glob("*.png"))) == 20
+
+
+async def test_a_wave_expected_after_worker_wait_defers_without_polling(
+    emulator: SegmindEmulator, tmp_path: Path, make_context: Callable[..., dict[str, Any]]
+) -> None:
+    op = batch(tmp_path, payloads(4), worker_wait=5, expected_duration=60)  # "a minute a job"
+    await Run(op, make_context()).deferred_once()
+    assert len(emulator.calls(endpoint="status")) == 0  # deferred at once: no wait in the worker
+
+
+async def test_a_short_wave_that_runs_late_defers_after_worker_wait_and_pays_once(
+    emulator: SegmindEmulator, tmp_path: Path, make_context: Callable[..., dict[str, Any]]
+) -> None:
+    emulator.add_fault("status", delay=1.0, count=4)  # the first polls answer long after worker_wait
+    op = batch(tmp_path, payloads(4), worker_wait=0.3, expected_duration=0.05)
+    run = Run(op, make_context())
+    deferred = await run.deferred_once()
+    assert emulator.faults() == []  # used up: the four late polls were sent from the worker, which waited
+    manifest = await run.resume(deferred)
+    assert run.triggers == 1 and manifest["completed"] == 4 and submits(emulator) == 4
+
+
 async def test_the_trigger_only_reads_and_yields_one_event(
     emulator: SegmindEmulator, tmp_path: Path, make_context: Callable[..., dict[str, Any]]
 ) -> None:
@@ -168,7 +200,8 @@ async def test_a_wave_event_carries_every_end_its_polls_already_found(
     emulator.clear_calls()
     emulator.add_fault("status", delay=0.5, count=3)  # three polls answer late, the others at once
     (event,) = [e async for e in trigger.run()]
-    assert len(emulator.calls(endpoint="status")) == 6  # one poll each: none added, none thrown away
+    polls = [c for c in emulator.calls(endpoint="status") if c["path"].split("/")[3] in trigger.requests]
+    assert len(polls) == 6  # one poll each: none added, none thrown away
     assert len(event.payload["ended"]) == 6 and event.payload["running"] == 0
 
 

@@ -159,6 +159,7 @@ with _campaign_dag("segmind_e2e_campaign_batch"):
         payloads=plan_batch(),
         output_dir=f"{OUT}/{{{{ run_id }}}}",
         deferrable=True,
+        worker_wait=0,  # every wave defers: the seam sits between a wave's submits and its defer
         max_in_flight=30,
         poll_interval=2.0,
         timeout=300,

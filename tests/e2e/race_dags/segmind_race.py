@@ -76,6 +76,7 @@ with DAG(
         output_dir=f"{OUT}/race/{{{{ run_id }}}}/batch",
         max_in_flight=1,
         deferrable=True,
+        worker_wait=0,  # every wave defers: the race is at each resume
         poll_interval=2,
         timeout=1800,
         expected_duration=EXPECTED,
