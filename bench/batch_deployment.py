@@ -32,11 +32,10 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "tests" / "e2e"))
 sys.path.insert(0, str(REPO / "bench"))
 
-from _common import markdown_table, write_json  # noqa: E402
+from _common import add_run_args, markdown_table, write_json  # noqa: E402
 from airflow_deployment import Deployment, deployed  # noqa: E402
+from batch_scale import MODEL_SECONDS, write_payloads_file  # noqa: E402
 from processes import wait_until  # noqa: E402
-
-MODEL_SECONDS = 14.0  # flux-1.1-pro's typical time in the catalog and the emulator, before scaling
 
 DAG = """
 import os
@@ -64,18 +63,6 @@ for wait in os.environ["BENCH_WORKER_WAITS"].split(","):
 
 def dag_id_of(wait: float) -> str:
     return "bench_batch_wait_" + str(wait).replace(".", "_")
-
-
-def _payloads_file(n: int, where: Path) -> Path:
-    """The N payloads, one per line, each prompt its own: a prompt repeated among one run's jobs is a
-    payload paid twice (each DAG stores in its own ``output_dir``, so none reuses another's images)."""
-    path = where / "payloads.jsonl"
-    with path.open("w", encoding="utf-8") as handle:
-        for i in range(n):
-            payload = {"prompt": f"a studio photo of product {i}, soft light", "seed": i}
-            payload.update({"aspect_ratio": "custom", "width": 256, "height": 256, "output_format": "png"})
-            handle.write(json.dumps(payload) + "\n")
-    return path
 
 
 def run_one(deployment: Deployment, dag_id: str, n: int, ideal: float) -> dict[str, Any]:
@@ -128,7 +115,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--max-in-flight", type=int, default=20)
     parser.add_argument("--time-scale", type=float, default=0.05)
     parser.add_argument("--worker-wait", type=float, nargs="+", default=[0.0, 5.0])
-    parser.add_argument("--name", default="batch_deployment", help="results file bench/results/<name>.json")
+    add_run_args(parser, "batch_deployment")
     args = parser.parse_args(argv)
     ideal = args.n * MODEL_SECONDS * args.time_scale / args.max_in_flight
     rows: list[dict[str, Any]] = []
@@ -142,7 +129,7 @@ def main(argv: list[str] | None = None) -> int:
             "dag_ids": tuple(dag_ids),
             "extra_env": {
                 "BENCH_WORKER_WAITS": ",".join(str(w) for w in args.worker_wait),
-                "BENCH_PAYLOADS_FILE": str(_payloads_file(args.n, Path(root))),
+                "BENCH_PAYLOADS_FILE": str(write_payloads_file(args.n, Path(root))),
                 "BENCH_IN_FLIGHT": str(args.max_in_flight),
                 "BENCH_EXPECTED": str(MODEL_SECONDS * args.time_scale),
             },
@@ -160,7 +147,8 @@ def main(argv: list[str] | None = None) -> int:
         f"--time-scale {args.time_scale} --worker-wait {' '.join(str(w) for w in args.worker_wait)}"
     )
     when = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime())
-    print(f"results: {write_json(args.name, {'command': command, 'when': when, 'rows': rows})}")
+    results = {"command": command, "when": when, "rows": rows}
+    print(f"results: {write_json(args.name, results, args.results_dir)}")
     return 0 if all(r["state"] == "success" and r["paid_twice"] == 0 for r in rows) else 1
 
 

@@ -88,7 +88,7 @@ def _baseline_tree(ref: str, where: Path) -> Path:
     return tree
 
 
-def _payloads_file(n: int, where: Path) -> Path:
+def write_payloads_file(n: int, where: Path) -> Path:
     """The DAG's N payloads as a JSON Lines file, one per line (``--payloads-file``)."""
     path = where / "payloads.jsonl"
     with path.open("w", encoding="utf-8") as handle:
@@ -134,7 +134,7 @@ def run_one(
         }
     )
     if payloads_file:
-        env["BENCH_PAYLOADS_FILE"] = str(_payloads_file(n, home))
+        env["BENCH_PAYLOADS_FILE"] = str(write_payloads_file(n, home))
     if worker_wait is not None:
         env["BENCH_WORKER_WAIT"] = str(worker_wait)
     if code is not None:

@@ -25,12 +25,14 @@ pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 REPO = Path(__file__).resolve().parents[2]
 
 
-def _run_bench(script: str, args: list[str], tmp_path: Path, name: str, plot: bool = True) -> dict[str, Any]:
+def _run_bench(
+    script: str, args: list[str], tmp_path: Path, name: str, plot: bool = True, timeout: float = 240
+) -> dict[str, Any]:
     image = tmp_path / f"{name}.png"
     cmd = [sys.executable, str(REPO / "bench" / script), *args]
     cmd += ["--name", name, "--results-dir", str(tmp_path)]
     cmd += ["--plot", str(image)] if plot else []
-    proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=240)
+    proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=timeout)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     if plot:
         with Image.open(image) as img:
@@ -144,6 +146,30 @@ def test_batch_scale_smoke(tmp_path: Path) -> None:
     assert row["payloads"] == "file" and row["ok"] and row["completed"] == n and row["submits"] == n, row
     assert row["waves"] >= n / in_flight, row
     assert row["db_bytes_per_item"] <= 2048 and row["manifest_bytes_per_item"] <= 2048, row
+
+
+def test_batch_deployment_smoke(tmp_path: Path) -> None:
+    """The same batch on a real deployment (LocalExecutor), every wave deferred and then the default
+    `worker_wait`: both store every item once; only the first defers (each deferral a round trip
+    through triggerer, scheduler and a new task process)."""
+    n, in_flight = 40, 10
+    args = [
+        "--n",
+        str(n),
+        "--max-in-flight",
+        str(in_flight),
+        "--time-scale",
+        "0.05",
+        "--worker-wait",
+        "0",
+        "5",
+    ]
+    data = _run_bench("batch_deployment.py", args, tmp_path, "deployment", plot=False, timeout=600)
+    deferring, waiting = data["rows"]
+    for row in (deferring, waiting):
+        assert row["state"] == "success" and row["stored"] == row["jobs"] == n and row["paid_twice"] == 0, row
+    assert deferring["deferrals"] >= n / in_flight, deferring  # a wave per deferral at least
+    assert waiting["deferrals"] == 0 and waiting["tries"] == 1, waiting  # 0.7 s waves, all in the worker
 
 
 def test_trigger_burst_smoke(tmp_path: Path) -> None:
