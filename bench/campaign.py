@@ -78,6 +78,7 @@ def run_approach(approach: str, n: int, scale: float, max_in_flight: int, timeou
                 payloads=[_payload(i) for i in range(n)],
                 segmind_conn_id=CONN_ID,
                 deferrable=True,
+                worker_wait=0,  # every wave to the triggerer: what this bench compares
                 max_in_flight=max_in_flight,
                 timeout=900,
             )

@@ -364,7 +364,7 @@ class SegmindBatchOperator(BaseOperator):
             self._write_delta(ledger.changed(), ledger)
             journal.record(ledger)
             trigger = self._trigger(ledger, running, payloads, journal)
-            event = self._short_wave(trigger) if self.deferrable else run_in_worker(trigger)
+            event = self._short_wave(trigger, ledger.waves) if self.deferrable else run_in_worker(trigger)
             if event is None:
                 deadline = max(item.submitted_at or 0.0 for item in running) + self.timeout
                 grace = max(WAVE_GRACE_SECONDS, 2 * self.poll_interval)
@@ -375,11 +375,17 @@ class SegmindBatchOperator(BaseOperator):
                 )
             completed = batch_items.record_wave(ledger, event, self.log)
 
-    def _short_wave(self, trigger: SegmindBatchTrigger) -> dict[str, Any] | None:
+    def _short_wave(self, trigger: SegmindBatchTrigger, wave: int) -> dict[str, Any] | None:
         """The wave's event, waited for here if it is due within ``worker_wait`` and comes by then; else None."""
         due = trigger.expected_event_at() if self.worker_wait > 0 else None
         if due is None or due - time.time() > self.worker_wait:
             return None
+        self.log.info(
+            "Wave %d is due in %.1f s: waited for in the worker (worker_wait %.1f s)",
+            wave,
+            max(due - time.time(), 0.0),
+            self.worker_wait,
+        )
         event = run_in_worker_within(trigger, self.worker_wait)
         if event is None:
             self.log.info("The wave was not over within %.1f s; deferring", self.worker_wait)

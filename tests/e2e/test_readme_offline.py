@@ -149,9 +149,17 @@ def test_the_readme_offline_run_stores_images_with_known_costs(offline_run: dict
 
 def test_the_readme_offline_run_polls_at_the_emulator_pace(offline_run: dict[str, Any]) -> None:
     """Both triggers were given the connection's time_scale, which scales their poll schedule (the
-    schedule itself is tested in tests/unit/test_polling.py), and no note of a missing one was logged."""
+    schedule itself is tested in tests/unit/test_polling.py), and no note of a missing one was logged.
+
+    The single operator's trigger is in the metadata database. The batch's waves of 0.7 s were
+    waited for in the worker, which only a trigger that knew the scale decides (unscaled, a wave of
+    flux-1.1-pro is due in 14 s, beyond ``worker_wait``, and would have deferred)."""
     assert "sets no time_scale" not in offline_run["log_text"]
     with sqlite3.connect(Path(offline_run["home"]) / "airflow.db") as db:
         rows = db.execute("SELECT classpath, kwargs FROM trigger").fetchall()
     scales = {classpath.rsplit(".", 1)[1]: json.loads(kwargs)["time_scale"] for classpath, kwargs in rows}
-    assert scales == {"SegmindRequestTrigger": 0.05, "SegmindBatchTrigger": 0.05}
+    assert scales == {"SegmindRequestTrigger": 0.05}
+    assert (
+        "Wave 1 is due in" in offline_run["log_text"]
+        and "waited for in the worker" in offline_run["log_text"]
+    )

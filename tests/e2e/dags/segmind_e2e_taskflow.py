@@ -21,7 +21,8 @@ def segmind_e2e_taskflow() -> None:
     def animal(prompt: str, seed: int) -> dict[str, Any]:
         return {"prompt": prompt, "aspect_ratio": "1:1", "output_format": "png", "seed": seed}
 
-    @task.segmind_batch(model="flux-1.1-pro", output_dir=OUT + "/taskflow/batch", **WAIT)
+    # worker_wait=0: every wave defers, as the test asks (short waves would wait in the worker).
+    @task.segmind_batch(model="flux-1.1-pro", output_dir=OUT + "/taskflow/batch", worker_wait=0, **WAIT)
     def shots(count: int) -> dict[str, dict[str, Any]]:
         return {
             f"sku-{i}": {"prompt": f"product shot {i}", "aspect_ratio": "custom", "width": 256, "height": 256}
