@@ -3,8 +3,8 @@
 The deployment ``tests/e2e/airflow_deployment.py`` builds (api-server, scheduler, dag-processor,
 triggerer; LocalExecutor on SQLite; the emulator for Segmind at ``--time-scale``: flux-1.1-pro's
 ~14 s becomes ~0.7 s at 0.05) runs one DAG per ``--worker-wait`` value, one after the other, each a
-single ``SegmindBatchOperator(model="flux-1.1-pro", payloads=[N dicts], max_in_flight=M,
-deferrable=True, worker_wait=W)`` (256x256 images, the payloads as a JSON Lines file). ``airflow dags
+single ``SegmindBatchOperator(model="flux-1.1-pro", payloads=<a JSON Lines file of N payloads>,
+max_in_flight=M, deferrable=True, worker_wait=W)`` (256x256 images). ``airflow dags
 test`` runs a trigger in the task's own process; here the scheduler queues the task, the executor
 starts a task process, the triggerer runs the trigger, and every deferral is that whole round trip.
 

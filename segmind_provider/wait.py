@@ -14,9 +14,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Mapping
+from collections.abc import Coroutine, Mapping
 from concurrent.futures import ThreadPoolExecutor
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from segmind_provider.account.spend import check_floor
 from segmind_provider.catalog import estimate_cost, expected_output_format, output_kind, validate_payload
@@ -53,6 +53,8 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
+_T = TypeVar("_T")
+
 
 def run_in_worker(trigger: BaseTrigger) -> dict[str, Any]:
     """The trigger's first event, its ``run()`` driven here instead of in the triggerer.
@@ -60,36 +62,36 @@ def run_in_worker(trigger: BaseTrigger) -> dict[str, Any]:
     Called from a thread that already runs an event loop (an ``async def`` task), the wait runs on
     a loop of its own in a helper thread: the caller still blocks, as a worker wait does.
     """
-    event = _first_event(trigger, None)
-    if event is None:  # pragma: no cover - only a bounded wait gives up
-        raise SegmindError(f"{type(trigger).__name__} gave no event")
-    return event
+    return _drive(_first_event(trigger))
 
 
 def run_in_worker_within(trigger: BaseTrigger, seconds: float) -> dict[str, Any] | None:
     """:func:`run_in_worker`, giving up after ``seconds``: None if the event has not come by then
     (the trigger is cancelled as the triggerer cancels one; it only reads, so nothing is lost)."""
-    return _first_event(trigger, seconds)
-
-
-def _first_event(trigger: BaseTrigger, within: float | None) -> dict[str, Any] | None:
-    async def first() -> dict[str, Any]:
-        async for event in trigger.run():
-            return dict(event.payload)
-        raise SegmindError(f"{type(trigger).__name__} ended without an event")
 
     async def bounded() -> dict[str, Any] | None:
         try:
-            return await asyncio.wait_for(first(), within)
+            return await asyncio.wait_for(_first_event(trigger), seconds)
         except asyncio.TimeoutError:  # the builtin TimeoutError from 3.11 on
             return None
 
+    return _drive(bounded())
+
+
+async def _first_event(trigger: BaseTrigger) -> dict[str, Any]:
+    async for event in trigger.run():
+        return dict(event.payload)
+    raise SegmindError(f"{type(trigger).__name__} ended without an event")
+
+
+def _drive(wait: Coroutine[Any, Any, _T]) -> _T:
+    """Run ``wait`` to its end on a loop of its own (in a helper thread where one already runs here)."""
     try:
         asyncio.get_running_loop()
     except RuntimeError:
-        return asyncio.run(bounded())
+        return asyncio.run(wait)
     with ThreadPoolExecutor(1, thread_name_prefix="segmind-wait") as pool:
-        return pool.submit(asyncio.run, bounded()).result()
+        return pool.submit(asyncio.run, wait).result()
 
 
 def request_trigger(

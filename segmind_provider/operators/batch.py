@@ -378,12 +378,13 @@ class SegmindBatchOperator(BaseOperator):
     def _short_wave(self, trigger: SegmindBatchTrigger, wave: int) -> dict[str, Any] | None:
         """The wave's event, waited for here if it is due within ``worker_wait`` and comes by then; else None."""
         due = trigger.expected_event_at() if self.worker_wait > 0 else None
-        if due is None or due - time.time() > self.worker_wait:
+        left = None if due is None else max(due - time.time(), 0.0)
+        if left is None or left > self.worker_wait:
             return None
         self.log.info(
             "Wave %d is due in %.1f s: waited for in the worker (worker_wait %.1f s)",
             wave,
-            max(due - time.time(), 0.0),
+            left,
             self.worker_wait,
         )
         event = run_in_worker_within(trigger, self.worker_wait)
