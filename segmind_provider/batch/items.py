@@ -410,7 +410,7 @@ def record_wave(ledger: Ledger, event: Any, log: logging.Logger | Any) -> list[t
         or not isinstance(event.get("ended"), dict)
     ):
         raise SegmindError(f"unexpected batch trigger event: {str(event)[:300]}")
-    by_request = ledger.by_request()
+    by_request = ledger.by_request(RUNNING)  # what this wave watched: a wave's work, not the batch's
     completed: list[tuple[Item, Any]] = []
     for request_id, record in event["ended"].items():
         item = by_request.get(request_id)

@@ -19,6 +19,8 @@ Three places, each for what survives there:
 
 from __future__ import annotations
 
+import itertools
+import threading
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -98,7 +100,12 @@ class Item:
     changed: bool = field(default=False, compare=False, repr=False)  # since the journal's last record
 
     def __setattr__(self, name: str, value: Any) -> None:
-        """Any change marks the item, so the journal writes only what changed in a wave."""
+        """Any change marks the item, so the journal writes only what changed in a wave; an item in a
+        ledger tells it too (``Ledger`` keeps its items by status and the changed ones apart)."""
+        ledger: Ledger | None = self.__dict__.get("_ledger")
+        if ledger is not None:
+            ledger._set(self, name, value)
+            return
         object.__setattr__(self, name, value)
         if name != "changed":
             object.__setattr__(self, "changed", True)
@@ -177,6 +184,44 @@ class Ledger:
         self.waves = waves
         self.rounds = rounds  # rounds of submits this ledger has seen (see batch.items.begin_round)
         self.run = run  # the task instance (DAG, run, task, map index): the manifest says whose it is
+        # Indexes kept as items change, so a wave's work is the wave's, not the whole batch's: the items
+        # by status (each in the order it reached that status; pending ones in the batch's order), the
+        # changed ones, and the ended ones whose cost is still to be looked up. Items change from the
+        # threads that submit and store, so every change and every read of an index holds the lock.
+        self._lock = threading.Lock()
+        self._by_status: dict[str, dict[str, Item]] = {}
+        self._changed: dict[str, Item] = {}
+        self._unpriced: dict[str, Item] = {}
+        for item in self.items.values():
+            self._by_status.setdefault(item.status, {})[item.key] = item
+            self._index(item)
+            object.__setattr__(item, "_ledger", self)
+
+    def _set(self, item: Item, name: str, value: Any) -> None:
+        """Set one of ``item``'s fields (``Item.__setattr__``) and keep the indexes true."""
+        with self._lock:
+            if name == "status" and value != item.status:
+                self._by_status[item.status].pop(item.key, None)
+                self._by_status.setdefault(value, {})[item.key] = item
+            object.__setattr__(item, name, value)
+            if name != "changed":
+                object.__setattr__(item, "changed", True)
+            self._index(item)
+
+    def _index(self, item: Item) -> None:
+        if item.changed:
+            self._changed[item.key] = item
+        else:
+            self._changed.pop(item.key, None)
+        if (
+            item.status in (COMPLETED, FAILED)
+            and item.request_id
+            and item.cost is None
+            and not item.uncertain
+        ):
+            self._unpriced[item.key] = item
+        else:
+            self._unpriced.pop(item.key, None)
 
     def meta(self) -> dict[str, Any]:
         """The batch's own facts, without its items (``batch.journal`` writes those as they change)."""
@@ -194,18 +239,40 @@ class Ledger:
 
     def changed(self) -> list[Item]:
         """Items changed since :meth:`settle`."""
-        return [item for item in self.items.values() if item.changed]
+        with self._lock:
+            return list(self._changed.values())
 
     def settle(self) -> None:
         """Mark every item as recorded."""
-        for item in self.items.values():
-            item.changed = False
+        with self._lock:
+            for item in self._changed.values():
+                object.__setattr__(item, "changed", False)
+            self._changed.clear()
 
     def with_status(self, *statuses: str) -> list[Item]:
-        return [item for item in self.items.values() if item.status in statuses]
+        """The items in any of ``statuses``, status by status."""
+        with self._lock:
+            return [item for status in statuses for item in self._by_status.get(status, {}).values()]
 
-    def by_request(self) -> dict[str, Item]:
-        return {item.request_id: item for item in self.items.values() if item.request_id}
+    def first(self, status: str, most: int) -> list[Item]:
+        """At most ``most`` items in ``status``, the first to reach it first (pending ones: in order)."""
+        with self._lock:
+            return list(itertools.islice(self._by_status.get(status, {}).values(), max(most, 0)))
+
+    def count(self, status: str) -> int:
+        with self._lock:
+            return len(self._by_status.get(status, ()))
+
+    def by_request(self, *statuses: str) -> dict[str, Item]:
+        """Items with a request, by its id; only those in ``statuses`` when given."""
+        chosen = self.with_status(*statuses) if statuses else list(self.items.values())
+        return {item.request_id: item for item in chosen if item.request_id}
+
+    def unpriced(self) -> list[Item]:
+        """Ended items with a request of this run whose cost is still to be looked up (a cost already
+        known, 0.0 for an earlier run's request, or an uncertain submit is not)."""
+        with self._lock:
+            return list(self._unpriced.values())
 
     def paid_earlier(self, submitted_at: Any) -> float | None:
         """An earlier run's request costs this run 0.0; None (look it up) when this run's tries paid for it

@@ -27,7 +27,7 @@ from segmind_provider.account.history import costs_from_history
 from segmind_provider.account.spend import CreditGuard, price_of
 from segmind_provider.batch import items as batch_items
 from segmind_provider.batch.journal import BatchJournal
-from segmind_provider.batch.ledger import COMPLETED, FAILED, NOT_STARTED, PENDING, RUNNING, Item, Ledger
+from segmind_provider.batch.ledger import FAILED, NOT_STARTED, PENDING, RUNNING, Item, Ledger
 from segmind_provider.batch.manifest import read_manifest, write_delta, write_manifest
 from segmind_provider.batch.recovery import reattach
 from segmind_provider.catalog import announce, timeout_seconds, validate_payload
@@ -354,7 +354,7 @@ class SegmindBatchOperator(BaseOperator):
             self.log.info(
                 "Wave %d: %d of %d items ended, %d running",
                 ledger.waves,
-                len(ledger.items) - len(running) - len(ledger.with_status(PENDING)),
+                len(ledger.items) - len(running) - ledger.count(PENDING),
                 len(ledger.items),
                 len(running),
             )
@@ -399,7 +399,7 @@ class SegmindBatchOperator(BaseOperator):
         payloads: Mapping[str, dict[str, Any]],
         journal: BatchJournal,
     ) -> SegmindBatchTrigger:
-        more = any(item.status == PENDING for item in ledger.items.values())
+        more = ledger.count(PENDING) > 0
         return SegmindBatchTrigger(
             requests={
                 str(item.request_id): [
@@ -431,9 +431,9 @@ class SegmindBatchOperator(BaseOperator):
         """Submit pending items up to ``max_in_flight`` (``ending``: running items whose request completed,
         not yet stored); below the credit floor, leave the rest unstarted. Returns how many were sent.
         """
-        room = self.max_in_flight - len(ledger.with_status(RUNNING)) + ending
+        room = self.max_in_flight - ledger.count(RUNNING) + ending
         chosen: list[Item] = []
-        for item in ledger.with_status(PENDING)[: max(room, 0)]:
+        for item in ledger.first(PENDING, room):
             if guard is not None and not guard.allow(price_of(self.model, payloads[item.key])):
                 for rest in ledger.with_status(PENDING):
                     rest.status = NOT_STARTED
@@ -518,11 +518,7 @@ class SegmindBatchOperator(BaseOperator):
 
     def _costs(self, ledger: Ledger, *, final: bool) -> None:
         """Actual costs from the request history, a page per 100 requests, once enough are unknown."""
-        unknown = [  # an earlier run's item cost 0.0 here, so it is never looked up
-            item
-            for item in ledger.with_status(COMPLETED, FAILED)
-            if item.request_id and item.cost is None and not item.uncertain
-        ]
+        unknown = ledger.unpriced()  # an earlier run's item cost 0.0 here, so it is never looked up
         if not unknown or (not final and len(unknown) < COST_LOOKUP_BATCH):
             return
 

@@ -205,6 +205,14 @@ async def test_a_wave_event_carries_every_end_its_polls_already_found(
     assert len(event.payload["ended"]) == 6 and event.payload["running"] == 0
 
 
+@pytest.mark.parametrize("bad", [{"worker_wait": -1}, {"max_in_flight": 0}])
+def test_a_negative_worker_wait_and_an_empty_wave_are_refused_when_the_dag_is_parsed(
+    bad: dict[str, Any],
+) -> None:
+    with pytest.raises(ValueError, match=next(iter(bad))):
+        batch(None, payloads(1), **bad)
+
+
 async def test_a_keyed_batch_without_deferral_stores_by_key(
     emulator: SegmindEmulator, tmp_path: Path, make_context: Callable[..., dict[str, Any]]
 ) -> None:

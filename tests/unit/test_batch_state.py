@@ -12,6 +12,7 @@ import json
 import shutil
 import tempfile
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +20,7 @@ import pytest
 from airflow.sdk import DAG
 from test_batch import Run, batch, payloads, submits
 
+from segmind_provider.batch.ledger import COMPLETED, FAILED, PENDING, RUNNING, Item, Ledger
 from segmind_provider.exceptions import SegmindValidationError
 from segmind_provider.operators.batch import SegmindBatchOperator
 from segmind_provider.testing.emulator.runner import SegmindEmulator
@@ -196,3 +198,40 @@ async def test_payloads_can_be_a_json_lines_file(
     with pytest.raises(SegmindValidationError, match="line 2 is not JSON"):
         await Run(batch(tmp_path / "bad", str(items)), make_context()).all()
     assert submits(emulator) == 10
+
+
+def test_the_ledgers_indexes_agree_with_its_items_while_threads_change_them() -> None:
+    """A wave reads the ledger by status, its changes and its unpriced items from indexes kept as items
+    change (on the submit and store threads at once), not by walking every item; they must say what
+    walking would."""
+    ledger = Ledger((Item(f"item-{i}", f"{i:064x}") for i in range(2_000)), started_at=1.0)
+    assert [i.key for i in ledger.first(PENDING, 3)] == ["item-0", "item-1", "item-2"]
+    ledger.settle()
+
+    def work(part: int) -> None:
+        for index in range(part, 2_000, 8):
+            item = ledger.items[f"item-{index}"]
+            item.request_id, item.submitted_at, item.status = f"r{index}", 2.0, RUNNING
+            if index % 3 == 0:
+                item.end(COMPLETED, uris=[f"/out/{index}.png"], digests=[(10, "ab")])
+            elif index % 3 == 1:
+                item.end(FAILED, error="blocked")
+                if index % 2:
+                    item.cost = 0.05
+
+    with ThreadPoolExecutor(8) as pool:
+        list(pool.map(work, range(8)))
+    items = list(ledger.items.values())
+    for status in (PENDING, RUNNING, COMPLETED, FAILED):
+        assert {i.key for i in ledger.with_status(status)} == {i.key for i in items if i.status == status}
+        assert ledger.count(status) == sum(1 for i in items if i.status == status)
+    assert {i.key for i in ledger.changed()} == {i.key for i in items}  # every item changed since settle
+    wanted = {i.key for i in items if i.status in (COMPLETED, FAILED) and i.cost is None}
+    assert {i.key for i in ledger.unpriced()} == wanted and wanted
+    assert set(ledger.by_request(RUNNING)) == {i.request_id for i in items if i.status == RUNNING}
+    ledger.settle()
+    assert ledger.changed() == [] and not any(i.changed for i in items)
+    assert "item-4" in {i.key for i in ledger.unpriced()}
+    ledger.items["item-4"].cost = 0.05  # one change: one item to record, one fewer to price
+    assert [i.key for i in ledger.changed()] == ["item-4"]
+    assert "item-4" not in {i.key for i in ledger.unpriced()}
