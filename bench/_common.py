@@ -163,6 +163,15 @@ def percentile(values: Sequence[float], q: float) -> float:
     return ordered[min(rank, len(ordered)) - 1]
 
 
+def process_cpu_seconds(pid: int) -> float:
+    """utime + stime of another process, from /proc (Linux); 0 elsewhere."""
+    stat = Path(f"/proc/{pid}/stat")
+    if not stat.exists():
+        return 0.0
+    parts = stat.read_text().rsplit(")", 1)[1].split()
+    return (int(parts[11]) + int(parts[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def cpu_seconds() -> float:
     """User + system CPU of this process, all threads included."""
     t = psutil.Process().cpu_times()

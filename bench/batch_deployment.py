@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import sys
 import tempfile
 import time
@@ -65,6 +66,21 @@ def dag_id_of(wait: float) -> str:
     return "bench_batch_wait_" + str(wait).replace(".", "_")
 
 
+_REPORT = re.compile(r"TaskInstance Finished: dag_id=(?P<dag>[^,]+),.*?, state=(?P<state>\w+), executor=")
+
+
+def reports_seen_in(deployment: Deployment, dag_id: str) -> dict[str, int]:
+    """The task's state when the scheduler read each executor report of a finished task process (its
+    ``TaskInstance Finished`` log line): ``deferred`` is the safe order; ``scheduled`` means the
+    trigger fired first (3.3.2 lets that pass); ``queued`` or ``running`` is the race."""
+    seen: Counter[str] = Counter()
+    for line in deployment.logs["scheduler"].read_text(errors="replace").splitlines():
+        match = _REPORT.search(line)
+        if match and match["dag"] == dag_id:
+            seen[match["state"]] += 1
+    return dict(seen)
+
+
 def run_one(deployment: Deployment, dag_id: str, n: int, ideal: float) -> dict[str, Any]:
     """Trigger the DAG, wait for its end, count what it did."""
     wait_until(
@@ -103,6 +119,7 @@ def run_one(deployment: Deployment, dag_id: str, n: int, ideal: float) -> dict[s
         "deferrals": events("deferred"),
         "tries": int(tries),
         "races": events("state mismatch"),
+        "reports_seen_in": reports_seen_in(deployment, dag_id),
         "stored": sum(1 for p in stored.glob("*.png")) if stored.exists() else 0,
         "jobs": len(jobs),
         "paid_twice": sum(count - 1 for count in prompts.values()),

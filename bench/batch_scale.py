@@ -37,7 +37,16 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _common import CallCounts, add_run_args, machine, markdown_table, start_emulator, write_json
+from _common import (
+    RESULTS_DIR,
+    CallCounts,
+    add_run_args,
+    machine,
+    markdown_table,
+    process_cpu_seconds,
+    start_emulator,
+    write_json,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 AIRFLOW = str(Path(sys.executable).with_name("airflow"))
@@ -107,10 +116,12 @@ def run_one(
     work: Path,
     payloads_file: bool = False,
     worker_wait: float | None = None,
+    py_spy: tuple[Path, Path] | None = None,
 ) -> dict[str, Any]:
     """One `airflow dags test` of the batch DAG; ``code``: a checkout whose package is used instead;
     ``payloads_file``: the payloads as a JSON Lines file instead of a list in the DAG; ``worker_wait``:
-    the operator's (None: its default)."""
+    the operator's (None: its default); ``py_spy``: the py-spy binary to record the run with, and the
+    folder its profile goes to (speedscope's format; --gil: the thread holding the GIL, so CPU, not waits)."""
     home = work / (
         f"home-{n}-{'baseline' if code else 'this'}{'-file' if payloads_file else ''}-wait{worker_wait}"
     )
@@ -143,10 +154,17 @@ def run_one(
         subprocess.run([AIRFLOW, "db", "migrate"], env=env, cwd=home, check=True, capture_output=True)
         db = home / "airflow.db"
         before = db.stat().st_size
-        cpu = _children_cpu()
+        cpu, emulator_cpu = _children_cpu(), process_cpu_seconds(emulator.pid)
+        command = [AIRFLOW, "dags", "test", "bench_batch_scale"]
+        if py_spy is not None:
+            binary, folder = py_spy
+            folder.mkdir(parents=True, exist_ok=True)
+            profile = folder / f"{home.name}.speedscope.json"
+            spy = [str(binary), "record", "--subprocesses", "--gil", "--format", "speedscope", "-r", "50"]
+            command = [*spy, "-o", str(profile), "--", *command]
         started = time.perf_counter()
         proc = subprocess.run(
-            ["/usr/bin/time", "-f", "%M", AIRFLOW, "dags", "test", "bench_batch_scale"],
+            ["/usr/bin/time", "-f", "%M", *command],
             env=env,
             cwd=home,
             capture_output=True,
@@ -155,6 +173,7 @@ def run_one(
         )
         wall = time.perf_counter() - started
         cpu = _children_cpu() - cpu
+        emulator_cpu = process_cpu_seconds(emulator.pid) - emulator_cpu
         rss_kb = int(proc.stderr.strip().splitlines()[-1]) if proc.stderr.strip() else 0
         calls = CallCounts.from_calls(emulator.calls())
     finally:
@@ -179,6 +198,7 @@ def run_one(
         if manifest_path.exists()
         else None,
         "cpu_ms_per_item": round(cpu * 1000 / n, 1),
+        "emulator_cpu_ms_per_item": round(emulator_cpu * 1000 / n, 1),
         "peak_rss_mb": round(rss_kb / 1024),
         "submits": calls.submit,
         "status_polls": calls.status,
@@ -204,6 +224,11 @@ def main(argv: list[str] | None = None) -> int:
         default=[None],
         help="the operator's worker_wait, one run each (0: every wave defers); default: the operator's",
     )
+    parser.add_argument(
+        "--py-spy",
+        type=Path,
+        help="record each `dags test` with this py-spy binary (profiles: bench/results/profiles/, not kept in git)",
+    )
     add_run_args(parser, "batch_scale")
     args = parser.parse_args(argv)
     rows: list[dict[str, Any]] = []
@@ -216,7 +241,16 @@ def main(argv: list[str] | None = None) -> int:
                     [(baseline, None)] if baseline else []
                 ):
                     row = run_one(
-                        n, args.max_in_flight, args.time_scale, code, work, args.payloads_file, wait
+                        n,
+                        args.max_in_flight,
+                        args.time_scale,
+                        code,
+                        work,
+                        args.payloads_file,
+                        wait,
+                        (args.py_spy, (args.results_dir or RESULTS_DIR) / "profiles")
+                        if args.py_spy
+                        else None,
                     )
                     rows.append(row)
                     print(json.dumps({k: v for k, v in row.items() if k != "tail"}), flush=True)
@@ -241,6 +275,7 @@ def main(argv: list[str] | None = None) -> int:
         "db_bytes_per_item",
         "manifest_bytes_per_item",
         "cpu_ms_per_item",
+        "emulator_cpu_ms_per_item",
         "peak_rss_mb",
         "submits",
     ]

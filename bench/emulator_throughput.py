@@ -24,16 +24,10 @@ import aiohttp
 
 from segmind_provider.testing.emulator import SegmindEmulator
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import process_cpu_seconds
+
 KEY = {"x-api-key": "bench-key"}
-
-
-def server_cpu_seconds(pid: int) -> float:
-    """utime + stime of the server process (Linux); 0 elsewhere."""
-    stat = Path(f"/proc/{pid}/stat")
-    if not stat.exists():
-        return 0.0
-    parts = stat.read_text().rsplit(")", 1)[1].split()
-    return (int(parts[11]) + int(parts[12])) / os.sysconf("SC_CLK_TCK")
 
 
 async def submit_jobs(base_url: str, count: int) -> list[str]:
@@ -89,13 +83,13 @@ def run_phase(
         for _ in range(args.clients)
     ]
     assert emu.pid is not None
-    cpu_before = server_cpu_seconds(emu.pid)
+    cpu_before = process_cpu_seconds(emu.pid)
     started = time.perf_counter()
     for p in procs:
         p.start()
     results = [out.get(timeout=args.duration + 60) for _ in procs]
     elapsed = time.perf_counter() - started
-    cpu_used = server_cpu_seconds(emu.pid) - cpu_before
+    cpu_used = process_cpu_seconds(emu.pid) - cpu_before
     for p in procs:
         p.join()
     polls = sum(r[0] for r in results)
