@@ -18,6 +18,7 @@ from typing import Any
 
 import psutil
 import pytest
+from distributed_stack import missing_services
 from PIL import Image
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
@@ -146,6 +147,7 @@ def test_batch_scale_smoke(tmp_path: Path) -> None:
     assert row["payloads"] == "file" and row["ok"] and row["completed"] == n and row["submits"] == n, row
     assert row["waves"] >= n / in_flight, row
     assert row["db_bytes_per_item"] <= 2048 and row["manifest_bytes_per_item"] <= 2048, row
+    assert row["cpu_ms_per_item"] > 0 and row["emulator_cpu_ms_per_item"] > 0, row  # both processes read
 
 
 def test_batch_deployment_smoke(tmp_path: Path) -> None:
@@ -170,6 +172,62 @@ def test_batch_deployment_smoke(tmp_path: Path) -> None:
         assert row["state"] == "success" and row["stored"] == row["jobs"] == n and row["paid_twice"] == 0, row
     assert deferring["deferrals"] >= n / in_flight, deferring  # a wave per deferral at least
     assert waiting["deferrals"] == 0 and waiting["tries"] == 1, waiting  # 0.7 s waves, all in the worker
+    # Every deferred task process's exit was read by the scheduler, in some state of the task's.
+    assert sum(deferring["reports_seen_in"].values()) >= deferring["deferrals"], deferring
+
+
+def test_batch_deployment_on_celery_smoke(tmp_path: Path) -> None:
+    """The same bench on the distributed stack (CeleryExecutor, PostgreSQL, Redis, two workers and two
+    triggerers), the default `worker_wait`: every item stored once, none paid twice, one try."""
+    missing = missing_services()
+    if missing:  # a failure under CI=true (tests/conftest.py)
+        pytest.skip(f"needs Debian's {' and '.join(missing)} (make test installs them when it can)")
+    n, in_flight = 40, 10
+    args = ["--n", str(n), "--max-in-flight", str(in_flight), "--time-scale", "0.05", "--worker-wait", "5"]
+    args += ["--executor", "celery"]
+    data = _run_bench("batch_deployment.py", args, tmp_path, "celery", plot=False, timeout=600)
+    (row,) = data["rows"]
+    assert row["executor"] == "celery" and row["state"] == "success", row
+    assert row["stored"] == row["jobs"] == n and row["paid_twice"] == 0 and row["tries"] == 1, row
+    assert "--executor celery" in data["command"]
+
+
+def test_batch_memory_and_profile_summary_smoke(tmp_path: Path) -> None:
+    """The two explaining scripts: bytes per item traced, and a speedscope profile summed by part."""
+    proc = subprocess.run(
+        [sys.executable, str(REPO / "bench" / "batch_memory.py"), "--n", "300"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=True,
+    )
+    per_item = dict(line.split(": ") for line in proc.stdout.splitlines() if ": " in line)
+    assert (
+        200 < int(per_item["payloads"].split()[0]) < 5000 and 200 < int(per_item["ledger"].split()[0]) < 5000
+    )
+    frames = [
+        {"name": "execute", "file": "/x/segmind_provider/operators/batch.py"},
+        {"name": "_cadwyn_initialize", "file": "/x/cadwyn/applications.py"},
+        {"name": "_find_and_load", "file": "<frozen importlib._bootstrap>"},
+    ]
+    profile = {
+        "shared": {"frames": frames},
+        "profiles": [{"name": "t", "samples": [[0], [0], [1], [2]], "weights": [0.5, 0.5, 2.0, 1.0]}],
+    }
+    path = tmp_path / "p.speedscope.json"
+    path.write_text(json.dumps(profile))
+    proc = subprocess.run(
+        [sys.executable, str(REPO / "bench" / "profile_summary.py"), str(path)],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+    assert "4.0 s of samples" in proc.stdout
+    assert "1.00 s  provider" in proc.stdout and "2.00 s  Airflow: building" in proc.stdout
+    assert "1.00 s  imports" in proc.stdout and "operators/batch.py:execute" in proc.stdout
 
 
 def test_trigger_burst_smoke(tmp_path: Path) -> None:
