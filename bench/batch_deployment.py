@@ -128,7 +128,7 @@ class CeleryDeployment:
 @contextmanager
 def local_deployment(
     root: Path, dags: Path, dag_ids: list[str], env: dict[str, str], scale: float
-) -> Iterator[Any]:
+) -> Iterator[LocalDeployment]:
     with deployed(root, dags=dags, dag_ids=tuple(dag_ids), extra_env=env) as deployment:
         deployment.emulator("PATCH", "/config", {"time_scale": scale})
         yield LocalDeployment(deployment)
@@ -137,7 +137,7 @@ def local_deployment(
 @contextmanager
 def celery_deployment(
     root: Path, dags: Path, dag_ids: list[str], env: dict[str, str], scale: float
-) -> Iterator[Any]:
+) -> Iterator[CeleryDeployment]:
     from distributed_stack import Stack, missing_services
 
     missing = missing_services()

@@ -197,6 +197,7 @@ def run_one(
         "manifest_bytes_per_item": round(manifest_path.stat().st_size / n)
         if manifest_path.exists()
         else None,
+        "profiled": py_spy is not None,  # CPU and RSS below then include py-spy's
         "cpu_ms_per_item": round(cpu * 1000 / n, 1),
         "emulator_cpu_ms_per_item": round(emulator_cpu * 1000 / n, 1),
         "peak_rss_mb": round(rss_kb / 1024),
@@ -227,7 +228,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--py-spy",
         type=Path,
-        help="record each `dags test` with this py-spy binary (profiles: bench/results/profiles/, not kept in git)",
+        help="record each `dags test` with this py-spy binary (profiles: bench/results/profiles/, not kept "
+        "in git); the run's CPU and RSS figures then include py-spy's own, and its rows say profiled",
     )
     add_run_args(parser, "batch_scale")
     args = parser.parse_args(argv)

@@ -260,6 +260,7 @@ class Ledger:
             return list(itertools.islice(self._by_status.get(status, {}).values(), max(most, 0)))
 
     def count(self, status: str) -> int:
+        """How many items are in ``status``, without listing them."""
         with self._lock:
             return len(self._by_status.get(status, ()))
 
